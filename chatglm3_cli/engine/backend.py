@@ -1,0 +1,345 @@
+"""The only module that touches llama.cpp (through llama-cpp-python's low-level ctypes API).
+
+We use the low-level API rather than the ``Llama`` class because we need control that class
+does not give: our own token ids in, our own stop tokens, several sequences in one context
+(later), llama.cpp's log fully silenced, and a load failure turned into a typed error instead
+of a vague ValueError. ``llama_cpp`` is imported lazily so that ``chatglm3 --help`` stays fast.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from ..errors import GenerationError, ModelLoadError
+
+_lock = threading.Lock()
+_L: Any = None
+_log_lines: deque[str] = deque(maxlen=20)
+_verbose = False
+_log_cb: Any = None  # keep the ctypes callback alive for the life of the process
+
+
+def llama() -> Any:
+    """The ``llama_cpp.llama_cpp`` module, with the backend initialised and logging captured."""
+    global _L, _log_cb
+    if _L is not None:
+        return _L
+    with _lock:
+        if _L is None:
+            import llama_cpp.llama_cpp as L
+
+            @L.llama_log_callback
+            def _on_log(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+                line = text.decode("utf-8", errors="replace")
+                if level in (2, 3):  # warnings and errors are kept to explain failures
+                    _log_lines.append(line.strip())
+                if _verbose:
+                    sys.stderr.write(line)
+
+            _log_cb = _on_log
+            L.llama_log_set(_log_cb, ctypes.c_void_p(0))
+            L.llama_backend_init()
+            _L = L
+    return _L
+
+
+def set_verbose(verbose: bool) -> None:
+    """Forward llama.cpp's own log to stderr (off by default)."""
+    global _verbose
+    _verbose = verbose
+
+
+def last_log_error() -> str | None:
+    for line in reversed(_log_lines):
+        if line:
+            return line
+    return None
+
+
+def supports_gpu_offload() -> bool:
+    return bool(llama().llama_supports_gpu_offload())
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+class LlamaModel:
+    """A loaded model (weights + vocabulary)."""
+
+    def __init__(self, path: str, n_gpu_layers: int | None) -> None:
+        L = llama()
+        params = L.llama_model_default_params()
+        if n_gpu_layers is None or n_gpu_layers < 0:
+            n_gpu_layers = 999 if supports_gpu_offload() else 0
+        params.n_gpu_layers = n_gpu_layers
+        self.n_gpu_layers = n_gpu_layers
+        _log_lines.clear()
+        ptr = L.llama_model_load_from_file(os.fsencode(path), params)
+        if not ptr:
+            reason = last_log_error() or "llama.cpp could not load it"
+            raise ModelLoadError(f"cannot load {path}: {reason}")
+        self.ptr = ptr
+        self.vocab = L.llama_model_get_vocab(ptr)
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = L.llama_model_n_ctx_train(ptr)
+        self._piece_cache: dict[int, bytes] = {}
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            llama().llama_model_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # vocabulary ---------------------------------------------------------------------------
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes a token stands for in generated text (control tokens give b"")."""
+        cached = self._piece_cache.get(token)
+        if cached is not None:
+            return cached
+        L = llama()
+        buf = ctypes.create_string_buffer(64)
+        n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        out = buf.raw[:n]
+        self._piece_cache[token] = out
+        return out
+
+    def token_text(self, token: int) -> str:
+        """The vocabulary entry of a token (for showing prompts; control tokens by name)."""
+        raw = llama().llama_vocab_get_text(self.vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    def tokenize(self, text: str, *, parse_special: bool, add_special: bool = False) -> list[int]:
+        """llama.cpp's own tokenizer: used only for models that are not ChatGLM3."""
+        L = llama()
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (L.llama_token * cap)()
+            n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def eog_tokens(self) -> set[int]:
+        L = llama()
+        return {t for t in range(self.n_vocab) if L.llama_vocab_is_eog(self.vocab, t)}
+
+    def chat_template(self) -> str | None:
+        raw = llama().llama_model_chat_template(self.ptr, None)
+        return raw.decode("utf-8") if raw else None
+
+    def bos_token(self) -> int:
+        return int(llama().llama_vocab_bos(self.vocab))
+
+    def add_bos(self) -> bool:
+        return bool(llama().llama_vocab_get_add_bos(self.vocab))
+
+
+class _AbortFlag:
+    """Lets Ctrl-C stop a long prompt evaluation inside llama_decode.
+
+    While llama_decode runs, Python's own SIGINT handling is blocked in C. llama.cpp calls an
+    abort callback between graph nodes; our SIGINT handler sets a flag that the callback reads.
+    It is installed only around prompt batches: a Python call per graph node would cost
+    single-token decoding a few percent.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.cb = llama().ggml_abort_callback(lambda _data: self.requested)
+
+
+@dataclass
+class Timing:
+    prompt_tokens: int = 0
+    prompt_s: float = 0.0
+    gen_tokens: int = 0
+    gen_s: float = 0.0
+
+
+class LlamaContext:
+    """A llama.cpp context: the KV cache, one batch buffer, and decode calls."""
+
+    def __init__(self, model: LlamaModel, *, n_ctx: int, n_batch: int = 512, n_threads: int | None = None,
+                 n_seq_max: int = 1) -> None:
+        L = llama()
+        self.model = model
+        params = L.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq_max
+        threads = n_threads or default_threads()
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        _log_lines.clear()
+        ptr = L.llama_init_from_model(model.ptr, params)
+        if not ptr:
+            reason = last_log_error() or "llama.cpp could not create a context"
+            raise ModelLoadError(f"cannot create a context of {n_ctx} tokens: {reason}")
+        self.ptr = ptr
+        self.n_ctx = int(L.llama_n_ctx(ptr))
+        self.n_batch = n_batch
+        self.n_threads = threads
+        self.memory = L.llama_get_memory(ptr)
+        self._batch = L.llama_batch_init(n_batch, 0, n_seq_max)
+        self._abort = _AbortFlag()
+
+    def close(self) -> None:
+        L = llama()
+        if getattr(self, "ptr", None):
+            L.llama_batch_free(self._batch)
+            L.llama_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self) -> None:  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def clear(self) -> None:
+        llama().llama_memory_clear(self.memory, True)
+
+    def remove(self, seq: int, start: int, end: int = -1) -> bool:
+        """Drop cells [start, end) of a sequence from the KV cache."""
+        return bool(llama().llama_memory_seq_rm(self.memory, seq, start, end))
+
+    def decode(self, tokens: Sequence[int], start_pos: int, seq: int = 0) -> None:
+        """Evaluate tokens at positions start_pos.. for one sequence; logits of the last one kept.
+
+        Long inputs go in n_batch chunks; Ctrl-C during a chunk aborts it and raises
+        KeyboardInterrupt once llama.cpp has returned.
+        """
+        L = llama()
+        n_total = len(tokens)
+        interruptible = n_total > 1
+        if interruptible:
+            self._install_abort()
+        try:
+            for off in range(0, n_total, self.n_batch):
+                chunk = tokens[off:off + self.n_batch]
+                b = self._batch
+                for i, tok in enumerate(chunk):
+                    b.token[i] = tok
+                    b.pos[i] = start_pos + off + i
+                    b.n_seq_id[i] = 1
+                    b.seq_id[i][0] = seq
+                    b.logits[i] = 0
+                b.logits[len(chunk) - 1] = 1 if off + len(chunk) == n_total else 0
+                b.n_tokens = len(chunk)
+                rc = L.llama_decode(self.ptr, b)
+                if rc != 0:
+                    self._raise_decode(rc)
+        finally:
+            if interruptible:
+                self._remove_abort()
+
+    def decode_one(self, token: int, pos: int, seq: int = 0) -> None:
+        """The per-token hot path: one token, logits kept."""
+        b = self._batch
+        b.token[0] = token
+        b.pos[0] = pos
+        b.n_seq_id[0] = 1
+        b.seq_id[0][0] = seq
+        b.logits[0] = 1
+        b.n_tokens = 1
+        rc = _L.llama_decode(self.ptr, b)
+        if rc != 0:
+            self._raise_decode(rc)
+
+    def _raise_decode(self, rc: int) -> None:
+        if rc == 2 and self._abort.requested:
+            raise KeyboardInterrupt
+        if rc == 1:
+            raise GenerationError("the context is full (no free KV cache slot)")
+        raise GenerationError(f"llama_decode failed ({rc}): {last_log_error() or 'no details'}")
+
+    def _install_abort(self) -> None:
+        self._abort.requested = False
+        self._prev_handler = None
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._prev_handler = signal.getsignal(signal.SIGINT)
+
+                def on_sigint(_sig: int, _frame: Any) -> None:
+                    self._abort.requested = True
+
+                signal.signal(signal.SIGINT, on_sigint)
+            except (ValueError, TypeError):  # pragma: no cover - exotic embedding
+                self._prev_handler = None
+        llama().llama_set_abort_callback(self.ptr, self._abort.cb, None)
+
+    def _remove_abort(self) -> None:
+        llama().llama_set_abort_callback(self.ptr, llama().ggml_abort_callback(0), None)
+        if self._prev_handler is not None:
+            signal.signal(signal.SIGINT, self._prev_handler)
+            self._prev_handler = None
+        if self._abort.requested:
+            self._abort.requested = False
+            raise KeyboardInterrupt
+
+
+class Sampler:
+    """A llama.cpp sampler chain built from SamplingParams (HF order: temperature, top-k, top-p)."""
+
+    def __init__(self, *, temperature: float, top_p: float, top_k: int, repeat_penalty: float,
+                 seed: int | None, repeat_last_n: int = 64) -> None:
+        L = llama()
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if repeat_penalty != 1.0:
+            L.llama_sampler_chain_add(
+                chain, L.llama_sampler_init_penalties(repeat_last_n, repeat_penalty, 0.0, 0.0))
+        if temperature <= 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+        else:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(temperature))
+            if top_k > 0:
+                L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(top_k))
+            if 0 < top_p < 1:
+                L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(top_p, 1))
+            s = 0xFFFFFFFF if seed is None else seed & 0xFFFFFFFF  # LLAMA_DEFAULT_SEED = random
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(s))
+        self.ptr = chain
+
+    def accept_prompt(self, tokens: Iterable[int]) -> None:
+        """Let the repeat penalty see the prompt, as llama.cpp's own tools do."""
+        L = llama()
+        for t in tokens:
+            L.llama_sampler_accept(self.ptr, t)
+
+    def sample(self, ctx: LlamaContext, idx: int = -1) -> int:
+        """Sample from the logits of batch row idx; llama.cpp also accepts the token."""
+        return int(_L.llama_sampler_sample(self.ptr, ctx.ptr, idx))
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            llama().llama_sampler_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self) -> None:  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass

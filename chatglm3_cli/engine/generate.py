@@ -1,0 +1,264 @@
+"""One sequence: prompt ids in, streamed text out.
+
+Everything that produces text for a single conversation goes through ``Generation``, so that
+ChatGLM3's stop tokens, its metadata line and UTF-8 safety live in one place.
+"""
+from __future__ import annotations
+
+import codecs
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from ..errors import PromptTooLongError
+from .sampling import SamplingParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backend import LlamaContext, LlamaModel
+
+# Longer than any tool name: a first line this long without "\n" is content, not metadata.
+_MAX_METADATA_CHARS = 256
+
+
+class Utf8Stream:
+    """Joins token bytes into text without ever splitting a multi-byte character.
+
+    ChatGLM3 spells rare characters and emoji as byte tokens (<0xF0> <0x9F> ...), so one
+    character can arrive over several tokens. Invalid bytes become U+FFFD, as in the
+    official decode.
+    """
+
+    def __init__(self) -> None:
+        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> str:
+        return self._dec.decode(data)
+
+    def finish(self) -> str:
+        return self._dec.decode(b"", final=True)
+
+
+class AnswerShaper:
+    """Turns the raw generated text into the answer, incrementally.
+
+    ChatGLM3 begins its answer with a metadata line: empty for a plain answer, the tool's name
+    for a tool call. The official ``process_response`` splits on the first "\\n", and strips
+    the content of a plain answer. We do the same while streaming: the metadata line is held
+    back, leading whitespace dropped, and trailing whitespace held until more text follows, so
+    the streamed pieces join to exactly the final answer.
+    """
+
+    def __init__(self, *, metadata_line: bool) -> None:
+        self.metadata: str = ""
+        # Other models: only the leading space of an SPM vocabulary's first piece is dropped.
+        self._state = "meta" if metadata_line else "lead_raw"
+        self._meta_buf = ""
+        self._pending_ws = ""
+
+    def feed(self, text: str) -> str:
+        if not text:
+            return ""
+        if self._state == "meta":
+            self._meta_buf += text
+            if "\n" in self._meta_buf:
+                meta, rest = self._meta_buf.split("\n", 1)
+                self._meta_buf = ""
+                self.metadata = meta.strip()
+                self._state = "lead" if not self.metadata else "raw"
+                return self.feed(rest)
+            if len(self._meta_buf) > _MAX_METADATA_CHARS:
+                rest, self._meta_buf = self._meta_buf, ""
+                self._state = "lead"
+                return self.feed(rest)
+            return ""
+        if self._state == "raw":
+            return text
+        if self._state == "lead_raw":
+            text = text.lstrip()
+            if text:
+                self._state = "raw"
+            return text
+        if self._state == "lead":
+            text = text.lstrip()
+            if not text:
+                return ""
+            self._state = "body"
+        # body: hold trailing whitespace until we know it is not the end
+        text = self._pending_ws + text
+        stripped = text.rstrip()
+        self._pending_ws = text[len(stripped):]
+        return stripped
+
+    def finish(self) -> str:
+        if self._state == "meta":  # never saw the metadata line's end: it was all content
+            rest, self._meta_buf = self._meta_buf, ""
+            self._state = "lead"
+            return self.feed(rest)
+        self._pending_ws = ""
+        return ""
+
+
+@dataclass
+class Timings:
+    prompt_tokens: int = 0  # evaluated now (not taken from the cache)
+    prompt_ms: float = 0.0
+    generated_tokens: int = 0
+    generation_ms: float = 0.0
+
+    @property
+    def prompt_tps(self) -> float | None:
+        return self.prompt_tokens / self.prompt_ms * 1000 if self.prompt_ms > 0 and self.prompt_tokens else None
+
+    @property
+    def generation_tps(self) -> float | None:
+        # The first token comes from the prompt's logits; the rest each cost one decode.
+        n = self.generated_tokens
+        return n / self.generation_ms * 1000 if self.generation_ms > 0 and n else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens, "prompt_ms": round(self.prompt_ms, 3),
+            "prompt_per_second": _r(self.prompt_tps),
+            "generated_tokens": self.generated_tokens, "generation_ms": round(self.generation_ms, 3),
+            "generation_per_second": _r(self.generation_tps),
+        }
+
+
+def _r(x: float | None) -> float | None:
+    return round(x, 3) if x is not None else None
+
+
+@dataclass
+class Completion:
+    text: str
+    metadata: str
+    finish_reason: str  # "stop", "tool_calls" (ended by <|observation|>), "length"
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    timings: Timings
+    tokens: list[int] = field(default_factory=list)
+    stop_token: int | None = None
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "cached_tokens": self.cached_tokens}
+
+
+class KVCache:
+    """What sequence 0 of a context holds, so a new prompt re-evaluates only what changed."""
+
+    def __init__(self, ctx: "LlamaContext") -> None:
+        self.ctx = ctx
+        self.tokens: list[int] = []
+
+    def reset(self) -> None:
+        self.ctx.remove(0, 0, -1)
+        self.tokens = []
+
+    def prepare(self, prompt: Sequence[int]) -> int:
+        """Keep the longest cached prefix of prompt (at least one token is always evaluated,
+        for its logits); return how many were kept."""
+        n = 0
+        limit = min(len(self.tokens), len(prompt) - 1)
+        while n < limit and self.tokens[n] == prompt[n]:
+            n += 1
+        if n < len(self.tokens):
+            if not self.ctx.remove(0, n, -1):
+                self.ctx.remove(0, 0, -1)
+                n = 0
+            del self.tokens[n:]
+        return n
+
+
+class Generation:
+    """An iterator of text pieces; ``result`` holds the Completion once it is exhausted."""
+
+    def __init__(self, model: "LlamaModel", cache: KVCache, prompt: Sequence[int],
+                 params: SamplingParams, *, stop_tokens: set[int], tool_stop: int | None,
+                 metadata_line: bool, make_sampler: Any) -> None:
+        n_ctx = cache.ctx.n_ctx
+        if len(prompt) + 1 > n_ctx:
+            raise PromptTooLongError(len(prompt), n_ctx)
+        if not prompt:
+            raise ValueError("empty prompt")
+        self._model = model
+        self._cache = cache
+        self.prompt = list(prompt)
+        self.params = params
+        self._stops = stop_tokens
+        self._tool_stop = tool_stop
+        self._shaper = AnswerShaper(metadata_line=metadata_line)
+        self._make_sampler = make_sampler
+        self.result: Completion | None = None
+        self._iter = self._run()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._iter
+
+    def __next__(self) -> str:
+        return next(self._iter)
+
+    def complete(self) -> Completion:
+        for _ in self._iter:
+            pass
+        assert self.result is not None
+        return self.result
+
+    def _run(self) -> Iterator[str]:
+        cache, ctx, model = self._cache, self._cache.ctx, self._model
+        timings = Timings()
+        text = Utf8Stream()
+        pieces: list[str] = []
+        generated: list[int] = []
+        finish, stop_token = "length", None
+        sampler = self._make_sampler(self.params)
+        ok = False
+        try:
+            kept = cache.prepare(self.prompt)
+            t0 = time.perf_counter()
+            ctx.decode(self.prompt[kept:], kept)
+            cache.tokens = list(self.prompt)
+            t1 = time.perf_counter()
+            timings.prompt_tokens = len(self.prompt) - kept
+            timings.prompt_ms = (t1 - t0) * 1000
+            if self.params.repeat_penalty != 1.0:
+                sampler.accept_prompt(self.prompt)
+            limit = self.params.max_tokens
+            n_ctx = ctx.n_ctx
+            while True:
+                tok = sampler.sample(ctx)
+                if tok in self._stops:
+                    finish = "tool_calls" if tok == self._tool_stop else "stop"
+                    stop_token = tok
+                    break
+                generated.append(tok)
+                out = self._shaper.feed(text.feed(model.token_bytes(tok)))
+                if out:
+                    pieces.append(out)
+                    yield out
+                if (limit is not None and len(generated) >= limit) or len(cache.tokens) >= n_ctx:
+                    break  # the token is kept in the answer but needs no evaluation
+                ctx.decode_one(tok, len(cache.tokens))
+                cache.tokens.append(tok)
+            ok = True
+        finally:
+            timings.generated_tokens = len(generated)
+            timings.generation_ms = (time.perf_counter() - t1) * 1000 if "t1" in locals() else 0.0
+            sampler.close()
+            if not ok:
+                # Interrupted mid-step (Ctrl-C, consumer stopped): what the KV cache holds is
+                # no longer known exactly, so the next prompt starts from scratch.
+                cache.reset()
+        tail = self._shaper.feed(text.finish()) + self._shaper.finish()
+        if tail:
+            pieces.append(tail)
+            yield tail
+        self.result = Completion(
+            text="".join(pieces), metadata=self._shaper.metadata, finish_reason=finish,
+            prompt_tokens=len(self.prompt), cached_tokens=len(self.prompt) - timings.prompt_tokens,
+            completion_tokens=len(generated), timings=timings, tokens=generated,
+            stop_token=stop_token,
+        )

@@ -1,0 +1,185 @@
+"""Open a GGUF model and chat with it.
+
+``Model`` decides, from the file's own metadata, which path a file takes:
+- ChatGLM3 (architecture ``chatglm`` with a SentencePiece vocabulary and ChatGLM3's control
+  tokens): the exact path, whether or not the file carries a template;
+- any other model with an embedded chat template (GLM-4 included): that template, and the
+  file's own end-of-generation tokens.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..errors import ModelLoadError, UnsupportedModelError
+from . import backend
+from .generate import Completion, Generation, KVCache
+from .gguf_file import GGUFInfo, read_gguf
+from .prompt import ChatGLM3Specials, Message, chatglm3_prompt_ids, template_prompt_ids
+from .sampling import SamplingParams
+from .tokenizer import SentencePieceTokenizer
+
+CHATGLM3 = "chatglm3"
+TEMPLATE = "template"
+DEFAULT_MAX_CTX = 8192
+EOS_ID = 2
+
+
+def detect_family(info: GGUFInfo) -> tuple[str, ChatGLM3Specials | None]:
+    tokens = info.get("tokenizer.ggml.tokens")
+    if info.architecture == "chatglm" and info.get("tokenizer.ggml.model") == "llama" and tokens:
+        specials = ChatGLM3Specials.from_tokens(tokens)
+        if specials is not None:
+            return CHATGLM3, specials
+    return TEMPLATE, None
+
+
+class Model:
+    """A loaded GGUF chat model with one conversation context.
+
+    >>> with Model("chatglm3-6b.Q4_K_M.gguf") as m:
+    ...     print(m.chat([Message("user", "你好")], SamplingParams(temperature=0)).text)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, n_ctx: int | None = None,
+                 n_threads: int | None = None, n_gpu_layers: int | None = None,
+                 n_batch: int = 512, verbose: bool = False) -> None:
+        self.path = Path(path)
+        self.info = read_gguf(self.path)  # typed errors for missing, not-GGUF, truncated
+        self.family, self._specials = detect_family(self.info)
+        self.tokenizer: SentencePieceTokenizer | None = None
+        if self.family == CHATGLM3:
+            self.tokenizer = SentencePieceTokenizer.from_gguf(self.info)
+        backend.set_verbose(verbose)
+        try:
+            self._llama = backend.LlamaModel(str(self.path), n_gpu_layers)
+        except ModelLoadError as e:
+            if "unknown model architecture" in str(e):
+                raise UnsupportedModelError(
+                    f"{self.path}: architecture {self.info.architecture!r} is not supported by "
+                    f"this build of llama.cpp",
+                    hint="upgrade llama-cpp-python, or use another model") from e
+            raise
+        if self.family == CHATGLM3:
+            s = self._specials
+            assert s is not None
+            # llama.cpp's end-of-generation set for ChatGLM3 is only <eos>; the model ends its
+            # turn with <|user|>, or <|observation|> after a tool call.
+            self.stop_tokens = {EOS_ID, s.roles["user"], s.roles["observation"]}
+            self._tool_stop: int | None = s.roles["observation"]
+            self.chat_template = self.info.chat_template
+        else:
+            self.chat_template = self._llama.chat_template()
+            if not self.chat_template:
+                self.close()
+                raise UnsupportedModelError(
+                    f"{self.path} is neither a ChatGLM3 model nor carries a chat template",
+                    hint="use a GGUF with an embedded chat template")
+            self.stop_tokens = self._llama.eog_tokens()
+            self._tool_stop = None
+        train_ctx = self._llama.n_ctx_train or DEFAULT_MAX_CTX
+        self.n_ctx_train = train_ctx
+        want = n_ctx if n_ctx else min(train_ctx, DEFAULT_MAX_CTX)
+        try:
+            self._ctx = backend.LlamaContext(self._llama, n_ctx=want, n_batch=n_batch, n_threads=n_threads)
+        except ModelLoadError:
+            self.close()
+            raise
+        self._cache = KVCache(self._ctx)
+
+    # facts ---------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return str(self.info.get("general.name") or self.path.stem)
+
+    @property
+    def n_ctx(self) -> int:
+        return self._ctx.n_ctx
+
+    @property
+    def n_threads(self) -> int:
+        return self._ctx.n_threads
+
+    @property
+    def n_gpu_layers(self) -> int:
+        return self._llama.n_gpu_layers
+
+    # text ----------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of plain text (never parsed for control tokens); exact for ChatGLM3."""
+        if self.tokenizer is not None:
+            return self.tokenizer.encode(text)
+        return self._llama.tokenize(text, parse_special=False)
+
+    def token_text(self, token: int) -> str:
+        return self._llama.token_text(token)
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        if not messages:
+            raise ValueError("no messages")
+        if self.family == CHATGLM3:
+            assert self._specials is not None and self.tokenizer is not None
+            return chatglm3_prompt_ids(messages, self.tokenizer.encode, self._specials)
+        assert self.chat_template is not None
+        bos = self._llama.token_text(self._llama.bos_token()) if self._llama.bos_token() >= 0 else ""
+        eos_ids = sorted(self.stop_tokens)
+        eos = self._llama.token_text(eos_ids[0]) if eos_ids else ""
+        ids = template_prompt_ids(
+            messages, self.chat_template, bos_token=bos, eos_token=eos,
+            tokenize=lambda text, special: self._llama.tokenize(text, parse_special=special))
+        if self._llama.add_bos() and self._llama.bos_token() >= 0 and (not ids or ids[0] != self._llama.bos_token()):
+            ids.insert(0, self._llama.bos_token())
+        return ids
+
+    # generation ----------------------------------------------------------------------------
+
+    def generate(self, messages: Sequence[Message] | None = None, params: SamplingParams | None = None,
+                 *, prompt_ids: Sequence[int] | None = None) -> Generation:
+        """Start an answer: iterate the result for text pieces, then read ``.result``.
+
+        Raises PromptTooLongError before any work when the prompt does not fit the context.
+        """
+        if prompt_ids is None:
+            if messages is None:
+                raise ValueError("messages or prompt_ids is required")
+            prompt_ids = self.prompt_ids(messages)
+        return Generation(self._llama, self._cache, prompt_ids, params or SamplingParams(),
+                          stop_tokens=self.stop_tokens, tool_stop=self._tool_stop,
+                          metadata_line=self.family == CHATGLM3, make_sampler=_make_sampler)
+
+    def chat(self, messages: Sequence[Message], params: SamplingParams | None = None) -> Completion:
+        """The whole answer at once."""
+        return self.generate(messages, params).complete()
+
+    def reset(self) -> None:
+        """Forget the KV cache (the next prompt is evaluated from scratch)."""
+        self._cache.reset()
+
+    def describe(self, ids: Iterable[int]) -> list[tuple[int, str]]:
+        return [(i, self._llama.token_text(i)) for i in ids]
+
+    # lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        ctx = getattr(self, "_ctx", None)
+        if ctx is not None:
+            ctx.close()
+            self._ctx = None  # type: ignore[assignment]
+        llm = getattr(self, "_llama", None)
+        if llm is not None:
+            llm.close()
+            self._llama = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _make_sampler(p: SamplingParams) -> backend.Sampler:
+    return backend.Sampler(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+                           repeat_penalty=p.repeat_penalty, seed=p.seed)

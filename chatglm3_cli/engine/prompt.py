@@ -1,0 +1,140 @@
+"""Messages to prompt token ids.
+
+ChatGLM3 files take the official ``build_chat_input`` path, as token ids:
+``[gMASK] sop`` + per message ``<|role|>`` + encode(metadata + "\\n") + encode(content), then
+``<|assistant|>``. Content is encoded on its own with the exact tokenizer, so user text can
+never smuggle in a control token. Other models render the chat template stored in the file.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import UnsupportedModelError
+
+ROLES = ("system", "user", "assistant", "observation")
+
+
+@dataclass
+class Message:
+    role: str
+    content: str
+    metadata: str = ""
+    # For a system message: the tool definitions, appended as ChatGLM3's demo does.
+    tools: list[dict[str, Any]] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r} (expected one of {', '.join(ROLES)})")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Message":
+        content = d.get("content", "")
+        if isinstance(content, list):  # OpenAI content parts: keep the text parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+        role = d.get("role", "user")
+        if role == "tool":  # OpenAI's name for an observation
+            role = "observation"
+        return cls(role=role, content=str(content), metadata=str(d.get("metadata") or ""),
+                   tools=d.get("tools"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.metadata:
+            out["metadata"] = self.metadata
+        if self.tools is not None:
+            out["tools"] = self.tools
+        return out
+
+
+@dataclass(frozen=True)
+class ChatGLM3Specials:
+    gmask: int
+    sop: int
+    roles: dict[str, int]
+
+    @classmethod
+    def from_tokens(cls, tokens: Sequence[str]) -> "ChatGLM3Specials | None":
+        index: dict[str, int] = {}
+        wanted = {"[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"}
+        # The control tokens sit after the SentencePiece pieces: search from the end so that a
+        # normal piece spelled the same way can never be picked up.
+        for i in range(len(tokens) - 1, -1, -1):
+            t = tokens[i]
+            if t in wanted and t not in index:
+                index[t] = i
+                if len(index) == len(wanted):
+                    break
+        if len(index) != len(wanted):
+            return None
+        return cls(gmask=index["[gMASK]"], sop=index["sop"],
+                   roles={r: index[f"<|{r}|>"] for r in ROLES})
+
+
+def chatglm3_prompt_ids(messages: Sequence[Message], encode: Callable[[str], list[int]],
+                        specials: ChatGLM3Specials) -> list[int]:
+    """Token ids identical to the official ``tokenizer.build_chat_input``."""
+    ids = [specials.gmask, specials.sop]
+    for m in messages:
+        content = m.content
+        if m.role == "system" and m.tools is not None:
+            content = content + "\n" + json.dumps(m.tools, indent=4, ensure_ascii=False)
+        ids.append(specials.roles[m.role])
+        ids += encode(f"{m.metadata}\n")
+        ids += encode(content)
+    ids.append(specials.roles["assistant"])
+    return ids
+
+
+def render_template(template: str, messages: Sequence[Message], *, bos_token: str, eos_token: str,
+                    sentinel: Callable[[int], str] | None = None) -> str:
+    """Render a file's Jinja chat template (as llama-cpp-python and transformers do)."""
+    try:
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError as e:  # pragma: no cover - jinja2 comes with llama-cpp-python
+        raise UnsupportedModelError("rendering this model's chat template needs jinja2") from e
+
+    def raise_exception(message: str) -> None:
+        raise UnsupportedModelError(f"the model's chat template refused the messages: {message}")
+
+    def strftime_now(fmt: str) -> str:
+        import datetime
+
+        return datetime.datetime.now().strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+    msgs = []
+    for i, m in enumerate(messages):
+        role = "tool" if m.role == "observation" else m.role
+        msgs.append({"role": role, "content": sentinel(i) if sentinel else m.content})
+    try:
+        return env.from_string(template).render(
+            messages=msgs, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token)
+    except jinja2.TemplateError as e:
+        raise UnsupportedModelError(f"the model's chat template cannot be rendered: {e}") from e
+
+
+def template_prompt_ids(messages: Sequence[Message], template: str, *, bos_token: str, eos_token: str,
+                        tokenize: Callable[[str, bool], list[int]]) -> list[int]:
+    """Render the template with a sentinel in place of each content, so that the template's
+    own text is parsed for special tokens and the users' text is not."""
+    marks = [f"\x00\x01{i}\x01\x00" for i in range(len(messages))]
+    text = render_template(template, messages, bos_token=bos_token, eos_token=eos_token,
+                           sentinel=lambda i: marks[i])
+    if not all(text.count(m) == 1 for m in marks):
+        # The template transformed the content (trim, split...): fall back to the plain render.
+        return tokenize(render_template(template, messages, bos_token=bos_token,
+                                        eos_token=eos_token), True)
+    ids: list[int] = []
+    rest = text
+    for i, m in enumerate(marks):
+        before, rest = rest.split(m, 1)
+        if before:
+            ids += tokenize(before, True)
+        ids += tokenize(messages[i].content, False)
+    if rest:
+        ids += tokenize(rest, True)
+    return ids

@@ -1,0 +1,59 @@
+"""Typed errors of the library. Each carries a one-line message and, where there is one, the
+next thing the user can do (``hint``). The CLI maps them to exit codes in one place."""
+from __future__ import annotations
+
+
+class ChatGLM3Error(Exception):
+    """Base of every error the library raises on purpose."""
+
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class ModelError(ChatGLM3Error):
+    """A model file that cannot be used."""
+
+
+class ModelNotFoundError(ModelError):
+    hint = "check the path, or pass another model with -m/--model"
+
+
+class ModelFormatError(ModelError):
+    """Not a GGUF file, corrupt, or truncated."""
+
+    hint = "the file is damaged or incomplete: download it again"
+
+
+class UnsupportedModelError(ModelError):
+    """A GGUF that this build of llama.cpp (or this tool) cannot run."""
+
+
+class ModelLoadError(ModelError):
+    """llama.cpp refused to load the file, or to create a context for it."""
+
+
+class PromptTooLongError(ChatGLM3Error):
+    def __init__(self, n_prompt: int, n_ctx: int) -> None:
+        super().__init__(
+            f"the prompt is {n_prompt} tokens but the context holds {n_ctx} "
+            f"(at least one token must be left for the answer)",
+            hint="shorten the input or raise --ctx",
+        )
+        self.n_prompt = n_prompt
+        self.n_ctx = n_ctx
+
+
+class InputError(ChatGLM3Error):
+    """Input text that cannot be used: a missing, binary or non-UTF-8 file."""
+
+
+class GenerationError(ChatGLM3Error):
+    """llama.cpp failed while decoding."""

@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""Write the GGUF files that the tests and benchmarks run on.
+
+Every file is generated here, from nothing but this script, ``scripts/corpus.txt`` and the
+``gguf``/``sentencepiece`` packages, into a gitignored cache (``.cache/test-models`` or
+``$CHATGLM3_TEST_CACHE``). Nothing generated is ever committed.
+
+Kinds:
+  vocab          a SentencePiece BPE (byte fallback, ChatGLM3's normalizer settings) trained
+                 on scripts/corpus.txt: the project's own ChatGLM3-style vocabulary
+  tiny           ChatGLM3 architecture, random weights, our vocabulary laid out like ChatGLM3's
+                 (control tokens at the real ids, padded to 65024): mechanics and equivalence
+  scripted       zeroed blocks + one-hot embeddings: the greedy continuation of any prompt is
+                 "\\n" + a known answer + <|user|> + a leaked "next user turn" + <eos>
+  scripted-tool  the same, answering with a tool call (metadata line) and <|observation|>
+  template       llama architecture with an embedded ChatML template whose end-of-generation
+                 token is <|im_end|>: the path every non-ChatGLM3 model takes
+  6b             the real ChatGLM3-6B shapes with random Q4_0 weights (~3.5 GB): for speed
+  tiny-real, scripted-real
+                 as tiny/scripted, on the real ChatGLM3 vocabulary, built only when
+                 ../shared/fixtures/chatglm3-tokenizer.model exists
+
+Usage: python scripts/make_test_model.py KIND [KIND ...] [--cache DIR] [--force]
+Prints the path of each file (cached files are reused).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(__file__).resolve().parent / "corpus.txt"
+REAL_VOCAB = ROOT.parent / "shared" / "fixtures" / "chatglm3-tokenizer.model"
+
+# ChatGLM3's vocabulary layout (see shared/docs/chatglm3-facts.md).
+SP_VOCAB_SIZE = 64789
+PADDED_VOCAB = 65024
+SPECIAL_TOKENS = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop",
+                  "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
+USER, ASSISTANT, OBSERVATION, EOS = 64795, 64796, 64797, 2
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+# The official llama.cpp text template for ChatGLM3: scripted.gguf carries it so that the tests
+# can prove a ChatGLM3 file never takes the template path.
+CHATGLM3_TEMPLATE = (
+    "[gMASK]sop{% for message in messages %}<|{{ message['role'] }}|>\n {{ message['content'] }}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+SCRIPTED_ANSWER = "Hello! I am ChatGLM3 🙂龘"
+SCRIPTED_LEAK = "Leaked next turn"
+TOOL_METADATA = "search"
+TOOL_CONTENT = "city: Paris"
+
+
+def cache_dir(override: str | None = None) -> Path:
+    path = Path(override or os.environ.get("CHATGLM3_TEST_CACHE") or ROOT / ".cache" / "test-models")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _fingerprint() -> str:
+    """Files are rebuilt when this script, the corpus or the tool versions change."""
+    import gguf
+    import sentencepiece
+
+    h = hashlib.sha256()
+    h.update(Path(__file__).read_bytes())
+    h.update(CORPUS.read_bytes())
+    h.update(f"{gguf.__version__ if hasattr(gguf, '__version__') else ''}{sentencepiece.__version__}".encode())
+    return h.hexdigest()[:12]
+
+
+def _atomic_target(path: Path) -> Path:
+    return path.with_name(path.name + f".tmp{os.getpid()}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Vocabularies
+
+
+def train_vocab(out: Path) -> Path:
+    """Train our own ChatGLM3-style SentencePiece BPE on the repo's corpus."""
+    import sentencepiece as spm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = Path(tmp) / "vocab"
+        spm.SentencePieceTrainer.train(
+            input=str(CORPUS), model_prefix=str(prefix), model_type="bpe", vocab_size=1200,
+            hard_vocab_limit=False, byte_fallback=True, character_coverage=1.0,
+            normalization_rule_name="identity", add_dummy_prefix=True,
+            remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True,
+            unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1,
+            shuffle_input_sentence=False, minloglevel=2,
+        )
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        proto = pb.ModelProto()
+        proto.ParseFromString(prefix.with_suffix(".model").read_bytes())
+        # BPE learns "sop"/"eop" from "philosophy" and "people"; ChatGLM3's real vocabulary has
+        # no such pieces (the texts belong to its control tokens, and llama.cpp aborts on a
+        # duplicate token text). Renaming keeps the ids; a renamed piece can never be matched.
+        for i, piece in enumerate(proto.pieces):
+            if piece.piece in SPECIAL_TOKENS:
+                piece.piece = f"<reserved{i}>"
+        tmp_out = _atomic_target(out)
+        tmp_out.write_bytes(proto.SerializeToString())
+        os.replace(tmp_out, out)
+    return out
+
+
+@dataclass
+class Vocab:
+    tokens: list[str]
+    scores: list[float]
+    types: list[int]
+
+    def id(self, piece: str) -> int:
+        return self.tokens.index(piece)
+
+
+def chatglm3_vocab(sp_model_path: Path) -> Vocab:
+    """Lay a SentencePiece model out as llama.cpp's converter writes ChatGLM3's vocabulary."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(sp_model_path.read_bytes())
+    tokens, scores, types = [], [], []
+    for i, p in enumerate(proto.pieces):
+        tokens.append({0: "<unk>", 1: "<bos>", 2: "<eos>"}.get(i, p.piece))
+        scores.append(p.score)
+        types.append(p.type)
+    # Our small vocabulary is padded with unused pieces so that the control tokens sit at
+    # ChatGLM3's real ids.
+    for i in range(len(tokens), SP_VOCAB_SIZE):
+        tokens.append(f"<unused{i}>")
+        scores.append(-1e9)
+        types.append(UNUSED)
+    assert len(tokens) == SP_VOCAB_SIZE, len(tokens)
+    clash = set(tokens) & set(SPECIAL_TOKENS)
+    if clash:  # llama.cpp aborts on duplicate token texts
+        raise ValueError(f"the trained vocabulary contains control token texts: {clash}")
+    for piece in SPECIAL_TOKENS:
+        tokens.append(piece)
+        scores.append(0.0)
+        types.append(CONTROL)
+    for i in range(len(tokens), PADDED_VOCAB):
+        tokens.append(f"[PAD{i}]")
+        scores.append(0.0)
+        types.append(UNUSED)
+    return Vocab(tokens, scores, types)
+
+
+def chatml_vocab(sp_model_path: Path) -> Vocab:
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(sp_model_path.read_bytes())
+    v = Vocab([p.piece for p in proto.pieces], [p.score for p in proto.pieces],
+              [p.type for p in proto.pieces])
+    for piece in ("<|im_start|>", "<|im_end|>"):
+        v.tokens.append(piece)
+        v.scores.append(0.0)
+        v.types.append(CONTROL)
+    return v
+
+
+def sp_encode(sp_model_path: Path, text: str) -> list[int]:
+    import sentencepiece as spm
+
+    return spm.SentencePieceProcessor(model_file=str(sp_model_path)).encode(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers
+
+
+@dataclass
+class Shape:
+    n_embd: int
+    n_layer: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    n_ctx: int = 2048
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+def _chatglm_header(writer, shape: Shape, vocab: Vocab, name: str, template: str | None) -> None:
+    writer.add_name(name)
+    writer.add_context_length(shape.n_ctx)
+    writer.add_embedding_length(shape.n_embd)
+    writer.add_block_count(shape.n_layer)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count(shape.n_head)
+    writer.add_head_count_kv(shape.n_head_kv)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(shape.head_dim // 2)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("chatglm-spm")
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_scores(vocab.scores)
+    writer.add_token_types(vocab.types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_pad_token_id(0)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(False)
+    if template is not None:
+        writer.add_chat_template(template)
+
+
+def _chatglm_tensors(shape: Shape, n_vocab: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Tensor names and numpy shapes (rows = output features) of a ChatGLM3 file."""
+    qkv = shape.n_embd + 2 * shape.n_head_kv * shape.head_dim
+    out = [("token_embd.weight", (n_vocab, shape.n_embd)), ("output_norm.weight", (shape.n_embd,)),
+           ("output.weight", (n_vocab, shape.n_embd))]
+    for i in range(shape.n_layer):
+        out += [
+            (f"blk.{i}.attn_norm.weight", (shape.n_embd,)),
+            (f"blk.{i}.attn_qkv.weight", (qkv, shape.n_embd)),
+            (f"blk.{i}.attn_qkv.bias", (qkv,)),
+            (f"blk.{i}.attn_output.weight", (shape.n_embd, shape.n_embd)),
+            (f"blk.{i}.ffn_norm.weight", (shape.n_embd,)),
+            (f"blk.{i}.ffn_up.weight", (2 * shape.n_ff, shape.n_embd)),
+            (f"blk.{i}.ffn_down.weight", (shape.n_embd, shape.n_ff)),
+        ]
+    return out
+
+
+def _write(path: Path, arch: str, header, tensors: list[tuple[str, np.ndarray]]) -> Path:
+    import gguf
+
+    tmp = _atomic_target(path)
+    writer = gguf.GGUFWriter(str(tmp), arch)
+    header(writer)
+    for name, data in tensors:
+        writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+    return path
+
+
+def write_random_chatglm(path: Path, vocab: Vocab, seed: int = 1234) -> Path:
+    shape = Shape(n_embd=64, n_layer=2, n_ff=128, n_head=4, n_head_kv=2)
+    rng = np.random.default_rng(seed)
+    tensors = []
+    for name, shp in _chatglm_tensors(shape, len(vocab.tokens)):
+        if name.endswith("norm.weight"):
+            data = np.ones(shp, dtype=np.float32)
+        elif name == "output.weight":
+            data = rng.normal(0, 1.0, shp).astype(np.float32)
+        else:
+            data = rng.normal(0, 0.3, shp).astype(np.float32)
+        tensors.append((name, data))
+    return _write(path, "chatglm",
+                  lambda w: _chatglm_header(w, shape, vocab, "tiny random chatglm3", None), tensors)
+
+
+def _chain_weights(chain: list[int], n_vocab: int, n_embd: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot embeddings + an output matrix mapping each chain token to its successor."""
+    succ: dict[int, int] = {}
+    for cur, nxt in zip(chain, chain[1:]):
+        if cur in succ and succ[cur] != nxt:
+            raise ValueError(f"token {cur} has two successors in the scripted chain")
+        succ[cur] = nxt
+    if len(succ) > n_embd:
+        raise ValueError("scripted chain longer than the embedding width")
+    embd = np.zeros((n_vocab, n_embd), dtype=np.float32)
+    out = np.zeros((n_vocab, n_embd), dtype=np.float32)
+    for slot, (cur, nxt) in enumerate(succ.items()):
+        embd[cur, slot] = 1.0
+        out[nxt, slot] = 4.0
+    return embd, out
+
+
+def write_scripted_chatglm(path: Path, vocab: Vocab, chain: list[int], sidecar: dict) -> Path:
+    shape = Shape(n_embd=128, n_layer=1, n_ff=128, n_head=4, n_head_kv=2)
+    embd, out = _chain_weights(chain, len(vocab.tokens), shape.n_embd)
+    tensors = []
+    for name, shp in _chatglm_tensors(shape, len(vocab.tokens)):
+        if name == "token_embd.weight":
+            data = embd
+        elif name == "output.weight":
+            data = out
+        elif name == "output_norm.weight":
+            data = np.ones(shp, dtype=np.float32)
+        else:  # every block is zero: the residual stream is the token embedding
+            data = np.zeros(shp, dtype=np.float32)
+        tensors.append((name, data))
+    _write(path, "chatglm",
+           lambda w: _chatglm_header(w, shape, vocab, "scripted chatglm3", CHATGLM3_TEMPLATE), tensors)
+    path.with_suffix(".json").write_text(json.dumps(sidecar, ensure_ascii=False, indent=1))
+    return path
+
+
+def write_template_model(path: Path, sp_model_path: Path) -> Path:
+    """A llama-architecture model with a ChatML template; greedy: answer, <|im_end|>, leak."""
+    vocab = chatml_vocab(sp_model_path)
+    im_end = vocab.id("<|im_end|>")
+    answer_ids = sp_encode(sp_model_path, "Template path works")
+    leak_ids = sp_encode(sp_model_path, SCRIPTED_LEAK)
+    newline = vocab.id("<0x0A>")  # the prompt ends with "<|im_start|>assistant\n"
+    chain = [newline] + answer_ids + [im_end] + leak_ids + [EOS]
+    n_embd, n_ff, n_head = 64, 64, 4
+    embd, out = _chain_weights(chain, len(vocab.tokens), n_embd)
+    tensors = [("token_embd.weight", embd), ("output_norm.weight", np.ones(n_embd, np.float32)),
+               ("output.weight", out)]
+    for i in range(1):
+        tensors += [
+            (f"blk.{i}.attn_norm.weight", np.zeros(n_embd, np.float32)),
+            (f"blk.{i}.attn_q.weight", np.zeros((n_embd, n_embd), np.float32)),
+            (f"blk.{i}.attn_k.weight", np.zeros((n_embd, n_embd), np.float32)),
+            (f"blk.{i}.attn_v.weight", np.zeros((n_embd, n_embd), np.float32)),
+            (f"blk.{i}.attn_output.weight", np.zeros((n_embd, n_embd), np.float32)),
+            (f"blk.{i}.ffn_norm.weight", np.zeros(n_embd, np.float32)),
+            (f"blk.{i}.ffn_gate.weight", np.zeros((n_ff, n_embd), np.float32)),
+            (f"blk.{i}.ffn_up.weight", np.zeros((n_ff, n_embd), np.float32)),
+            (f"blk.{i}.ffn_down.weight", np.zeros((n_embd, n_ff), np.float32)),
+        ]
+
+    def header(w):
+        w.add_name("scripted chatml template model")
+        w.add_context_length(1024)
+        w.add_embedding_length(n_embd)
+        w.add_block_count(1)
+        w.add_feed_forward_length(n_ff)
+        w.add_head_count(n_head)
+        w.add_head_count_kv(n_head)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_rope_dimension_count(n_embd // n_head)
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(vocab.tokens)
+        w.add_token_scores(vocab.scores)
+        w.add_token_types(vocab.types)
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(im_end)
+        w.add_unk_token_id(0)
+        w.add_add_bos_token(False)
+        w.add_chat_template(CHATML_TEMPLATE)
+
+    _write(path, "llama", header, tensors)
+    path.with_suffix(".json").write_text(json.dumps(
+        {"answer": "Template path works", "leak": SCRIPTED_LEAK, "eog": im_end}, indent=1))
+    return path
+
+
+def write_6b(path: Path, vocab: Vocab) -> Path:
+    """ChatGLM3-6B's shapes with random Q4_0 weights, streamed to disk tensor by tensor."""
+    import gguf
+
+    shape = Shape(n_embd=4096, n_layer=28, n_ff=13696, n_head=32, n_head_kv=2, n_ctx=8192)
+    q4 = gguf.GGMLQuantizationType.Q4_0
+    block_elems, block_bytes = gguf.GGML_QUANT_SIZES[q4]
+    rng = np.random.default_rng(6)
+    # A pool of valid Q4_0 blocks (small fp16 scales, random nibbles), tiled over each tensor:
+    # decode speed depends on the shapes and the type, not on the values.
+    pool_blocks = 1 << 20
+    pool = np.zeros((pool_blocks, block_bytes), dtype=np.uint8)
+    pool[:, :2] = rng.uniform(0.002, 0.02, pool_blocks).astype(np.float16).view(np.uint8).reshape(-1, 2)
+    pool[:, 2:] = rng.integers(0, 256, (pool_blocks, block_bytes - 2), dtype=np.uint8)
+    pool = pool.reshape(-1)
+
+    plan = []
+    for name, shp in _chatglm_tensors(shape, len(vocab.tokens)):
+        if len(shp) == 1:
+            plan.append((name, shp, None))
+        else:
+            plan.append((name, (shp[0], shp[1] // block_elems * block_bytes), q4))
+
+    tmp = _atomic_target(path)
+    writer = gguf.GGUFWriter(str(tmp), "chatglm")
+    _chatglm_header(writer, shape, vocab, "chatglm3-6b-shaped random q4_0", None)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
+    for name, shp, raw in plan:
+        if raw is None:
+            writer.add_tensor_info(name, shp, np.dtype(np.float32), int(np.prod(shp)) * 4)
+        else:
+            writer.add_tensor_info(name, shp, np.dtype(np.uint8), int(np.prod(shp)), raw_dtype=raw)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for name, shp, raw in plan:
+        if raw is None:
+            data = (np.ones(shp, np.float32) if "norm" in name
+                    else rng.normal(0, 0.02, shp).astype(np.float32))
+        else:
+            n = int(np.prod(shp))
+            reps = -(-n // pool.size)
+            data = np.tile(pool, reps)[:n].reshape(shp) if reps > 1 else pool[:n].reshape(shp)
+        writer.write_tensor_data(data)
+    writer.close()
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinds
+
+
+def scripted_chain(sp_model_path: Path, tool: bool) -> tuple[list[int], dict]:
+    if tool:
+        meta_ids = sp_encode(sp_model_path, TOOL_METADATA)
+        content_ids = sp_encode(sp_model_path, TOOL_CONTENT)
+        leak_ids = sp_encode(sp_model_path, SCRIPTED_LEAK)
+        chain = [ASSISTANT] + meta_ids + [13] + content_ids + [OBSERVATION] + leak_ids + [EOS]
+        sidecar = {"metadata": TOOL_METADATA, "answer": TOOL_CONTENT, "stop": OBSERVATION,
+                   "leak": SCRIPTED_LEAK, "answer_ids": [13] + content_ids}
+    else:
+        content_ids = sp_encode(sp_model_path, SCRIPTED_ANSWER)
+        leak_ids = sp_encode(sp_model_path, SCRIPTED_LEAK)
+        chain = [ASSISTANT, 13] + content_ids + [USER] + leak_ids + [EOS]
+        sidecar = {"metadata": "", "answer": SCRIPTED_ANSWER, "stop": USER,
+                   "leak": SCRIPTED_LEAK, "answer_ids": [13] + content_ids}
+    sidecar["chain"] = chain
+    return chain, sidecar
+
+
+def build(kind: str, cache: Path, force: bool = False) -> Path:
+    fp = _fingerprint()
+    real = kind.endswith("-real")
+    base = kind[: -len("-real")] if real else kind
+    if kind == "vocab":
+        path = cache / f"vocab-{fp}.model"
+        return path if path.exists() and not force else train_vocab(path)
+    if real and not REAL_VOCAB.exists():
+        raise FileNotFoundError(f"{REAL_VOCAB} is absent: the -real fixtures cannot be built")
+    sp_path = REAL_VOCAB if real else build("vocab", cache)
+    path = cache / f"{kind}-{fp}.gguf"
+    if path.exists() and not force:
+        return path
+    if base == "tiny":
+        return write_random_chatglm(path, chatglm3_vocab(sp_path))
+    if base in ("scripted", "scripted-tool"):
+        chain, sidecar = scripted_chain(sp_path, tool=base == "scripted-tool")
+        return write_scripted_chatglm(path, chatglm3_vocab(sp_path), chain, sidecar)
+    if base == "template" and not real:
+        return write_template_model(path, sp_path)
+    if base == "6b" and not real:
+        return write_6b(path, chatglm3_vocab(sp_path))
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("kinds", nargs="+")
+    ap.add_argument("--cache", default=None)
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+    cache = cache_dir(args.cache)
+    for kind in args.kinds:
+        print(build(kind, cache, args.force))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
