@@ -13,6 +13,7 @@ Kinds:
   scripted       zeroed blocks + one-hot embeddings: the greedy continuation of any prompt is
                  "\\n" + a known answer + <|user|> + a leaked "next user turn" + <eos>
   scripted-tool  the same, answering with a tool call (metadata line) and <|observation|>
+  scripted-loop  the same, answering "Hello! I am ChatGLM3" forever (never a stop token)
   template       llama architecture with an embedded ChatML template whose end-of-generation
                  token is <|im_end|>: the path every non-ChatGLM3 model takes
   6b             the real ChatGLM3-6B shapes with random Q4_0 weights (~3.5 GB): for speed
@@ -436,6 +437,13 @@ def scripted_chain(sp_model_path: Path, tool: bool) -> tuple[list[int], dict]:
     return chain, sidecar
 
 
+def loop_chain(sp_model_path: Path) -> tuple[list[int], dict]:
+    """A chain that never ends: for interrupting a long answer."""
+    ids = sp_encode(sp_model_path, "Hello! I am ChatGLM3")
+    chain = [ASSISTANT, 13] + ids + [ids[0]]
+    return chain, {"metadata": "", "answer": None, "loop": "Hello! I am ChatGLM3"}
+
+
 def build(kind: str, cache: Path, force: bool = False) -> Path:
     fp = _fingerprint()
     real = kind.endswith("-real")
@@ -453,6 +461,9 @@ def build(kind: str, cache: Path, force: bool = False) -> Path:
         return write_random_chatglm(path, chatglm3_vocab(sp_path))
     if base in ("scripted", "scripted-tool"):
         chain, sidecar = scripted_chain(sp_path, tool=base == "scripted-tool")
+        return write_scripted_chatglm(path, chatglm3_vocab(sp_path), chain, sidecar)
+    if base == "scripted-loop":
+        chain, sidecar = loop_chain(sp_path)
         return write_scripted_chatglm(path, chatglm3_vocab(sp_path), chain, sidecar)
     if base == "template" and not real:
         return write_template_model(path, sp_path)

@@ -20,7 +20,8 @@ from ..errors import GenerationError, ModelLoadError
 
 _lock = threading.Lock()
 _L: Any = None
-_log_lines: deque[str] = deque(maxlen=20)
+_log_lines: deque[tuple[int, str]] = deque(maxlen=50)
+_GGML_WARN, _GGML_ERROR = 3, 4  # enum ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
 _verbose = False
 _log_cb: Any = None  # keep the ctypes callback alive for the life of the process
 
@@ -37,8 +38,8 @@ def llama() -> Any:
             @L.llama_log_callback
             def _on_log(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
                 line = text.decode("utf-8", errors="replace")
-                if level in (2, 3):  # warnings and errors are kept to explain failures
-                    _log_lines.append(line.strip())
+                if level in (_GGML_WARN, _GGML_ERROR):  # kept to explain failures
+                    _log_lines.append((level, line.strip()))
                 if _verbose:
                     sys.stderr.write(line)
 
@@ -56,10 +57,16 @@ def set_verbose(verbose: bool) -> None:
 
 
 def last_log_error() -> str | None:
-    for line in reversed(_log_lines):
-        if line:
-            return line
-    return None
+    """The root cause among llama.cpp's error lines since the last clear, without prefixes."""
+    errors = [line for level, line in _log_lines if level == _GGML_ERROR and line]
+    lines = errors or [line for _, line in _log_lines if line]
+    if not lines:
+        return None
+    first = lines[0]
+    for marker in ("error loading model: ", "error: "):
+        if marker in first:
+            return first.split(marker, 1)[1]
+    return first
 
 
 def supports_gpu_offload() -> bool:
@@ -220,10 +227,13 @@ class LlamaContext:
             pass
 
     def clear(self) -> None:
-        llama().llama_memory_clear(self.memory, True)
+        if self.ptr:
+            llama().llama_memory_clear(self.memory, True)
 
     def remove(self, seq: int, start: int, end: int = -1) -> bool:
-        """Drop cells [start, end) of a sequence from the KV cache."""
+        """Drop cells [start, end) of a sequence from the KV cache (a no-op once closed)."""
+        if not self.ptr:
+            return False
         return bool(llama().llama_memory_seq_rm(self.memory, seq, start, end))
 
     def decode(self, tokens: Sequence[int], start_pos: int, seq: int = 0) -> None:
@@ -305,12 +315,13 @@ class Sampler:
     """A llama.cpp sampler chain built from SamplingParams (HF order: temperature, top-k, top-p)."""
 
     def __init__(self, *, temperature: float, top_p: float, top_k: int, repeat_penalty: float,
-                 seed: int | None, repeat_last_n: int = 64) -> None:
+                 seed: int | None, n_vocab: int, repeat_last_n: int = 64) -> None:
         L = llama()
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
         if repeat_penalty != 1.0:
             L.llama_sampler_chain_add(
-                chain, L.llama_sampler_init_penalties(repeat_last_n, repeat_penalty, 0.0, 0.0))
+                # This binding takes n_vocab first (checked: the second argument is last_n).
+                chain, L.llama_sampler_init_penalties(n_vocab, repeat_last_n, repeat_penalty, 0.0, 0.0))
         if temperature <= 0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
         else:

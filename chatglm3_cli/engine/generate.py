@@ -201,6 +201,10 @@ class Generation:
     def __next__(self) -> str:
         return next(self._iter)
 
+    def close(self) -> None:
+        """Stop early (the KV cache is then reset, since its contents are not known exactly)."""
+        self._iter.close()
+
     def complete(self) -> Completion:
         for _ in self._iter:
             pass
@@ -239,8 +243,10 @@ class Generation:
                 if out:
                     pieces.append(out)
                     yield out
-                if (limit is not None and len(generated) >= limit) or len(cache.tokens) >= n_ctx:
-                    break  # the token is kept in the answer but needs no evaluation
+                # The last token is kept in the answer but needs no evaluation; prompt plus
+                # answer never exceed the context.
+                if (limit is not None and len(generated) >= limit) or len(cache.tokens) + 1 >= n_ctx:
+                    break
                 ctx.decode_one(tok, len(cache.tokens))
                 cache.tokens.append(tok)
             ok = True

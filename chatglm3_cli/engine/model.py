@@ -148,7 +148,12 @@ class Model:
             prompt_ids = self.prompt_ids(messages)
         return Generation(self._llama, self._cache, prompt_ids, params or SamplingParams(),
                           stop_tokens=self.stop_tokens, tool_stop=self._tool_stop,
-                          metadata_line=self.family == CHATGLM3, make_sampler=_make_sampler)
+                          metadata_line=self.family == CHATGLM3, make_sampler=self._make_sampler)
+
+    def _make_sampler(self, p: SamplingParams) -> backend.Sampler:
+        return backend.Sampler(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+                               repeat_penalty=p.repeat_penalty, seed=p.seed,
+                               n_vocab=self._llama.n_vocab)
 
     def chat(self, messages: Sequence[Message], params: SamplingParams | None = None) -> Completion:
         """The whole answer at once."""
@@ -180,6 +185,3 @@ class Model:
         self.close()
 
 
-def _make_sampler(p: SamplingParams) -> backend.Sampler:
-    return backend.Sampler(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
-                           repeat_penalty=p.repeat_penalty, seed=p.seed)

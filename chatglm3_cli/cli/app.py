@@ -1,0 +1,44 @@
+"""Assembles the Typer app. Commands live in their own modules and import the engine lazily,
+so that `chatglm3 --help` never loads llama.cpp."""
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from .run import run
+
+app = typer.Typer(
+    name="chatglm3",
+    help="Run the ChatGLM3 language model locally (llama.cpp on CPU, CUDA or Metal).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"chatglm3 {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Show tracebacks on errors (also CHATGLM3_DEBUG=1).")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    if debug:
+        os.environ["CHATGLM3_DEBUG"] = "1"
+
+
+app.command(name="run")(run)
+
+
+def main() -> None:
+    app()

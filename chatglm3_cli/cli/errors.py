@@ -1,0 +1,89 @@
+"""The one error policy at the edge: typed library errors become one line and an exit code.
+
+Tracebacks only with --debug or CHATGLM3_DEBUG=1. Ctrl-C exits 130; a closed stdout (`| head`)
+is not a crash.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from typing import Any, Callable, TypeVar
+
+import typer
+
+from ..errors import (ChatGLM3Error, GenerationError, InputError, ModelError, PromptTooLongError)
+from . import console as console_mod
+from .exit_codes import ExitCode
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_CODES: list[tuple[type[BaseException], ExitCode]] = [
+    (ModelError, ExitCode.MODEL_ERROR),
+    (InputError, ExitCode.INPUT_ERROR),
+    (PromptTooLongError, ExitCode.PROMPT_TOO_LONG),
+    (GenerationError, ExitCode.GENERATION_ERROR),
+    (ChatGLM3Error, ExitCode.FAILURE),
+]
+
+
+class UsageError(ChatGLM3Error):
+    """Bad command-line use that Typer itself cannot see (e.g. no prompt at all)."""
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    if isinstance(exc, UsageError):
+        return ExitCode.USAGE
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return ExitCode.FAILURE
+
+
+def format_error(exc: ChatGLM3Error) -> str:
+    line = f"error: {exc.message}"
+    if exc.hint:
+        line += f" ({exc.hint})"
+    return line
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def handle_errors(func: F) -> F:
+    """Wrap a command: the single place where exceptions turn into messages and exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        con = console_mod.current()
+        debug = console_mod.debug_enabled()
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            con.error("interrupted")
+            raise typer.Exit(ExitCode.INTERRUPTED)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(ExitCode.BROKEN_PIPE)
+        except ChatGLM3Error as e:
+            if debug:
+                traceback.print_exc(file=con.stderr)
+            con.error(format_error(e))
+            raise typer.Exit(exit_code_for(e))
+        except Exception as e:  # a bug: one line, unless asked for the traceback
+            if debug:
+                traceback.print_exc(file=con.stderr)
+            else:
+                con.error(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for details)")
+            raise typer.Exit(ExitCode.FAILURE)
+
+    return wrapper  # type: ignore[return-value]

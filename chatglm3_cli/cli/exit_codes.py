@@ -1,0 +1,16 @@
+"""Every exit code of the chatglm3 command, in one place (documented in the README)."""
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # an unexpected error (a bug): rerun with --debug for the traceback
+    USAGE = 2  # bad arguments, or nothing to do (no prompt)
+    MODEL_ERROR = 3  # model file missing, not a GGUF, truncated, unsupported, failed to load
+    INPUT_ERROR = 4  # an input file missing, binary or not UTF-8
+    PROMPT_TOO_LONG = 5  # the prompt does not fit the context
+    GENERATION_ERROR = 6  # llama.cpp failed while generating
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    BROKEN_PIPE = 141  # stdout closed early, e.g. `| head` (128 + SIGPIPE)

@@ -1,0 +1,116 @@
+"""`chatglm3 run`: one prompt in, one answer out; made for pipes and scripts."""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from . import console as console_mod
+from . import options as opt
+from .common import open_model, sampling, system_prompt
+from .errors import UsageError, handle_errors
+
+
+@handle_errors
+def run(
+    prompt: Annotated[Optional[list[str]], typer.Argument(
+        help="The prompt. Piped stdin comes first, then -f FILE, then these words.",
+        show_default=False)] = None,
+    file: Annotated[Optional[str], typer.Option(
+        "--file", "-f", help="Read the prompt from a file ('-' for stdin).", metavar="PATH")] = None,
+    model: opt.Model = None,
+    system: opt.System = None,
+    system_file: opt.SystemFile = None,
+    max_tokens: opt.MaxTokens = None,
+    temperature: opt.Temperature = None,
+    top_p: opt.TopP = None,
+    top_k: opt.TopK = None,
+    repeat_penalty: opt.RepeatPenalty = None,
+    seed: opt.Seed = None,
+    ctx: opt.Ctx = None,
+    threads: opt.Threads = None,
+    gpu_layers: opt.GpuLayers = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object (response, metadata, usage, timings) instead of text.")] = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Print token counts and speed to stderr.")] = False,
+    verbose_prompt: Annotated[bool, typer.Option(
+        "--verbose-prompt", help="Print the exact prompt token ids and their text to stderr.")] = False,
+    verbose: opt.Verbose = False,
+) -> None:
+    """Answer one prompt and exit.
+
+    Examples: chatglm3 run "Hello" · git diff | chatglm3 run "review this" · chatglm3 run -f q.txt --json
+    """
+    from ..engine.prompt import Message
+    from ..textio import decode_text, read_text_file
+
+    con = console_mod.current()
+    parts: list[str] = []
+    stdin_used = False
+    if not con.stdin_isatty and file != "-":
+        data = con.read_stdin_bytes()
+        stdin_used = True
+        if data.strip():
+            parts.append(decode_text(data, "stdin").strip("\n"))
+    if file is not None:
+        if file == "-":
+            if con.stdin_isatty:
+                raise UsageError("-f - reads the prompt from stdin, but stdin is a terminal")
+            parts.append(decode_text(con.read_stdin_bytes(), "stdin").strip("\n"))
+        else:
+            parts.append(read_text_file(file).strip("\n"))
+    if prompt:
+        parts.append(" ".join(prompt))
+    text = "\n\n".join(p for p in parts if p.strip())
+    if not text.strip():
+        if stdin_used or file is not None:
+            raise UsageError("the prompt is empty")
+        con.error("Usage: chatglm3 run [OPTIONS] [PROMPT]...  (or pipe text in: echo hi | chatglm3 run)")
+        con.error("Try 'chatglm3 run --help' for help.")
+        raise typer.Exit(2)
+
+    params = sampling(temperature=temperature, top_p=top_p, top_k=top_k,
+                      repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens)
+    sys_text = system_prompt(system, system_file)
+    messages = ([Message("system", sys_text)] if sys_text else []) + [Message("user", text)]
+
+    with open_model(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, verbose=verbose) as m:
+        ids = m.prompt_ids(messages)
+        if verbose_prompt:
+            con.error(f"prompt: {len(ids)} tokens")
+            con.error(" ".join(str(i) for i in ids))
+            con.error("".join(f"[{t}]" for _, t in m.describe(ids)))
+        gen = m.generate(prompt_ids=ids, params=params)
+        if as_json:
+            result = gen.complete()
+        else:
+            wrote_any = False
+            ends_newline = True
+            try:
+                for piece in gen:
+                    con.write(piece)
+                    wrote_any = True
+                    ends_newline = piece.endswith("\n")
+            finally:
+                gen.close()
+                if wrote_any and not ends_newline:
+                    con.write("\n")
+            result = gen.result
+        assert result is not None
+        if as_json:
+            con.write(json.dumps({
+                "model": str(m.path), "family": m.family,
+                "messages": [msg.to_dict() for msg in messages],
+                "response": result.text, "metadata": result.metadata,
+                "finish_reason": result.finish_reason, "usage": result.usage,
+                "timings": result.timings.to_dict(),
+            }, ensure_ascii=False) + "\n")
+        if stats:
+            t = result.timings
+            pt = f"{t.prompt_tps:.1f} tok/s" if t.prompt_tps else "-"
+            gt = f"{t.generation_tps:.1f} tok/s" if t.generation_tps else "-"
+            con.error(f"prompt: {result.prompt_tokens} tokens ({result.cached_tokens} cached), "
+                      f"{t.prompt_tokens} evaluated in {t.prompt_ms / 1000:.2f}s, {pt} | "
+                      f"generation: {t.generated_tokens} tokens in {t.generation_ms / 1000:.2f}s, {gt} | "
+                      f"finish: {result.finish_reason}")

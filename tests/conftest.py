@@ -1,0 +1,73 @@
+"""Shared fixtures: the generated GGUF models (built once into the gitignored cache)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("make_test_model", ROOT / "scripts" / "make_test_model.py")
+make_test_model = importlib.util.module_from_spec(_spec)
+sys.modules["make_test_model"] = make_test_model
+_spec.loader.exec_module(make_test_model)
+
+REAL_VOCAB = make_test_model.REAL_VOCAB
+
+
+class Fixtures:
+    """Builds each fixture on first use; files are reused across runs via the cache."""
+
+    def __init__(self) -> None:
+        self.cache = make_test_model.cache_dir()
+        self._paths: dict[str, Path] = {}
+
+    def path(self, kind: str) -> Path:
+        if kind not in self._paths:
+            self._paths[kind] = make_test_model.build(kind, self.cache)
+        return self._paths[kind]
+
+    def sidecar(self, kind: str) -> dict:
+        return json.loads(self.path(kind).with_suffix(".json").read_text())
+
+    def vocab_model(self) -> Path:
+        return self.path("vocab")
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Fixtures:
+    return Fixtures()
+
+
+@pytest.fixture(scope="session")
+def real_vocab() -> Path:
+    if not REAL_VOCAB.exists():
+        pytest.skip("../shared/fixtures/chatglm3-tokenizer.model is absent")
+    return REAL_VOCAB
+
+
+@pytest.fixture(scope="session")
+def scripted_model(fixtures):
+    from chatglm3_cli.engine.model import Model
+
+    m = Model(fixtures.path("scripted"), n_ctx=512)
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(fixtures):
+    from chatglm3_cli.engine.model import Model
+
+    m = Model(fixtures.path("tiny"), n_ctx=1024)
+    yield m
+    m.close()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test sees the developer's own model or debug settings."""
+    for var in ("CHATGLM3_MODEL", "CHATGLM3_DEBUG"):
+        monkeypatch.delenv(var, raising=False)

@@ -1,0 +1,160 @@
+"""Generation on the real llama.cpp: turns end where the model ends them, streams are exact."""
+from __future__ import annotations
+
+import pytest
+
+from chatglm3_cli.engine.generate import AnswerShaper, Utf8Stream
+from chatglm3_cli.engine.model import Model
+from chatglm3_cli.engine.prompt import Message
+from chatglm3_cli.engine.sampling import SamplingParams
+from chatglm3_cli.errors import PromptTooLongError
+
+GREEDY = SamplingParams(temperature=0)
+
+
+def test_scripted_answer_exact_and_nothing_after_user(fixtures, scripted_model):
+    side = fixtures.sidecar("scripted")
+    gen = scripted_model.generate([Message("user", "Who are you?")], GREEDY)
+    pieces = list(gen)
+    r = gen.result
+    assert r.text == side["answer"] == "Hello! I am ChatGLM3 🙂龘"
+    assert "".join(pieces) == r.text
+    assert side["leak"] not in r.text and "Leaked" not in "".join(pieces)
+    assert r.finish_reason == "stop" and r.stop_token == 64795
+    assert r.metadata == ""
+    assert r.tokens == side["answer_ids"]  # the generated ids, without the stop token
+
+
+def test_stream_never_splits_utf8(scripted_model):
+    gen = scripted_model.generate([Message("user", "x")], GREEDY)
+    pieces = list(gen)
+    # 🙂 and 龘 arrive as 4 and 3 byte tokens: each must come out whole, never as U+FFFD.
+    assert "\ufffd" not in "".join(pieces)
+    assert "🙂" in "".join(pieces) and any("龘" in p for p in pieces)
+    assert b"".join(p.encode() for p in pieces) == gen.result.text.encode()
+
+
+def test_tool_call_metadata_and_observation_stop(fixtures):
+    side = fixtures.sidecar("scripted-tool")
+    with Model(fixtures.path("scripted-tool"), n_ctx=256) as m:
+        r = m.chat([Message("user", "search Paris")], GREEDY)
+    assert r.metadata == side["metadata"] == "search"
+    assert r.text.strip() == side["answer"]
+    assert r.finish_reason == "tool_calls" and r.stop_token == 64797
+    assert "Leaked" not in r.text
+
+
+def test_template_model_stops_on_files_eog(fixtures):
+    side = fixtures.sidecar("template")
+    with Model(fixtures.path("template"), n_ctx=256) as m:
+        assert side["eog"] in m.stop_tokens
+        r = m.chat([Message("user", "hi")], GREEDY)
+    assert r.text == side["answer"]
+    assert r.finish_reason == "stop" and r.stop_token == side["eog"]
+
+
+def test_max_tokens_gives_length(scripted_model):
+    r = scripted_model.chat([Message("user", "x")], GREEDY.with_(max_tokens=3))
+    assert r.finish_reason == "length" and r.completion_tokens == 3
+    assert r.text == "Hello!"  # "\n" (metadata line), "▁Hello", "!"
+
+
+def test_context_full_gives_length(fixtures):
+    with Model(fixtures.path("scripted-loop"), n_ctx=64) as m:
+        r = m.chat([Message("user", "x")], GREEDY)
+        assert r.finish_reason == "length"
+        assert r.prompt_tokens + r.completion_tokens == m.n_ctx  # llama.cpp may round n_ctx up
+        assert r.text.startswith("Hello! I am ChatGLM3 Hello!")
+
+
+def test_prompt_too_long_is_clear(scripted_model):
+    with pytest.raises(PromptTooLongError) as e:
+        scripted_model.generate([Message("user", "word " * 2000)], GREEDY)
+    assert e.value.n_ctx == 512 and e.value.n_prompt > 512
+    assert "context holds 512" in e.value.message
+    # the model is still usable afterwards
+    assert scripted_model.chat([Message("user", "x")], GREEDY).text == "Hello! I am ChatGLM3 🙂龘"
+
+
+def test_kv_cache_reuses_the_common_prefix(scripted_model):
+    scripted_model.reset()
+    history = [Message("system", "A long system prompt " * 10), Message("user", "first")]
+    r1 = scripted_model.chat(history, GREEDY)
+    assert r1.cached_tokens == 0 and r1.timings.prompt_tokens == r1.prompt_tokens
+    history += [Message("assistant", r1.text), Message("user", "second")]
+    r2 = scripted_model.chat(history, GREEDY)
+    assert r2.cached_tokens > 30
+    assert r2.timings.prompt_tokens == r2.prompt_tokens - r2.cached_tokens
+    assert r2.text == r1.text
+
+
+def test_same_prompt_twice_still_evaluates_one_token(scripted_model):
+    msgs = [Message("user", "again")]
+    scripted_model.chat(msgs, GREEDY)
+    r = scripted_model.chat(msgs, GREEDY)
+    assert r.timings.prompt_tokens == 1 and r.text == "Hello! I am ChatGLM3 🙂龘"
+
+
+def test_interrupted_stream_resets_cache(scripted_model):
+    gen = scripted_model.generate([Message("user", "stop early")], GREEDY)
+    next(gen)
+    gen.close()
+    assert scripted_model._cache.tokens == []
+    assert scripted_model.chat([Message("user", "stop early")], GREEDY).cached_tokens == 0
+
+
+def test_greedy_is_deterministic_and_prompt_dependent(tiny_model):
+    p = GREEDY.with_(max_tokens=24)
+    a = tiny_model.chat([Message("user", "The philosophy of people")], p)
+    tiny_model.reset()
+    b = tiny_model.chat([Message("user", "The philosophy of people")], p)
+    c = tiny_model.chat([Message("user", "今天天气很好")], p)
+    assert a.tokens == b.tokens
+    assert a.tokens != c.tokens
+
+
+def test_seeded_sampling_is_reproducible(tiny_model):
+    p = SamplingParams(temperature=1.0, top_p=0.95, top_k=40, seed=7, max_tokens=24)
+    runs = [tiny_model.chat([Message("user", "hello")], p).tokens for _ in range(2)]
+    assert runs[0] == runs[1]
+    other = tiny_model.chat([Message("user", "hello")], p.with_(seed=8)).tokens
+    assert other != runs[0]
+
+
+def test_repeat_penalty_changes_sampling(tiny_model):
+    base = GREEDY.with_(max_tokens=40)
+    plain = tiny_model.chat([Message("user", "repeat")], base).tokens
+    pen = tiny_model.chat([Message("user", "repeat")], base.with_(repeat_penalty=1.5)).tokens
+    assert pen != plain and len(set(pen)) >= len(set(plain))
+
+
+# --- pure units -----------------------------------------------------------------------------
+
+def test_utf8_stream_holds_partial_characters():
+    s = Utf8Stream()
+    data = "a🙂b".encode()
+    out = [s.feed(data[i:i + 1]) for i in range(len(data))]
+    assert out == ["a", "", "", "", "🙂", "b"]
+    assert s.finish() == ""
+    bad = Utf8Stream()
+    assert bad.feed(b"\xf0\x9f") == "" and bad.finish() == "\ufffd"
+
+
+@pytest.mark.parametrize("pieces,meta,text", [
+    (["\n", " Hello", " world", "  ", "\n"], "", "Hello world"),
+    (["", "\n\n  ", "x", " ", "y", " "], "", "x y"),
+    (["get_", "weather", "\n", "```python\n", "tool_call()\n```"], "get_weather", "```python\ntool_call()\n```"),
+    (["no newline at all"], "", "no newline at all"),
+])
+def test_answer_shaper(pieces, meta, text):
+    sh = AnswerShaper(metadata_line=True)
+    out = "".join(sh.feed(p) for p in pieces) + sh.finish()
+    assert out == text and sh.metadata == meta
+
+
+def test_sampling_params_validation():
+    with pytest.raises(ValueError):
+        SamplingParams(top_p=0)
+    with pytest.raises(ValueError):
+        SamplingParams(temperature=-1)
+    assert SamplingParams().temperature == 0.8 and SamplingParams().top_p == 0.8
