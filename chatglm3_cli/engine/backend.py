@@ -80,18 +80,90 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_Q4_0 = 2
+
+
+class _BuftOverride(ctypes.Structure):
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def _cpu_extra_buffer_types() -> dict[str, int]:
+    """Names -> handles of the CPU backend's extra weight buffer types (AMX, CPU_REPACK...)."""
+    L = llama()
+    libdir = os.path.join(os.path.dirname(L.__file__), "lib")
+    try:
+        ggml = ctypes.CDLL(os.path.join(libdir, "libggml.so"))
+        base = ctypes.CDLL(os.path.join(libdir, "libggml-base.so"))
+    except OSError:
+        return {}
+    ggml.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    ggml.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    ggml.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+    ggml.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+    ggml.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    ggml.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    base.ggml_backend_buft_name.restype = ctypes.c_char_p
+    base.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+    dev = ggml.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    if not dev:
+        return {}
+    fn_ptr = ggml.ggml_backend_reg_get_proc_address(ggml.ggml_backend_dev_backend_reg(dev),
+                                                    b"ggml_backend_dev_get_extra_bufts")
+    if not fn_ptr:
+        return {}
+    arr = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(fn_ptr)(dev)
+    out: dict[str, int] = {}
+    i = 0
+    while arr and arr[i]:
+        out[base.ggml_backend_buft_name(arr[i]).decode()] = arr[i]
+        i += 1
+    return out
+
+
+def cpu_weight_placement(params: Any, tensors: Sequence[Any]) -> Any:
+    """Work around llama.cpp's AMX kernels, which crash on ChatGLM3's shapes.
+
+    On CPUs with Intel AMX, llama.cpp puts Q4_0/Q4_K/... weights in its AMX buffer type, and
+    its AMX matmul segfaults on these files (seen on Sapphire Rapids with ChatGLM3-6B shapes,
+    even for a single token). We switch the extra buffer types off and put the Q4_0 matmul
+    weights in CPU_REPACK ourselves, which keeps the fast repacked AVX2/AVX-512 kernels.
+    CHATGLM3_CPU_EXTRA_BUFTS=1 restores llama.cpp's own choice. Returns what must be kept
+    alive while the model loads.
+    """
+    if os.environ.get("CHATGLM3_CPU_EXTRA_BUFTS", "") == "1":
+        return None
+    bufts = _cpu_extra_buffer_types()
+    if "AMX" not in bufts:
+        return None
+    params.use_extra_bufts = False
+    repack = bufts.get("CPU_REPACK")
+    names = [t.name for t in tensors
+             if t.ggml_type == _Q4_0 and len(t.shape) == 2 and t.shape[1] % 8 == 0
+             and t.name.endswith(".weight") and t.name != "token_embd.weight"]
+    if not repack or not names:
+        return None
+    pattern = ("^(" + "|".join(n.replace(".", "\\.") for n in names) + ")$").encode()
+    overrides = (_BuftOverride * 2)()
+    overrides[0].pattern = pattern
+    overrides[0].buft = repack
+    params.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
+    return overrides
+
+
 class LlamaModel:
     """A loaded model (weights + vocabulary)."""
 
-    def __init__(self, path: str, n_gpu_layers: int | None) -> None:
+    def __init__(self, path: str, n_gpu_layers: int | None, tensors: Sequence[Any] = ()) -> None:
         L = llama()
         params = L.llama_model_default_params()
         if n_gpu_layers is None or n_gpu_layers < 0:
             n_gpu_layers = 999 if supports_gpu_offload() else 0
         params.n_gpu_layers = n_gpu_layers
         self.n_gpu_layers = n_gpu_layers
+        keep = cpu_weight_placement(params, tensors) if n_gpu_layers == 0 else None
         _log_lines.clear()
         ptr = L.llama_model_load_from_file(os.fsencode(path), params)
+        del keep
         if not ptr:
             reason = last_log_error() or "llama.cpp could not load it"
             raise ModelLoadError(f"cannot load {path}: {reason}")

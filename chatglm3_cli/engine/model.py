@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..errors import ModelLoadError, UnsupportedModelError
+from ..errors import ModelFormatError, ModelLoadError, UnsupportedModelError
 from . import backend
 from .generate import Completion, Generation, KVCache
 from .gguf_file import GGUFInfo, read_gguf
@@ -47,13 +47,17 @@ class Model:
                  n_batch: int = 512, verbose: bool = False) -> None:
         self.path = Path(path)
         self.info = read_gguf(self.path)  # typed errors for missing, not-GGUF, truncated
+        tokens = self.info.get("tokenizer.ggml.tokens")
+        if tokens is not None and len(set(tokens)) != len(tokens):
+            # llama.cpp aborts the whole process on a duplicate token text: refuse it first.
+            raise ModelFormatError(f"{self.path}: the vocabulary has duplicate token texts")
         self.family, self._specials = detect_family(self.info)
         self.tokenizer: SentencePieceTokenizer | None = None
         if self.family == CHATGLM3:
             self.tokenizer = SentencePieceTokenizer.from_gguf(self.info)
         backend.set_verbose(verbose)
         try:
-            self._llama = backend.LlamaModel(str(self.path), n_gpu_layers)
+            self._llama = backend.LlamaModel(str(self.path), n_gpu_layers, self.info.tensors)
         except ModelLoadError as e:
             if "unknown model architecture" in str(e):
                 raise UnsupportedModelError(

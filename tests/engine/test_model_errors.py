@@ -92,3 +92,13 @@ def test_model_without_template_or_chatglm3_vocab(fixtures, tmp_path):
     w.close()
     with pytest.raises(UnsupportedModelError, match="chat template"):
         Model(out)
+
+
+def test_duplicate_vocabulary_refused_before_llama_cpp_aborts(tmp_path):
+    """llama.cpp's vocab loader GGML_ASSERTs (kills the process) on duplicate token texts."""
+    from types import SimpleNamespace
+
+    vocab = SimpleNamespace(tokens=["<unk>", "a", "a"], scores=[0.0, 0.0, 0.0], types=[2, 1, 1])
+    p = _write_gguf(tmp_path / "dup.gguf", "llama", vocab=vocab)
+    with pytest.raises(ModelFormatError, match="duplicate"):
+        Model(p)

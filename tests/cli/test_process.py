@@ -1,0 +1,117 @@
+"""The real command in real processes: start-up, pipes, terminals, signals."""
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chatglm3_cli.cli.exit_codes import ExitCode
+
+CMD = [sys.executable, "-m", "chatglm3_cli"]
+ANSWER = "Hello! I am ChatGLM3 🙂龘"
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("CHATGLM3_DEBUG", None)
+    env.pop("CHATGLM3_MODEL", None)
+    return env
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["--version"]])
+def test_help_does_not_import_llama_cpp(argv):
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "chatglm3_cli", *argv],
+                       capture_output=True, text=True, env=_env(), stdin=subprocess.DEVNULL, timeout=60)
+    assert p.returncode == 0, p.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if "|" in line]
+    assert not any(m.startswith("llama_cpp") for m in imported)
+    assert not any(m.startswith(("sentencepiece", "huggingface_hub", "numpy")) for m in imported)
+    assert p.stdout
+
+
+def test_console_script_entry_point():
+    exe = os.path.join(os.path.dirname(sys.executable), "chatglm3")
+    if not os.path.exists(exe):
+        pytest.skip("console script not installed in this environment")
+    p = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "run" in p.stdout
+
+
+def test_pipe_output_is_plain(fixtures):
+    p = subprocess.run(CMD + ["run", "-m", str(fixtures.path("scripted")), "hi"],
+                       capture_output=True, env=_env(), stdin=subprocess.DEVNULL, timeout=120)
+    assert p.returncode == 0
+    assert p.stdout.decode() == ANSWER + "\n"
+    assert b"\x1b" not in p.stdout and p.stderr == b""
+
+
+def test_piped_stdin_joins_prompt(fixtures):
+    p = subprocess.run(CMD + ["run", "-m", str(fixtures.path("scripted")), "--json", "review"],
+                       input=b"some diff", capture_output=True, env=_env(), timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert b'"content": "some diff\\n\\nreview"' in p.stdout
+
+
+def test_broken_pipe_is_not_a_crash(fixtures):
+    p = subprocess.Popen(CMD + ["run", "-m", str(fixtures.path("scripted-loop")), "--ctx", "8192", "hi"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=_env())
+    assert p.stdout.read(5) == b"Hello"
+    p.stdout.close()
+    err = p.stderr.read()
+    p.wait(timeout=60)
+    assert p.returncode == ExitCode.BROKEN_PIPE
+    assert b"Traceback" not in err and b"Exception ignored" not in err
+
+
+def test_ctrl_c_stops_generation_with_130(fixtures):
+    p = subprocess.Popen(CMD + ["run", "-m", str(fixtures.path("scripted-loop")), "--ctx", "100000", "hi"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=_env())
+    assert p.stdout.read(5) == b"Hello"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == ExitCode.INTERRUPTED
+    assert err.decode().strip() == "interrupted"
+
+
+def _run_in_pty(argv, timeout=60):
+    """Run with stdin, stdout and stderr on a pseudo-terminal; return (exit code, screen text)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=_env(), close_fds=True)
+    os.close(slave)
+    chunks = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r, _, _ = select.select([master], [], [], 0.2)
+        if r:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif p.poll() is not None:
+            break
+    else:
+        p.kill()
+        raise AssertionError("the command hung on a terminal")
+    os.close(master)
+    return p.wait(timeout=10), b"".join(chunks).decode(errors="replace")
+
+
+def test_terminal_stdin_without_prompt_exits_2_instead_of_waiting(fixtures):
+    code, screen = _run_in_pty(CMD + ["run", "-m", str(fixtures.path("scripted"))], timeout=30)
+    assert code == ExitCode.USAGE
+    assert "Usage: chatglm3 run" in screen
+
+
+def test_terminal_run_shows_the_answer(fixtures):
+    code, screen = _run_in_pty(CMD + ["run", "-m", str(fixtures.path("scripted")), "hi"])
+    assert code == 0
+    assert ANSWER in screen and "Leaked" not in screen
