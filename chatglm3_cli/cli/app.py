@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
+from .chat import chat, history_app
 from .run import run
 
 app = typer.Typer(
@@ -37,7 +38,9 @@ def main_options(
         os.environ["CHATGLM3_DEBUG"] = "1"
 
 
+app.command(name="chat")(chat)
 app.command(name="run")(run)
+app.add_typer(history_app, name="history")
 
 
 def main() -> None:

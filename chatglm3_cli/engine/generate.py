@@ -132,7 +132,7 @@ def _r(x: float | None) -> float | None:
 class Completion:
     text: str
     metadata: str
-    finish_reason: str  # "stop", "tool_calls" (ended by <|observation|>), "length"
+    finish_reason: str  # "stop", "tool_calls" (ended by <|observation|>), "length", "interrupted"
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
@@ -202,7 +202,7 @@ class Generation:
         return next(self._iter)
 
     def close(self) -> None:
-        """Stop early (the KV cache is then reset, since its contents are not known exactly)."""
+        """Stop early; ``result`` then holds the partial answer (finish_reason "interrupted")."""
         self._iter.close()
 
     def complete(self) -> Completion:
@@ -220,6 +220,7 @@ class Generation:
         finish, stop_token = "length", None
         sampler = self._make_sampler(self.params)
         ok = False
+        at_yield = False  # the KV cache holds exactly cache.tokens while we wait at a yield
         try:
             kept = cache.prepare(self.prompt)
             t0 = time.perf_counter()
@@ -242,7 +243,9 @@ class Generation:
                 out = self._shaper.feed(text.feed(model.token_bytes(tok)))
                 if out:
                     pieces.append(out)
+                    at_yield = True
                     yield out
+                    at_yield = False
                 # The last token is kept in the answer but needs no evaluation; prompt plus
                 # answer never exceed the context.
                 if (limit is not None and len(generated) >= limit) or len(cache.tokens) + 1 >= n_ctx:
@@ -255,9 +258,16 @@ class Generation:
             timings.generation_ms = (time.perf_counter() - t1) * 1000 if "t1" in locals() else 0.0
             sampler.close()
             if not ok:
-                # Interrupted mid-step (Ctrl-C, consumer stopped): what the KV cache holds is
-                # no longer known exactly, so the next prompt starts from scratch.
-                cache.reset()
+                if not at_yield:
+                    # Interrupted inside a llama.cpp call: what the KV cache holds is no longer
+                    # known exactly, so the next prompt starts from scratch.
+                    cache.reset()
+                # Stopped early (Ctrl-C, the consumer closed us): keep what was produced.
+                self.result = Completion(
+                    text="".join(pieces), metadata=self._shaper.metadata,
+                    finish_reason="interrupted", prompt_tokens=len(self.prompt),
+                    cached_tokens=len(self.prompt) - timings.prompt_tokens,
+                    completion_tokens=len(generated), timings=timings, tokens=generated)
         tail = self._shaper.feed(text.finish()) + self._shaper.finish()
         if tail:
             pieces.append(tail)

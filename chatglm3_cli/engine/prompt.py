@@ -23,6 +23,11 @@ class Message:
     metadata: str = ""
     # For a system message: the tool definitions, appended as ChatGLM3's demo does.
     tools: list[dict[str, Any]] | None = field(default=None)
+    # For an assistant message this model generated: the ids it generated (metadata line and
+    # content, without the stop token). Reusing them keeps the KV cache valid across turns,
+    # as the official stream_chat does with its past_key_values. Not saved with the message.
+    token_ids: list[int] | None = field(default=None, repr=False, compare=False)
+    interrupted: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -37,7 +42,7 @@ class Message:
         if role == "tool":  # OpenAI's name for an observation
             role = "observation"
         return cls(role=role, content=str(content), metadata=str(d.get("metadata") or ""),
-                   tools=d.get("tools"))
+                   tools=d.get("tools"), interrupted=bool(d.get("interrupted", False)))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -45,6 +50,8 @@ class Message:
             out["metadata"] = self.metadata
         if self.tools is not None:
             out["tools"] = self.tools
+        if self.interrupted:
+            out["interrupted"] = True
         return out
 
 
@@ -81,6 +88,9 @@ def chatglm3_prompt_ids(messages: Sequence[Message], encode: Callable[[str], lis
         if m.role == "system" and m.tools is not None:
             content = content + "\n" + json.dumps(m.tools, indent=4, ensure_ascii=False)
         ids.append(specials.roles[m.role])
+        if m.role == "assistant" and m.token_ids is not None:
+            ids += m.token_ids
+            continue
         ids += encode(f"{m.metadata}\n")
         ids += encode(content)
     ids.append(specials.roles["assistant"])

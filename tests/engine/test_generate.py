@@ -95,12 +95,33 @@ def test_same_prompt_twice_still_evaluates_one_token(scripted_model):
     assert r.timings.prompt_tokens == 1 and r.text == "Hello! I am ChatGLM3 🙂龘"
 
 
-def test_interrupted_stream_resets_cache(scripted_model):
+def test_closed_stream_keeps_partial_result_and_cache(scripted_model):
+    scripted_model.reset()
     gen = scripted_model.generate([Message("user", "stop early")], GREEDY)
-    next(gen)
+    assert next(gen) == "Hello"
     gen.close()
+    r = gen.result
+    assert r.finish_reason == "interrupted" and r.text == "Hello"
+    assert r.tokens == gen.result.tokens[:2] and len(r.tokens) == 2  # "\n", "▁Hello"
+    # closed at a yield: the cache is still exact, so the same prompt reuses all but one token
+    again = scripted_model.chat([Message("user", "stop early")], GREEDY)
+    assert again.cached_tokens == again.prompt_tokens - 1
+
+
+def test_interrupt_inside_llama_call_resets_cache(scripted_model, monkeypatch):
+    scripted_model.reset()
+    gen = scripted_model.generate([Message("user", "ctrl-c")], GREEDY)
+    next(gen)
+    ctx = scripted_model._ctx
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ctx, "decode_one", boom)
+    with pytest.raises(KeyboardInterrupt):
+        next(gen)
     assert scripted_model._cache.tokens == []
-    assert scripted_model.chat([Message("user", "stop early")], GREEDY).cached_tokens == 0
+    assert gen.result.finish_reason == "interrupted"
 
 
 def test_greedy_is_deterministic_and_prompt_dependent(tiny_model):

@@ -1,0 +1,1 @@
+"""Conversations: the session (context window, KV reuse) and saved history. No UI here."""

@@ -1,0 +1,154 @@
+"""A conversation with a model: messages, sampling settings, and the context window.
+
+Each turn evaluates only what is new: the assistant's answers are kept as the token ids the
+model generated, so the next prompt begins with exactly what the KV cache already holds.
+When a turn would not fit, the oldest turns leave the window (the system prompt never does).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
+
+from ..engine.prompt import Message
+from ..engine.sampling import SamplingParams
+from ..errors import PromptTooLongError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.generate import Completion, Generation
+    from ..engine.model import Model
+
+
+@dataclass
+class Turn:
+    """One answer being generated: iterate for text; the session records it when it ends."""
+
+    session: "ChatSession"
+    generation: "Generation"
+    dropped: int = 0  # turns that left the context window to make room for this one
+    _done: bool = field(default=False, repr=False)
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            yield from self.generation
+        finally:
+            self._finish()
+
+    def close(self) -> None:
+        self.generation.close()
+        self._finish()
+
+    @property
+    def result(self) -> "Completion | None":
+        return self.generation.result
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        r = self.generation.result
+        if r is None:
+            return
+        self.session._record(r)
+
+
+class ChatSession:
+    def __init__(self, model: "Model", *, system: str | None = None,
+                 params: SamplingParams | None = None, messages: list[Message] | None = None) -> None:
+        self.model = model
+        self.params = params or SamplingParams()
+        self.system = system or None
+        self.messages: list[Message] = list(messages or [])  # user/assistant/observation turns
+        self.window_start = 0  # index of the first message still inside the context window
+        self.last_prompt_tokens = 0
+        self.last_completion: "Completion | None" = None
+        self._told_dropped = False
+
+    # conversation ------------------------------------------------------------------------
+
+    def all_messages(self) -> list[Message]:
+        """The whole conversation, system prompt first (what is saved)."""
+        return ([Message("system", self.system)] if self.system else []) + self.messages
+
+    def clear(self) -> None:
+        """Forget the turns; the system prompt stays."""
+        self.messages = []
+        self.window_start = 0
+
+    def load(self, messages: list[Message]) -> None:
+        system = [m for m in messages if m.role == "system"]
+        if system:
+            self.system = system[0].content or None
+        self.messages = [m for m in messages if m.role != "system"]
+        self.window_start = 0
+
+    @property
+    def context_used(self) -> int:
+        c = self.last_completion
+        return self.last_prompt_tokens + (c.completion_tokens if c else 0)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.model.n_ctx
+
+    # turns -------------------------------------------------------------------------------
+
+    def ask(self, text: str, *, role: str = "user") -> Turn:
+        """Add a user message and start the answer."""
+        msg = Message(role, text)
+        self.messages.append(msg)
+        try:
+            return self._start()
+        except BaseException:
+            self.messages.pop()
+            raise
+
+    def regen(self) -> Turn:
+        """Drop the last answer and answer the same prompt again (its prefix stays cached)."""
+        if not self.messages or self.messages[-1].role != "assistant":
+            raise ValueError("there is no answer to regenerate")
+        removed = self.messages.pop()
+        try:
+            return self._start()
+        except BaseException:
+            self.messages.append(removed)
+            raise
+
+    def take_dropped_notice(self, dropped: int) -> str | None:
+        """The user is told once that old turns left the context window."""
+        if dropped and not self._told_dropped:
+            self._told_dropped = True
+            return ("the conversation no longer fits the context: the oldest turns were dropped "
+                    "from what the model sees (the system prompt is kept; raise --ctx to keep more)")
+        return None
+
+    def _answer_room(self) -> int:
+        want = self.params.max_tokens or 1024
+        return max(1, min(want, self.n_ctx // 4))
+
+    def _start(self) -> Turn:
+        before = self.window_start
+        ids = self._prompt_ids()
+        room = self._answer_room()
+        # Drop whole exchanges from the front until the prompt leaves room for the answer.
+        while len(ids) + room > self.n_ctx and self.window_start < len(self.messages) - 1:
+            self.window_start += 1
+            while (self.window_start < len(self.messages) - 1
+                   and self.messages[self.window_start].role != "user"):
+                self.window_start += 1
+            ids = self._prompt_ids()
+        if len(ids) + 1 > self.n_ctx:
+            raise PromptTooLongError(len(ids), self.n_ctx)
+        gen = self.model.generate(prompt_ids=ids, params=self.params)
+        self.last_prompt_tokens = len(ids)
+        return Turn(self, gen, dropped=self.window_start - before)
+
+    def _prompt_ids(self) -> list[int]:
+        window = self.messages[self.window_start:]
+        msgs = ([Message("system", self.system)] if self.system else []) + window
+        return self.model.prompt_ids(msgs)
+
+    def _record(self, r: "Completion") -> None:
+        self.last_completion = r
+        ids = r.tokens if self.model.family == "chatglm3" else None
+        self.messages.append(Message("assistant", r.text, metadata=r.metadata, token_ids=ids,
+                                     interrupted=r.finish_reason == "interrupted"))

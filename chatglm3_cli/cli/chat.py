@@ -1,0 +1,186 @@
+"""`chatglm3 chat` and `chatglm3 history`."""
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+
+from . import console as console_mod
+from . import options as opt
+from .common import open_model, sampling, system_prompt
+from .errors import UsageError, handle_errors
+
+
+@handle_errors
+def chat(
+    model: opt.Model = None,
+    system: opt.System = None,
+    system_file: opt.SystemFile = None,
+    max_tokens: opt.MaxTokens = None,
+    temperature: opt.Temperature = None,
+    top_p: opt.TopP = None,
+    top_k: opt.TopK = None,
+    repeat_penalty: opt.RepeatPenalty = None,
+    seed: opt.Seed = None,
+    ctx: opt.Ctx = None,
+    threads: opt.Threads = None,
+    gpu_layers: opt.GpuLayers = None,
+    plain: Annotated[bool, typer.Option("--plain", help="Raw text instead of rendered Markdown.")] = False,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not save this conversation.")] = False,
+    cont: Annotated[bool, typer.Option("--continue", help="Resume the last saved conversation.")] = False,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", help="Resume a saved conversation by id (see `chatglm3 history`).", metavar="ID")] = None,
+    stats: Annotated[bool, typer.Option("--stats", help="Show token counts and speed after each answer.")] = False,
+    verbose: opt.Verbose = False,
+) -> None:
+    """Chat interactively. Ctrl-C stops an answer; Ctrl-D or /exit leaves; /help lists commands.
+
+    Piped text becomes the first message: cat notes.md | chatglm3 chat
+    """
+    from ..chat.history import Conversation, ConversationStore, data_dir
+    from ..chat.session import ChatSession
+    from ..engine.prompt import Message
+    from ..textio import decode_text
+    from .render import MarkdownRenderer, PlainRenderer
+    from .repl import ChatREPL
+
+    con = console_mod.current()
+    first: Optional[str] = None
+    if not con.stdin_isatty:
+        first = decode_text(con.read_stdin_bytes(), "stdin").strip() or None
+
+    # Where typing comes from: the terminal, even when stdin was a pipe (cat notes | chatglm3 chat).
+    pt_input = pt_output = None
+    interactive = con.stdin_isatty
+    tty_files = []
+    if not con.stdin_isatty:
+        try:
+            tty_in = open("/dev/tty", "r")
+            tty_files.append(tty_in)
+            from prompt_toolkit.input import create_input
+
+            pt_input = create_input(stdin=tty_in)
+            interactive = True
+        except OSError:
+            interactive = False
+    if interactive and not con.stdout_isatty:
+        # Prompts belong on the terminal, never in redirected output.
+        try:
+            tty_out = open("/dev/tty", "w")
+            tty_files.append(tty_out)
+            from prompt_toolkit.output import create_output
+
+            pt_output = create_output(stdout=tty_out)
+        except OSError:
+            interactive = False
+    if not interactive and not first:
+        raise UsageError("nothing to answer: no terminal to chat on and nothing piped in")
+    if cont and resume:
+        raise UsageError("use either --continue or --resume, not both")
+
+    params = sampling(temperature=temperature, top_p=top_p, top_k=top_k,
+                      repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens)
+    sys_text = system_prompt(system, system_file)
+
+    store = None if no_save else ConversationStore()
+    conversation = None
+    restored: list[Message] = []
+    if cont or resume:
+        src_store = store or ConversationStore()
+        conversation = src_store.load(resume) if resume else src_store.latest()
+        if conversation is None:
+            raise UsageError("there is no saved conversation to continue")
+        restored = [Message.from_dict(d) for d in conversation.messages]
+    if store is not None and conversation is None:
+        import time
+
+        now = time.time()
+        conversation = Conversation(id=store.new_id(), created=now, updated=now, model=str(model or ""))
+
+    history = None
+    if interactive and not os.environ.get("CHATGLM3_NOHISTORY"):
+        from prompt_toolkit.history import FileHistory
+
+        path = data_dir() / "input_history"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        history = FileHistory(str(path))
+
+    rich_out = con.stdout_isatty and not plain
+    if con.stderr_isatty:
+        con.error("loading model…")
+    with open_model(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, verbose=verbose) as m:
+        session = ChatSession(m, system=sys_text, params=params)
+        if restored:
+            session.load(restored)
+            if sys_text:
+                session.system = sys_text
+            con.error(f"resumed conversation {conversation.id} ({len(session.messages)} messages)")
+        repl = ChatREPL(
+            session, out=con.stdout, err=con.stderr,
+            make_renderer=(lambda: MarkdownRenderer(con.stdout)) if rich_out else (lambda: PlainRenderer(con.stdout)),
+            pt_input=pt_input, pt_output=pt_output, history=history, store=store,
+            conversation=conversation, stats=stats, model_label=str(model or m.path))
+        if interactive and con.stderr_isatty:
+            con.error(f"chatting with {m.name} · /help for commands · Ctrl-D or /exit to leave")
+        code = repl.run(first, interactive=interactive)
+    for f in tty_files:
+        f.close()
+    raise typer.Exit(code)
+
+
+history_app = typer.Typer(help="Saved conversations.", no_args_is_help=False, invoke_without_command=True)
+
+
+@history_app.callback()
+@handle_errors
+def history_list(ctx: typer.Context) -> None:
+    """List saved conversations (newest first)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import time
+
+    from ..chat.history import ConversationStore
+
+    con = console_mod.current()
+    convs = ConversationStore().list()
+    if not convs:
+        con.error("no saved conversations yet")
+        return
+    for c in convs:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated))
+        con.write(f"{c.id}  {when}  {c.turns:>3} turns  {c.title}\n")
+
+
+@history_app.command("show")
+@handle_errors
+def history_show(conv_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Print a saved conversation."""
+    from ..chat.history import ConversationStore, to_markdown
+
+    console_mod.current().write(to_markdown(ConversationStore().load(conv_id)))
+
+
+@history_app.command("export")
+@handle_errors
+def history_export(
+    conv_id: Annotated[str, typer.Argument(metavar="ID")],
+    fmt: Annotated[str, typer.Option("--format", help="md or json.")] = "md",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
+) -> None:
+    """Export a saved conversation as Markdown or JSON (OpenAI messages shape)."""
+    import json
+    from pathlib import Path
+
+    from ..chat.history import ConversationStore, atomic_write_text, to_markdown
+
+    if fmt not in ("md", "json"):
+        raise UsageError("--format must be md or json")
+    conv = ConversationStore().load(conv_id)
+    text = to_markdown(conv) if fmt == "md" else json.dumps(
+        {"id": conv.id, "model": conv.model, "messages": conv.messages}, ensure_ascii=False, indent=2) + "\n"
+    if output:
+        atomic_write_text(Path(output), text)
+        console_mod.current().error(f"wrote {output}")
+    else:
+        console_mod.current().write(text)

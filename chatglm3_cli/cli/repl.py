@@ -1,0 +1,356 @@
+"""The interactive chat loop: prompt-toolkit input, slash commands, streamed answers.
+
+Ctrl-C stops the answer, not the session; on an empty line it says how to leave. Ctrl-D,
+/exit (/bye, /quit) and ChatGLM3's demo words (exit, quit, stop) leave with code 0.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, TextIO
+
+from ..chat.history import (Conversation, ConversationStore, atomic_write_text, load_transcript,
+                            messages_to_json)
+from ..chat.session import ChatSession
+from ..errors import ChatGLM3Error
+from ..textio import read_text_file
+from .errors import format_error
+from .render import Renderer
+
+COMMANDS = {
+    "/help": "show this help",
+    "/exit": "leave (also /bye, /quit, exit, quit, stop, Ctrl-D)",
+    "/clear": "forget the conversation, keep the system prompt (also: clear)",
+    "/system": "/system [TEXT]: show or set the system prompt",
+    "/set": "/set KEY VALUE: temperature, top_p, top_k, max_tokens, seed, repeat_penalty",
+    "/show": "model, parameters, and how full the context is",
+    "/regen": "answer the last message again",
+    "/read": "/read FILE: add a text file to your next message",
+    "/save": "/save [FILE]: write the conversation as OpenAI-style messages JSON",
+    "/load": "/load FILE: replace the conversation with a saved messages JSON",
+    "/stats": "/stats [on|off]: show token counts and speed after each answer",
+}
+EXIT_WORDS = {"/exit", "/bye", "/quit", "exit", "quit", "stop"}
+SET_KEYS = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int,
+            "repeat_penalty": float}
+HELP_TEXT = "\n".join(f"  {name:<8} {text}" for name, text in COMMANDS.items()) + (
+    '\n  Alt-Enter (Esc Enter) inserts a newline; """ starts and ends a multi-line block;'
+    "\n  Ctrl-C stops an answer; Up/Ctrl-R search earlier input; Tab completes commands and paths.")
+
+
+class _Leave(Exception):
+    pass
+
+
+class ChatREPL:
+    def __init__(self, session: ChatSession, *, out: TextIO, err: TextIO,
+                 make_renderer: Callable[[], Renderer], pt_input: Any = None, pt_output: Any = None,
+                 history: Any = None, store: ConversationStore | None = None,
+                 conversation: Conversation | None = None, stats: bool = False,
+                 model_label: str = "") -> None:
+        self.session = session
+        self.out = out
+        self.err = err
+        self.make_renderer = make_renderer
+        self.pt_input = pt_input
+        self.pt_output = pt_output
+        self.history = history
+        self.store = store
+        self.conversation = conversation
+        self.stats = stats
+        self.model_label = model_label
+        self.pending_files: list[tuple[str, str]] = []
+        self._prompt: Any = None
+
+    # output ------------------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        """Messages of the tool itself (not the model's answer)."""
+        self.err.write(text.rstrip("\n") + "\n")
+        self.err.flush()
+
+    # input -------------------------------------------------------------------------------
+
+    def _prompt_session(self) -> Any:
+        if self._prompt is None:
+            from prompt_toolkit import PromptSession
+            from prompt_toolkit.history import InMemoryHistory
+            from prompt_toolkit.key_binding import KeyBindings
+
+            kb = KeyBindings()
+
+            @kb.add("escape", "enter")
+            def _newline(event: Any) -> None:
+                event.current_buffer.insert_text("\n")
+
+            @kb.add("c-c")
+            def _ctrl_c(event: Any) -> None:
+                buf = event.current_buffer
+                if buf.text:
+                    buf.reset()
+                else:
+                    event.app.exit(exception=KeyboardInterrupt())
+
+            self._prompt = PromptSession(
+                history=self.history or InMemoryHistory(), completer=_make_completer(),
+                key_bindings=kb, input=self.pt_input, output=self.pt_output,
+                complete_while_typing=False)
+        return self._prompt
+
+    def read_message(self) -> str | None:
+        """One message from the user; None when they leave with Ctrl-D."""
+        ps = self._prompt_session()
+        while True:
+            try:
+                line = ps.prompt(">>> ")
+            except KeyboardInterrupt:
+                self.say("(use /exit or Ctrl-D to leave)")
+                continue
+            except EOFError:
+                return None
+            stripped = line.strip()
+            if stripped.startswith('"""'):
+                return self._read_block(ps, stripped[3:])
+            return line
+
+    def _read_block(self, ps: Any, first: str) -> str:
+        lines = []
+        rest = first
+        while True:
+            if rest.rstrip().endswith('"""'):
+                lines.append(rest.rstrip()[:-3])
+                return "\n".join(lines).strip("\n")
+            lines.append(rest)
+            try:
+                rest = ps.prompt("... ")
+            except KeyboardInterrupt:
+                self.say("(block cancelled)")
+                return ""
+            except EOFError:
+                return "\n".join(lines).strip("\n")
+
+    # the loop ----------------------------------------------------------------------------
+
+    def run(self, first_message: str | None = None, *, interactive: bool = True) -> int:
+        if first_message:
+            self.answer(first_message)
+        if not interactive:
+            return 0
+        while True:
+            text = self.read_message()
+            if text is None:
+                return 0
+            try:
+                if not self.handle(text):
+                    return 0
+            except _Leave:
+                return 0
+
+    def handle(self, text: str) -> bool:
+        """Act on one line of input; False means leave."""
+        word = text.strip()
+        if not word:
+            return True
+        if word in EXIT_WORDS:
+            return False
+        if word == "clear":
+            word = "/clear"
+        if word.startswith("/") and not word.startswith("//"):
+            name, _, arg = word.partition(" ")
+            self.command(name, arg.strip())
+            return True
+        self.answer(text)
+        return True
+
+    def answer(self, text: str) -> None:
+        if self.pending_files:
+            parts = [f"File {name}:\n```\n{content}\n```" for name, content in self.pending_files]
+            text = "\n\n".join(parts + [text])
+            self.pending_files = []
+        try:
+            turn = self.session.ask(text)
+        except ChatGLM3Error as e:
+            self.say(format_error(e))
+            return
+        self._stream(turn)
+
+    def _stream(self, turn: Any) -> None:
+        notice = self.session.take_dropped_notice(turn.dropped)
+        if notice:
+            self.say(f"note: {notice}")
+        renderer = self.make_renderer()
+        interrupted = False
+        try:
+            for piece in turn:
+                renderer.feed(piece)
+        except KeyboardInterrupt:
+            interrupted = True
+            turn.close()
+        except ChatGLM3Error as e:
+            turn.close()
+            renderer.finish()
+            self.say(format_error(e))
+            return
+        renderer.finish(interrupted=interrupted)
+        if self.stats and turn.result is not None:
+            self.say(stats_line(turn.result, self.session))
+        self.autosave()
+
+    def autosave(self) -> None:
+        if self.store is None or self.conversation is None:
+            return
+        self.conversation.messages = [m.to_dict() for m in self.session.all_messages()]
+        try:
+            self.store.save(self.conversation)
+        except OSError as e:
+            self.say(f"warning: could not save the conversation: {e.strerror}")
+
+    # commands ----------------------------------------------------------------------------
+
+    def command(self, name: str, arg: str) -> None:
+        handler = {
+            "/help": self.cmd_help, "/clear": self.cmd_clear, "/system": self.cmd_system,
+            "/set": self.cmd_set, "/show": self.cmd_show, "/regen": self.cmd_regen,
+            "/read": self.cmd_read, "/save": self.cmd_save, "/load": self.cmd_load,
+            "/stats": self.cmd_stats,
+        }.get(name)
+        if name in EXIT_WORDS:
+            raise _Leave
+        if handler is None:
+            self.say(f"unknown command {name} (type /help for the list)")
+            return
+        try:
+            handler(arg)
+        except ChatGLM3Error as e:
+            self.say(format_error(e))
+
+    def cmd_help(self, arg: str) -> None:
+        self.say(HELP_TEXT)
+
+    def cmd_clear(self, arg: str) -> None:
+        self.session.clear()
+        self.pending_files = []
+        self.say("conversation cleared" + (" (system prompt kept)" if self.session.system else ""))
+        self.autosave()
+
+    def cmd_system(self, arg: str) -> None:
+        if not arg:
+            self.say(f"system prompt: {self.session.system!r}" if self.session.system else "no system prompt")
+            return
+        self.session.system = arg
+        self.say("system prompt set")
+        self.autosave()
+
+    def cmd_set(self, arg: str) -> None:
+        key, _, value = arg.partition(" ")
+        key, value = key.strip().replace("-", "_"), value.strip()
+        if key not in SET_KEYS:
+            self.say(f"unknown setting {key!r}; one of: {', '.join(SET_KEYS)}")
+            return
+        if not value:
+            self.say(f"usage: /set {key} VALUE")
+            return
+        try:
+            parsed: Any = None if value.lower() in ("none", "off") and key in ("max_tokens", "seed") \
+                else SET_KEYS[key](value)
+            self.session.params = _replace(self.session.params, key, parsed)
+        except ValueError as e:
+            self.say(f"bad value for {key}: {value!r} ({e})")
+            return
+        self.say(f"{key} = {parsed}")
+
+    def cmd_show(self, arg: str) -> None:
+        s = self.session
+        p = s.params
+        used = s.context_used
+        self.say(f"model: {self.model_label or s.model.path} ({s.model.family})")
+        self.say(f"parameters: temperature={p.temperature} top_p={p.top_p} top_k={p.top_k} "
+                 f"max_tokens={p.max_tokens} seed={p.seed} repeat_penalty={p.repeat_penalty}")
+        self.say(f"context: {used} of {s.n_ctx} tokens used ({100 * used // max(1, s.n_ctx)}%)"
+                 + (f", {s.window_start} old messages outside the window" if s.window_start else ""))
+        self.say(f"system prompt: {s.system!r}" if s.system else "system prompt: none")
+        self.say(f"messages: {len(s.messages)}" + (f", saved as {self.conversation.id}"
+                                                    if self.conversation and self.store else ", not saved"))
+
+    def cmd_regen(self, arg: str) -> None:
+        try:
+            turn = self.session.regen()
+        except ValueError as e:
+            self.say(str(e))
+            return
+        self._stream(turn)
+
+    def cmd_read(self, arg: str) -> None:
+        if not arg:
+            self.say("usage: /read FILE")
+            return
+        path = os.path.expanduser(arg)
+        content = read_text_file(path)
+        self.pending_files.append((Path(path).name, content))
+        self.say(f"read {Path(path).name} ({len(content)} characters): it goes with your next message")
+
+    def cmd_save(self, arg: str) -> None:
+        target = Path(os.path.expanduser(arg)) if arg else Path(
+            f"chat-{self.conversation.id if self.conversation else 'transcript'}.json")
+        try:
+            atomic_write_text(target, messages_to_json(self.session.all_messages()) + "\n")
+        except OSError as e:
+            self.say(f"error: cannot write {target}: {e.strerror}")
+            return
+        self.say(f"saved {len(self.session.all_messages())} messages to {target}")
+
+    def cmd_load(self, arg: str) -> None:
+        if not arg:
+            self.say("usage: /load FILE")
+            return
+        messages = load_transcript(os.path.expanduser(arg))
+        self.session.load(messages)
+        self.say(f"loaded {len(messages)} messages from {arg}")
+        self.autosave()
+
+    def cmd_stats(self, arg: str) -> None:
+        if arg.lower() in ("on", "off"):
+            self.stats = arg.lower() == "on"
+        elif not arg:
+            self.stats = not self.stats
+        else:
+            self.say("usage: /stats [on|off]")
+            return
+        self.say(f"stats {'on' if self.stats else 'off'}")
+
+
+def _replace(params: Any, key: str, value: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(params, **{key: value})
+
+
+def stats_line(result: Any, session: ChatSession) -> str:
+    t = result.timings
+    pt = f"{t.prompt_tps:.1f} tok/s" if t.prompt_tps else "-"
+    gt = f"{t.generation_tps:.1f} tok/s" if t.generation_tps else "-"
+    return (f"[{t.prompt_tokens} new prompt tokens ({result.cached_tokens} cached) {pt} | "
+            f"{result.completion_tokens} tokens {gt} | context {session.context_used}/{session.n_ctx}]")
+
+
+def _make_completer() -> Any:
+    """Commands at the start of a line; file paths after /read, /load and /save."""
+    from prompt_toolkit.completion import Completer, PathCompleter, WordCompleter
+    from prompt_toolkit.document import Document
+
+    class _Completer(Completer):
+        def __init__(self) -> None:
+            self.words = WordCompleter(list(COMMANDS) + ["/bye", "/quit"], sentence=True)
+            self.paths = PathCompleter(expanduser=True)
+
+        def get_completions(self, document: Any, complete_event: Any) -> Iterable[Any]:
+            text = document.text_before_cursor
+            for cmd in ("/read ", "/load ", "/save "):
+                if text.startswith(cmd):
+                    sub = Document(text[len(cmd):], len(text) - len(cmd))
+                    yield from self.paths.get_completions(sub, complete_event)
+                    return
+            if text.startswith("/") and " " not in text:
+                yield from self.words.get_completions(document, complete_event)
+
+    return _Completer()

@@ -1,0 +1,62 @@
+"""Saved conversations and transcripts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chatglm3_cli.chat.history import (Conversation, ConversationStore, load_transcript,
+                                       messages_to_json, to_markdown)
+from chatglm3_cli.engine.prompt import Message
+from chatglm3_cli.errors import InputError
+
+
+def test_store_round_trip_and_latest(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHATGLM3_DATA_DIR", str(tmp_path))
+    store = ConversationStore()
+    assert store.root == tmp_path / "conversations"
+    a = Conversation(id="20260101-000000-aaaa", created=1, updated=1, model="m",
+                     messages=[{"role": "user", "content": "hi"}])
+    b = Conversation(id="20260101-000001-bbbb", created=2, updated=2, model="m", messages=[])
+    store.save(a)
+    store.save(b)
+    assert store.latest().id == b.id
+    assert store.load("20260101-000000").messages == a.messages  # unique prefix
+    assert [c.id for c in store.list()] == [b.id, a.id]
+    (store.root / "broken.json").write_text("{not json")
+    assert len(store.list()) == 2  # a damaged file does not hide the rest
+    with pytest.raises(InputError):
+        store.load("nope")
+    with pytest.raises(InputError):
+        store.load("../etc/passwd")
+
+
+def test_transcript_round_trip(tmp_path):
+    msgs = [Message("system", "s"), Message("user", "u"), Message("assistant", "a", interrupted=True)]
+    p = tmp_path / "t.json"
+    p.write_text(messages_to_json(msgs))
+    back = load_transcript(p)
+    assert [m.to_dict() for m in back] == [m.to_dict() for m in msgs]
+    wrapped = tmp_path / "w.json"
+    wrapped.write_text(json.dumps({"messages": [{"role": "tool", "content": "r"}]}))
+    assert load_transcript(wrapped)[0].role == "observation"
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{oops", "not valid JSON"),
+    ('{"a": 1}', "expected a list"),
+    ('[{"role": "wizard", "content": "x"}]', "unknown role"),
+    ('["just a string"]', "not a {role, content}"),
+])
+def test_bad_transcripts(tmp_path, content, needle):
+    p = tmp_path / "bad.json"
+    p.write_text(content)
+    with pytest.raises(InputError, match=needle.replace("{", "\\{").replace("}", "\\}")):
+        load_transcript(p)
+
+
+def test_markdown_export():
+    c = Conversation(id="x", created=0, updated=0, model="m.gguf",
+                     messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "interrupted": True}])
+    md = to_markdown(c)
+    assert "## User\n\nq" in md and "## Assistant (interrupted)\n\na" in md

@@ -1,0 +1,173 @@
+"""The chat loop driven through prompt-toolkit's pipe input, on the scripted model."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from chatglm3_cli.chat.history import ConversationStore, Conversation
+from chatglm3_cli.chat.session import ChatSession
+from chatglm3_cli.cli.render import PlainRenderer
+from chatglm3_cli.cli.repl import ChatREPL
+from chatglm3_cli.engine.sampling import SamplingParams
+
+ANSWER = "Hello! I am ChatGLM3 🙂龘"
+
+
+class Harness:
+    def __init__(self, model, tmp_path, renderer=None, store=True, system=None):
+        model.reset()
+        self.out, self.err = io.StringIO(), io.StringIO()
+        self.session = ChatSession(model, system=system, params=SamplingParams(temperature=0))
+        self.store = ConversationStore(tmp_path) if store else None
+        self.conv = Conversation(id="test-conv", created=0, updated=0) if store else None
+        self.renderer = renderer
+        self.tmp = tmp_path
+
+    def run(self, keys: str) -> int:
+        with create_pipe_input() as inp:
+            inp.send_text(keys)
+            with create_app_session(input=inp, output=DummyOutput()):
+                self.repl = ChatREPL(
+                    self.session, out=self.out, err=self.err,
+                    make_renderer=self.renderer or (lambda: PlainRenderer(self.out)),
+                    pt_input=inp, pt_output=DummyOutput(), store=self.store, conversation=self.conv)
+                return self.repl.run()
+
+    @property
+    def said(self) -> str:
+        return self.err.getvalue()
+
+
+@pytest.fixture
+def h(scripted_model, tmp_path):
+    return Harness(scripted_model, tmp_path)
+
+
+def test_answers_over_several_turns_then_ctrl_d(h):
+    code = h.run("hello\rsecond\rthird\r\x04")
+    assert code == 0
+    assert h.out.getvalue() == (ANSWER + "\n") * 3
+    assert "Leaked" not in h.out.getvalue()
+    assert [m.role for m in h.session.messages] == ["user", "assistant"] * 3
+
+
+@pytest.mark.parametrize("word", ["/exit", "/bye", "/quit", "exit", "quit", "stop"])
+def test_exit_words(h, word):
+    assert h.run(f"{word}\r") == 0
+    assert h.out.getvalue() == ""
+
+
+def test_alt_enter_inserts_newline(h):
+    h.run("line one\x1b\rline two\r/exit\r")
+    assert h.session.messages[0].content == "line one\nline two"
+
+
+def test_triple_quote_block(h):
+    h.run('"""first\rsecond\rthird"""\r/exit\r')
+    assert h.session.messages[0].content == "first\nsecond\nthird"
+
+
+def test_ctrl_c_on_empty_line_says_how_to_leave(h):
+    code = h.run("\x03/exit\r")
+    assert code == 0 and "/exit or Ctrl-D" in h.said
+
+
+def test_ctrl_c_stops_the_answer_not_the_session(scripted_model, tmp_path):
+    class InterruptingRenderer(PlainRenderer):
+        armed = True
+
+        def feed(self, text):
+            super().feed(text)
+            if InterruptingRenderer.armed:
+                InterruptingRenderer.armed = False
+                raise KeyboardInterrupt
+
+    hh = Harness(scripted_model, tmp_path)
+    hh.renderer = lambda: InterruptingRenderer(hh.out)
+    code = hh.run("first\rsecond\r/exit\r")
+    assert code == 0
+    assert hh.out.getvalue() == "Hello\n[interrupted]\n" + ANSWER + "\n"
+    first_answer = hh.session.messages[1]
+    assert first_answer.interrupted and first_answer.content == "Hello"
+    assert hh.session.messages[3].content == ANSWER and not hh.session.messages[3].interrupted
+
+
+def test_set_and_show(h):
+    h.run("/set temperature 0.5\r/set top_k 40\r/set max_tokens none\r/set seed 3\r/show\r/exit\r")
+    p = h.session.params
+    assert (p.temperature, p.top_k, p.max_tokens, p.seed) == (0.5, 40, None, 3)
+    assert "temperature=0.5" in h.said and "context: 0 of 512 tokens used" in h.said
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("/set bogus 1", "unknown setting 'bogus'"),
+    ("/set top_p abc", "bad value for top_p"),
+    ("/set top_p 0", "bad value for top_p"),
+    ("/frobnicate", "unknown command /frobnicate"),
+    ("/load /nonexistent/file.json", "file not found"),
+    ("/read /nonexistent/file.txt", "file not found"),
+    ("/regen", "no answer to regenerate"),
+])
+def test_bad_input_is_a_message_and_the_session_goes_on(h, line, needle):
+    code = h.run(f"{line}\rhello\r/exit\r")
+    assert code == 0
+    assert needle in h.said
+    assert h.out.getvalue() == ANSWER + "\n"
+
+
+def test_read_binary_and_malformed_load(h, tmp_path):
+    (tmp_path / "bin.dat").write_bytes(b"\x00\x01\x02binary")
+    (tmp_path / "bad.json").write_text("{not json")
+    h.run(f"/read {tmp_path / 'bin.dat'}\r/load {tmp_path / 'bad.json'}\rhello\r/exit\r")
+    assert "binary" in h.said and "not valid JSON" in h.said
+    assert h.session.messages[0].content == "hello"
+
+
+def test_read_attaches_file_to_next_message(h, tmp_path):
+    (tmp_path / "notes.txt").write_text("the notes", encoding="utf-8")
+    h.run(f"/read {tmp_path / 'notes.txt'}\rsummarize\r/exit\r")
+    content = h.session.messages[0].content
+    assert "the notes" in content and content.endswith("summarize")
+
+
+def test_save_load_clear_system(h, tmp_path):
+    target = tmp_path / "t.json"
+    h.run(f"/system Be brief.\rhello\r/save {target}\r/clear\r/show\r/load {target}\r/exit\r")
+    saved = json.loads(target.read_text())
+    assert saved == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"},
+                     {"role": "assistant", "content": ANSWER}]
+    assert "system prompt kept" in h.said
+    assert [m.role for m in h.session.messages] == ["user", "assistant"]
+    assert h.session.system == "Be brief."
+
+
+def test_regen_and_stats(h):
+    h.run("hello\r/stats on\r/regen\r/exit\r")
+    assert h.out.getvalue() == (ANSWER + "\n") * 2
+    assert "[1 new prompt tokens" in h.said  # /regen evaluates only the last prompt token
+    assert [m.role for m in h.session.messages] == ["user", "assistant"]
+
+
+def test_conversation_saved_as_it_goes(h, tmp_path):
+    h.run("hello\rsecond\r/exit\r")
+    saved = json.loads((tmp_path / "conversations" / "test-conv.json").read_text())
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"] * 2
+
+
+def test_completion_of_commands_and_paths(tmp_path):
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from chatglm3_cli.cli.repl import _make_completer
+
+    (tmp_path / "notes.txt").write_text("x")
+    c = _make_completer()
+    words = [x.text for x in c.get_completions(Document("/re"), CompleteEvent())]
+    assert "/read" in words and "/regen" in words
+    paths = [x.text for x in c.get_completions(Document(f"/read {tmp_path}/no"), CompleteEvent())]
+    assert paths == ["tes.txt"]

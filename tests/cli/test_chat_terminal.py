@@ -1,0 +1,135 @@
+"""`chatglm3 chat` as a real process: pipes without a terminal, and a real terminal (tmux)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from chatglm3_cli.cli.app import app
+from chatglm3_cli.cli.exit_codes import ExitCode
+
+CMD = [sys.executable, "-m", "chatglm3_cli"]
+ANSWER = "Hello! I am ChatGLM3 🙂龘"
+
+
+def _env(tmp_path):
+    env = dict(os.environ)
+    env.pop("CHATGLM3_MODEL", None)
+    env["CHATGLM3_DATA_DIR"] = str(tmp_path / "data")
+    return env
+
+
+def test_piped_text_without_a_terminal_answers_and_exits(fixtures, tmp_path):
+    p = subprocess.run(CMD + ["chat", "-m", str(fixtures.path("scripted"))], input=b"notes to discuss",
+                       capture_output=True, env=_env(tmp_path), timeout=120, start_new_session=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode() == ANSWER + "\n"
+    assert b"\x1b" not in p.stdout
+    convs = list((tmp_path / "data" / "conversations").glob("*.json"))
+    assert len(convs) == 1
+    saved = json.loads(convs[0].read_text())
+    assert saved["messages"][0] == {"role": "user", "content": "notes to discuss"}
+
+
+def test_nothing_piped_and_no_terminal_is_a_usage_error(fixtures, tmp_path):
+    p = subprocess.run(CMD + ["chat", "-m", str(fixtures.path("scripted"))], stdin=subprocess.DEVNULL,
+                       capture_output=True, env=_env(tmp_path), timeout=120, start_new_session=True)
+    assert p.returncode == ExitCode.USAGE and b"nothing to answer" in p.stderr
+
+
+def test_no_save_and_history_commands(fixtures, tmp_path):
+    env = _env(tmp_path)
+    model = str(fixtures.path("scripted"))
+    subprocess.run(CMD + ["chat", "-m", model, "--no-save"], input=b"unsaved", env=env,
+                   capture_output=True, timeout=120, start_new_session=True, check=True)
+    assert not (tmp_path / "data" / "conversations").exists()
+    subprocess.run(CMD + ["chat", "-m", model], input=b"kept question", env=env,
+                   capture_output=True, timeout=120, start_new_session=True, check=True)
+    runner = CliRunner()
+    listing = runner.invoke(app, ["history"], env={"CHATGLM3_DATA_DIR": env["CHATGLM3_DATA_DIR"]})
+    assert listing.exit_code == 0 and "kept question" in listing.stdout and "1 turns" in listing.stdout
+    conv_id = listing.stdout.split()[0]
+    shown = runner.invoke(app, ["history", "show", conv_id], env={"CHATGLM3_DATA_DIR": env["CHATGLM3_DATA_DIR"]})
+    assert "## User\n\nkept question" in shown.stdout and ANSWER in shown.stdout
+    out = tmp_path / "export.json"
+    exp = runner.invoke(app, ["history", "export", conv_id, "--format", "json", "-o", str(out)],
+                        env={"CHATGLM3_DATA_DIR": env["CHATGLM3_DATA_DIR"]})
+    assert exp.exit_code == 0
+    assert json.loads(out.read_text())["messages"][1]["content"] == ANSWER
+    missing = runner.invoke(app, ["history", "show", "nope"], env={"CHATGLM3_DATA_DIR": env["CHATGLM3_DATA_DIR"]})
+    assert missing.exit_code == ExitCode.INPUT_ERROR and "chatglm3 history" in missing.stderr
+
+
+def test_continue_resumes_the_last_conversation(fixtures, tmp_path):
+    env = _env(tmp_path)
+    model = str(fixtures.path("scripted"))
+    subprocess.run(CMD + ["chat", "-m", model], input=b"first session", env=env,
+                   capture_output=True, timeout=120, start_new_session=True, check=True)
+    p = subprocess.run(CMD + ["chat", "-m", model, "--continue"], input=b"second session", env=env,
+                       capture_output=True, timeout=120, start_new_session=True)
+    assert p.returncode == 0 and b"resumed conversation" in p.stderr
+    convs = list((tmp_path / "data" / "conversations").glob("*.json"))
+    assert len(convs) == 1
+    msgs = json.loads(convs[0].read_text())["messages"]
+    assert [m["content"] for m in msgs if m["role"] == "user"] == ["first session", "second session"]
+
+
+# --- a real terminal ------------------------------------------------------------------------
+
+TMUX = shutil.which("tmux")
+
+
+class Tmux:
+    def __init__(self, name, tmp_path):
+        self.name = name
+        self.socket = str(tmp_path / "tmux.sock")
+
+    def __call__(self, *args):
+        return subprocess.run([TMUX, "-S", self.socket, *args], capture_output=True, text=True, timeout=30)
+
+    def screen(self):
+        return self("capture-pane", "-t", self.name, "-p", "-S", "-200").stdout
+
+    def wait_for(self, needle, timeout=60.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            s = self.screen()
+            if needle in s:
+                return s
+            time.sleep(0.2)
+        raise AssertionError(f"{needle!r} never appeared on screen:\n{self.screen()}")
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_real_terminal_type_interrupt_type_exit(fixtures, tmp_path):
+    t = Tmux("chat", tmp_path)
+    env = _env(tmp_path)
+    model = str(fixtures.path("scripted-loop"))
+    cmd = " ".join([sys.executable, "-m", "chatglm3_cli", "chat", "-m", model, "--ctx", "60000"])
+    envs = " ".join(f"{k}='{v}'" for k, v in [("CHATGLM3_DATA_DIR", env["CHATGLM3_DATA_DIR"]),
+                                                ("PYTHONPATH", os.pathsep.join(sys.path))])
+    t("new-session", "-d", "-s", "chat", "-x", "100", "-y", "30", f"env {envs} {cmd}; echo EXIT=$?; sleep 60")
+    try:
+        t.wait_for(">>>")
+        t("send-keys", "-t", "chat", "hello", "Enter")
+        t.wait_for("Hello! I am ChatGLM3 Hello!")
+        t("send-keys", "-t", "chat", "C-c")
+        t.wait_for("[interrupted]")
+        t("send-keys", "-t", "chat", "/show", "Enter")
+        screen = t.wait_for("context:")
+        assert "of 60000 tokens used" in screen or "tokens used" in screen
+        t("send-keys", "-t", "chat", "/exit", "Enter")
+        screen = t.wait_for("EXIT=")
+        assert "EXIT=0" in screen
+        assert "Traceback" not in screen
+        convs = list((tmp_path / "data" / "conversations").glob("*.json"))
+        msgs = json.loads(convs[0].read_text())["messages"]
+        assert msgs[1]["role"] == "assistant" and msgs[1]["interrupted"] is True
+    finally:
+        t("kill-server")
