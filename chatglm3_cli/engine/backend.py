@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from ..errors import GenerationError, ModelLoadError
+from ..errors import GenerationError, GrammarError, ModelLoadError
 
 _lock = threading.Lock()
 _L: Any = None
@@ -260,7 +260,7 @@ class LlamaContext:
     """A llama.cpp context: the KV cache, one batch buffer, and decode calls."""
 
     def __init__(self, model: LlamaModel, *, n_ctx: int, n_batch: int = 512, n_threads: int | None = None,
-                 n_seq_max: int = 1) -> None:
+                 n_seq_max: int = 1, kv_unified: bool = False) -> None:
         L = llama()
         self.model = model
         params = L.llama_context_default_params()
@@ -268,6 +268,9 @@ class LlamaContext:
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.n_seq_max = n_seq_max
+        # One KV pool shared by all sequences, so that copying a prefix to another sequence
+        # shares its cells instead of duplicating them.
+        params.kv_unified = kv_unified
         threads = n_threads or default_threads()
         params.n_threads = threads
         params.n_threads_batch = threads
@@ -338,6 +341,25 @@ class LlamaContext:
             if interruptible:
                 self._remove_abort()
 
+    def copy_seq(self, src: int, dst: int, start: int, end: int) -> None:
+        """Give sequence dst the cells [start, end) of src (shared, on a unified KV cache)."""
+        llama().llama_memory_seq_cp(self.memory, src, dst, start, end)
+
+    def decode_entries(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+        """One llama_decode over (token, position, sequence, wants_logits) entries, at most
+        n_batch of them. Logits of row i are then read with Sampler.sample(ctx, i)."""
+        b = self._batch
+        for i, (tok, pos, seq, logits) in enumerate(entries):
+            b.token[i] = tok
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = 1 if logits else 0
+        b.n_tokens = len(entries)
+        rc = _L.llama_decode(self.ptr, b)
+        if rc != 0:
+            self._raise_decode(rc)
+
     def decode_one(self, token: int, pos: int, seq: int = 0) -> None:
         """The per-token hot path: one token, logits kept."""
         b = self._batch
@@ -383,13 +405,56 @@ class LlamaContext:
             raise KeyboardInterrupt
 
 
+class _Captured:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+class _capture_stderr:
+    """Collect what C code writes to file descriptor 2 (it bypasses llama_log_set)."""
+
+    def __enter__(self) -> _Captured:
+        import tempfile
+
+        self.captured = _Captured()
+        sys.stderr.flush()
+        self.tmp = tempfile.TemporaryFile()
+        self.saved = os.dup(2)
+        os.dup2(self.tmp.fileno(), 2)
+        return self.captured
+
+    def __exit__(self, *exc: object) -> None:
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.tmp.seek(0)
+        self.captured.data = self.tmp.read()
+        self.tmp.close()
+        if _verbose and self.captured.data:
+            sys.stderr.write(self.captured.text())
+
+
 class Sampler:
     """A llama.cpp sampler chain built from SamplingParams (HF order: temperature, top-k, top-p)."""
 
     def __init__(self, *, temperature: float, top_p: float, top_k: int, repeat_penalty: float,
-                 seed: int | None, n_vocab: int, repeat_last_n: int = 64) -> None:
+                 seed: int | None, n_vocab: int, repeat_last_n: int = 64,
+                 grammar: str | None = None, vocab: Any = None) -> None:
         L = llama()
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        self.ptr = chain
+        if grammar is not None:
+            # First in the chain: tokens the grammar forbids are masked before anything else.
+            _log_lines.clear()
+            with _capture_stderr() as captured:  # the grammar parser prints to fd 2 itself
+                g = L.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+            if not g:
+                self.close()
+                detail = " ".join(captured.text().split()) or last_log_error() or "llama.cpp refused it"
+                raise GrammarError(f"invalid grammar: {detail}")
+            L.llama_sampler_chain_add(chain, g)
         if repeat_penalty != 1.0:
             L.llama_sampler_chain_add(
                 # This binding takes n_vocab first (checked: the second argument is last_n).
@@ -404,7 +469,6 @@ class Sampler:
                 L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(top_p, 1))
             s = 0xFFFFFFFF if seed is None else seed & 0xFFFFFFFF  # LLAMA_DEFAULT_SEED = random
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(s))
-        self.ptr = chain
 
     def accept_prompt(self, tokens: Iterable[int]) -> None:
         """Let the repeat penalty see the prompt, as llama.cpp's own tools do."""

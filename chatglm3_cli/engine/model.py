@@ -154,10 +154,10 @@ class Model:
                           stop_tokens=self.stop_tokens, tool_stop=self._tool_stop,
                           metadata_line=self.family == CHATGLM3, make_sampler=self._make_sampler)
 
-    def _make_sampler(self, p: SamplingParams) -> backend.Sampler:
+    def _make_sampler(self, p: SamplingParams, grammar: str | None = None) -> backend.Sampler:
         return backend.Sampler(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                                repeat_penalty=p.repeat_penalty, seed=p.seed,
-                               n_vocab=self._llama.n_vocab)
+                               n_vocab=self._llama.n_vocab, grammar=grammar, vocab=self._llama.vocab)
 
     def chat(self, messages: Sequence[Message], params: SamplingParams | None = None) -> Completion:
         """The whole answer at once."""

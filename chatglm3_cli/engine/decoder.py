@@ -1,0 +1,305 @@
+"""Many sequences in one llama.cpp context: continuous batching for batch and translate.
+
+``ParallelDecoder.run(requests)`` keeps up to N requests in flight in one context with N
+sequences. Each step decodes one token for every live sequence in a single llama_decode; a
+finished sequence frees its KV cells and the next request takes its place. Prompts that begin
+with the same tokens (a job's instructions, a system prompt) share one evaluated copy: the
+common prefix is evaluated once into a dedicated sequence and its cells are shared with each
+request (llama_memory_seq_cp on a unified KV cache), so only the rest is evaluated per request.
+
+Results come out in the order requests finish; every request yields exactly one result, with
+either a Completion or the typed error that stopped that request (never the whole run).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+from ..errors import ChatGLM3Error
+from .prompt import Message
+from .sampling import SamplingParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .generate import Completion
+    from .model import Model
+
+
+@dataclass
+class DecodeRequest:
+    key: str
+    messages: Sequence[Message] | None = None
+    prompt_ids: Sequence[int] | None = None  # instead of messages
+    params: SamplingParams = field(default_factory=SamplingParams)
+    grammar: str | None = None  # GBNF constraining the generated text (metadata line included)
+
+
+@dataclass
+class DecodeResult:
+    key: str
+    completion: "Completion | None" = None
+    error: ChatGLM3Error | None = None
+
+
+@dataclass
+class DecoderStats:
+    requests: int = 0
+    prompt_tokens: int = 0  # prompt tokens of all requests
+    evaluated_prompt_tokens: int = 0  # of which actually evaluated (the rest came from shared prefixes)
+    generated_tokens: int = 0
+    decode_calls: int = 0
+
+
+# A prefix shorter than this is not worth a separate evaluation and a cell copy.
+MIN_SHARED_PREFIX = 16
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass
+class _Slot:
+    seq: int
+    req: DecodeRequest
+    prompt: list[int]
+    sampler: object
+    pending: list[int]  # prompt tokens not evaluated yet
+    n_past: int  # cells this sequence holds
+    shared: int  # prompt tokens that came from the shared prefix
+    shaper: object
+    utf8: object
+    generated: list[int] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
+    next_token: int | None = None  # sampled, to be evaluated in the next step
+    row: int = -1  # batch row holding this sequence's logits in the current step
+    t0: float = 0.0
+    t_prompt_done: float = 0.0
+
+
+class ParallelDecoder:
+    """Decode many requests with up to ``n_parallel`` sequences in flight in one context.
+
+    ``n_ctx`` is the context size of each sequence, as a user means it; the context holds
+    n_parallel of them plus one for the shared prefix.
+    """
+
+    def __init__(self, model: "Model", *, n_parallel: int = 4, n_ctx: int | None = None,
+                 n_batch: int = 512) -> None:
+        from . import backend
+
+        if n_parallel < 1:
+            raise ValueError("n_parallel must be >= 1")
+        self.model = model
+        self.n_parallel = n_parallel
+        self.n_ctx = n_ctx or min(model.n_ctx, 4096)
+        self.prefix_seq = n_parallel  # the extra sequence that holds the shared prefix
+        self.ctx = backend.LlamaContext(model._llama, n_ctx=self.n_ctx * (n_parallel + 1),
+                                        n_batch=n_batch, n_threads=model.n_threads,
+                                        n_seq_max=n_parallel + 1, kv_unified=True)
+        self.n_batch = n_batch
+        self.prefix: list[int] = []
+        self.stats = DecoderStats()
+
+    def close(self) -> None:
+        self.ctx.close()
+
+    def __enter__(self) -> "ParallelDecoder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # request intake ----------------------------------------------------------------------
+
+    def _prompt(self, req: DecodeRequest, cache: dict[str, list[int]]) -> list[int]:
+        if req.key in cache:
+            return cache.pop(req.key)
+        if req.prompt_ids is not None:
+            return list(req.prompt_ids)
+        return self.model.prompt_ids(list(req.messages or []))
+
+    def _set_prefix(self, tokens: list[int]) -> None:
+        """Evaluate a new shared prefix into the prefix sequence (replacing the old one)."""
+        self.ctx.remove(self.prefix_seq, 0, -1)
+        self.prefix = []
+        for off in range(0, len(tokens), self.n_batch):
+            chunk = tokens[off:off + self.n_batch]
+            self.ctx.decode_entries([(t, off + i, self.prefix_seq, False) for i, t in enumerate(chunk)])
+            self.stats.decode_calls += 1
+        self.stats.evaluated_prompt_tokens += len(tokens)
+        self.prefix = list(tokens)
+
+    def _start(self, seq: int, req: DecodeRequest, prompt: list[int],
+               upcoming: list[int] | None) -> _Slot:
+        from ..errors import PromptTooLongError
+        from .generate import AnswerShaper, Utf8Stream
+
+        if len(prompt) + 1 > self.n_ctx:
+            raise PromptTooLongError(len(prompt), self.n_ctx)
+        if not prompt:
+            raise ChatGLM3Error("empty prompt")
+        limit = len(prompt) - 1  # the last prompt token is always evaluated, for its logits
+        shared = min(_lcp(self.prefix, prompt), limit)
+        if shared < MIN_SHARED_PREFIX and upcoming is not None:
+            # The next request starts like this one: evaluate what they share once.
+            candidate = min(_lcp(prompt, upcoming), limit)
+            if candidate >= MIN_SHARED_PREFIX:
+                self._set_prefix(prompt[:candidate])
+                shared = candidate
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
+        if shared:
+            self.ctx.copy_seq(self.prefix_seq, seq, 0, shared)
+        sampler = self.model._make_sampler(req.params, req.grammar)
+        if req.params.repeat_penalty != 1.0:
+            sampler.accept_prompt(prompt)
+        self.stats.prompt_tokens += len(prompt)
+        return _Slot(seq=seq, req=req, prompt=prompt, sampler=sampler, pending=prompt[shared:],
+                     n_past=shared, shared=shared,
+                     shaper=AnswerShaper(metadata_line=self.model.family == "chatglm3"),
+                     utf8=Utf8Stream())
+
+    # the loop ----------------------------------------------------------------------------
+
+    def run(self, requests: Iterable[DecodeRequest]) -> Iterator[DecodeResult]:
+        import time
+        from collections import deque
+
+        queue = iter(requests)
+        lookahead: deque[DecodeRequest] = deque()
+        ids_cache: dict[str, list[int]] = {}
+        slots: dict[int, _Slot] = {}
+        free = list(range(self.n_parallel - 1, -1, -1))
+        exhausted = False
+
+        def next_request() -> DecodeRequest | None:
+            nonlocal exhausted
+            if lookahead:
+                return lookahead.popleft()
+            if exhausted:
+                return None
+            r = next(queue, None)
+            if r is None:
+                exhausted = True
+            return r
+
+        def peek_prompt() -> list[int] | None:
+            nonlocal exhausted
+            if not lookahead and not exhausted:
+                r = next(queue, None)
+                if r is None:
+                    exhausted = True
+                else:
+                    lookahead.append(r)
+            if not lookahead:
+                return None
+            r = lookahead[0]
+            if r.key not in ids_cache:
+                try:
+                    ids_cache[r.key] = self._prompt(r, {})
+                except ChatGLM3Error:
+                    return None
+            return ids_cache[r.key]
+
+        try:
+            while True:
+                # Fill free sequences with new requests.
+                while free:
+                    req = next_request()
+                    if req is None:
+                        break
+                    self.stats.requests += 1
+                    try:
+                        prompt = self._prompt(req, ids_cache)
+                        slot = self._start(free[-1], req, prompt, peek_prompt())
+                    except ChatGLM3Error as e:
+                        yield DecodeResult(req.key, error=e)
+                        continue
+                    slot.t0 = time.perf_counter()
+                    slots[free.pop()] = slot
+                if not slots:
+                    return
+                # One step: a token for every generating sequence, then prompt chunks.
+                entries: list[tuple[int, int, int, bool]] = []
+                for slot in slots.values():
+                    slot.row = -1
+                    if slot.next_token is not None:
+                        slot.row = len(entries)
+                        entries.append((slot.next_token, slot.n_past, slot.seq, True))
+                for slot in slots.values():
+                    room = self.n_batch - len(entries)
+                    if not slot.pending or room <= 0:
+                        continue
+                    take = slot.pending[:room]
+                    for i, t in enumerate(take):
+                        last = i == len(take) - 1 and len(take) == len(slot.pending)
+                        if last:
+                            slot.row = len(entries)
+                        entries.append((t, slot.n_past + i, slot.seq, last))
+                    self.stats.evaluated_prompt_tokens += len(take)
+                self.ctx.decode_entries(entries)
+                self.stats.decode_calls += 1
+                now = time.perf_counter()
+                for slot in slots.values():
+                    if slot.next_token is not None:
+                        slot.n_past += 1
+                        slot.next_token = None
+                    elif slot.pending:
+                        done = [e for e in entries if e[2] == slot.seq]  # its chunk in this step
+                        slot.n_past += len(done)
+                        slot.pending = slot.pending[len(done):]
+                        if not slot.pending:
+                            slot.t_prompt_done = now
+                finished: list[tuple[_Slot, str, int | None]] = []
+                for slot in slots.values():
+                    if slot.row < 0:
+                        continue
+                    tok = slot.sampler.sample(self.ctx, slot.row)
+                    reason = self._advance(slot, tok)
+                    if reason is not None:
+                        finished.append((slot, reason, tok if reason in ("stop", "tool_calls") else None))
+                for slot, reason, stop_tok in finished:
+                    del slots[slot.seq]
+                    free.append(slot.seq)
+                    yield DecodeResult(slot.req.key, completion=self._finish(slot, reason, stop_tok, time.perf_counter()))
+        finally:
+            for slot in slots.values():
+                slot.sampler.close()
+                self.ctx.remove(slot.seq, 0, -1)
+
+    def _advance(self, slot: _Slot, tok: int) -> str | None:
+        """Take a sampled token; return the finish reason when the sequence ends."""
+        model = self.model
+        if tok in model.stop_tokens:
+            return "tool_calls" if tok == model._tool_stop else "stop"
+        slot.generated.append(tok)
+        out = slot.shaper.feed(slot.utf8.feed(model._llama.token_bytes(tok)))
+        if out:
+            slot.pieces.append(out)
+        limit = slot.req.params.max_tokens
+        if (limit is not None and len(slot.generated) >= limit) or slot.n_past + 1 >= self.n_ctx:
+            return "length"
+        slot.next_token = tok
+        return None
+
+    def _finish(self, slot: _Slot, reason: str, stop_tok: int | None, now: float) -> "Completion":
+        from .generate import Completion, Timings
+
+        tail = slot.shaper.feed(slot.utf8.finish()) + slot.shaper.finish()
+        if tail:
+            slot.pieces.append(tail)
+        slot.sampler.close()
+        self.ctx.remove(slot.seq, 0, -1)
+        self.stats.generated_tokens += len(slot.generated)
+        t_prompt = (slot.t_prompt_done or now) - slot.t0
+        timings = Timings(prompt_tokens=len(slot.prompt) - slot.shared, prompt_ms=t_prompt * 1000,
+                          generated_tokens=len(slot.generated),
+                          generation_ms=(now - (slot.t_prompt_done or now)) * 1000)
+        return Completion(text="".join(slot.pieces), metadata=slot.shaper.metadata, finish_reason=reason,
+                          prompt_tokens=len(slot.prompt), cached_tokens=slot.shared,
+                          completion_tokens=len(slot.generated), timings=timings,
+                          tokens=slot.generated, stop_token=stop_tok)
