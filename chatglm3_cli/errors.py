@@ -57,3 +57,46 @@ class InputError(ChatGLM3Error):
 
 class GenerationError(ChatGLM3Error):
     """llama.cpp failed while decoding."""
+
+
+class GrammarError(GenerationError):
+    """A grammar that llama.cpp cannot parse, or an output that does not satisfy it."""
+
+
+# Models from the Hugging Face Hub -----------------------------------------------------------
+
+class ModelNotOnHubError(ModelNotFoundError):
+    """An unknown repo, quant or file on the Hub (the message lists what exists)."""
+
+    hint = "check the name, or list a repo's quants with: chatglm3 pull REPO --list"
+
+
+class OfflineModelError(ModelNotFoundError):
+    """Offline (--offline / HF_HUB_OFFLINE=1) and the model is not on disk."""
+
+    hint = "download it first with `chatglm3 pull`, or drop --offline / HF_HUB_OFFLINE"
+
+
+class NetworkError(ChatGLM3Error):
+    """The Hub (or the mirror in HF_ENDPOINT) cannot be reached, or refused the request."""
+
+    hint = ("check the connection; behind a firewall or in China set HF_ENDPOINT to a mirror "
+            "(e.g. https://hf-mirror.com); files already downloaded work with --offline")
+
+
+class DownloadError(ChatGLM3Error):
+    """A download that broke off; the partial file is kept and resumed by the next run."""
+
+    hint = "run the same command again to resume the download"
+
+
+class IntegrityError(DownloadError):
+    """Downloaded bytes that do not match the size or sha256 the Hub announced (deleted)."""
+
+    hint = "run the command again to download it afresh; if it repeats, check the mirror (HF_ENDPOINT)"
+
+
+class DiskFullError(ChatGLM3Error):
+    """Not enough free space for a download (checked before it starts)."""
+
+    hint = "free some space, or point HF_HUB_CACHE (or HF_HOME) at a bigger disk"
