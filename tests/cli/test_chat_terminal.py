@@ -133,3 +133,27 @@ def test_real_terminal_type_interrupt_type_exit(fixtures, tmp_path):
         assert msgs[1]["role"] == "assistant" and msgs[1]["interrupted"] is True
     finally:
         t("kill-server")
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_piped_first_message_then_the_terminal(fixtures, tmp_path):
+    t = Tmux("piped", tmp_path)
+    env = _env(tmp_path)
+    cmd = " ".join([sys.executable, "-m", "chatglm3_cli", "chat", "-m", str(fixtures.path("scripted"))])
+    envs = " ".join(f"{k}='{v}'" for k, v in [("CHATGLM3_DATA_DIR", env["CHATGLM3_DATA_DIR"]),
+                                                ("PYTHONPATH", os.pathsep.join(sys.path))])
+    t("new-session", "-d", "-s", "piped", "-x", "100", "-y", "20",
+      f"echo 'my piped notes' | env {envs} {cmd}; echo EXIT=$?; sleep 60")
+    try:
+        t.wait_for(">>>")
+        t("send-keys", "-t", "piped", "follow up", "Enter")
+        t.wait_for(">>> follow up")
+        screen = t.wait_for(">>> follow up\n" + ANSWER)
+        t("send-keys", "-t", "piped", "/exit", "Enter")
+        screen = t.wait_for("EXIT=")
+        assert "EXIT=0" in screen and screen.count(ANSWER) == 2
+        convs = list((tmp_path / "data" / "conversations").glob("*.json"))
+        users = [m["content"] for m in json.loads(convs[0].read_text())["messages"] if m["role"] == "user"]
+        assert users == ["my piped notes", "follow up"]
+    finally:
+        t("kill-server")
