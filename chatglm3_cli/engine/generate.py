@@ -102,6 +102,7 @@ class AnswerShaper:
 class Timings:
     prompt_tokens: int = 0  # evaluated now (not taken from the cache)
     prompt_ms: float = 0.0
+    first_token_ms: float = 0.0  # from the start until the first token was sampled
     generated_tokens: int = 0
     generation_ms: float = 0.0
 
@@ -118,6 +119,7 @@ class Timings:
     def to_dict(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens, "prompt_ms": round(self.prompt_ms, 3),
+            "first_token_ms": round(self.first_token_ms, 3),
             "prompt_per_second": _r(self.prompt_tps),
             "generated_tokens": self.generated_tokens, "generation_ms": round(self.generation_ms, 3),
             "generation_per_second": _r(self.generation_tps),
@@ -235,6 +237,8 @@ class Generation:
             n_ctx = ctx.n_ctx
             while True:
                 tok = sampler.sample(ctx)
+                if not generated and not timings.first_token_ms:
+                    timings.first_token_ms = (time.perf_counter() - t0) * 1000
                 if tok in self._stops:
                     finish = "tool_calls" if tok == self._tool_stop else "stop"
                     stop_token = tok

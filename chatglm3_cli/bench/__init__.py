@@ -1,0 +1,1 @@
+"""Speed measurement: our engine against a raw llama.cpp loop in the same process."""

@@ -1,0 +1,263 @@
+"""`chatglm3 bench`'s measurements: our engine and a raw llama.cpp loop on the same model.
+
+Runs alternate (raw, ours, raw, ours...) so that a noisy machine hurts both alike; each
+figure is the median of the runs with its min and max. The JSON form (``to_dict``) is a stable
+schema for scripts: keys are only ever added, and ``schema`` changes if one ever changes.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+SCHEMA = 1
+
+
+@dataclass
+class Spread:
+    runs: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs) if self.runs else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"median": round(self.median, 4), "min": round(min(self.runs), 4) if self.runs else 0.0,
+                "max": round(max(self.runs), 4) if self.runs else 0.0, "runs": [round(x, 4) for x in self.runs]}
+
+
+@dataclass
+class Side:
+    prefill_tps: Spread = field(default_factory=lambda: Spread([]))
+    decode_tps: Spread = field(default_factory=lambda: Spread([]))
+    ttft_s: Spread = field(default_factory=lambda: Spread([]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prefill_tokens_per_s": self.prefill_tps.to_dict(),
+                "decode_tokens_per_s": self.decode_tps.to_dict(),
+                "time_to_first_token_s": self.ttft_s.to_dict()}
+
+
+@dataclass
+class ParallelRow:
+    n: int
+    ours_total_tps: float
+    ours_gen_tps: float
+    raw_total_tps: float
+    raw_gen_tps: float
+    speedup_ours: float = 1.0
+    speedup_raw: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"parallel": self.n,
+                "ours": {"total_tokens_per_s": round(self.ours_total_tps, 3),
+                         "generated_tokens_per_s": round(self.ours_gen_tps, 3),
+                         "speedup_vs_1": round(self.speedup_ours, 3)},
+                "raw": {"total_tokens_per_s": round(self.raw_total_tps, 3),
+                        "generated_tokens_per_s": round(self.raw_gen_tps, 3),
+                        "speedup_vs_1": round(self.speedup_raw, 3)},
+                "ours_over_raw": round(self.ours_total_tps / self.raw_total_tps, 3) if self.raw_total_tps else None}
+
+
+@dataclass
+class BenchReport:
+    model: str
+    family: str
+    quant: str | None
+    size_bytes: int
+    threads: int
+    gpu_layers: int
+    prompt_tokens: int
+    gen_tokens: int
+    reps: int
+    records: int
+    ours: Side
+    raw: Side
+    parallel: list[ParallelRow]
+    peak_rss_bytes: int
+    bandwidth_gbps: float
+    bytes_per_token: int
+
+    @property
+    def limit_tps(self) -> float:
+        return self.bandwidth_gbps * 1e9 / self.bytes_per_token if self.bytes_per_token else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        ours_d, raw_d = self.ours.decode_tps.median, self.raw.decode_tps.median
+        ours_p, raw_p = self.ours.prefill_tps.median, self.raw.prefill_tps.median
+        return {
+            "schema": SCHEMA,
+            "model": {"path": self.model, "family": self.family, "quant": self.quant, "size_bytes": self.size_bytes},
+            "settings": {"threads": self.threads, "gpu_layers": self.gpu_layers, "prompt_tokens": self.prompt_tokens,
+                         "gen_tokens": self.gen_tokens, "reps": self.reps, "parallel_records": self.records},
+            "single": {"ours": self.ours.to_dict(), "raw": self.raw.to_dict(),
+                       "ours_over_raw": {"prefill": round(ours_p / raw_p, 3) if raw_p else None,
+                                         "decode": round(ours_d / raw_d, 3) if raw_d else None}},
+            "parallel": [r.to_dict() for r in self.parallel],
+            "memory": {"peak_rss_bytes": self.peak_rss_bytes},
+            "bandwidth": {"measured_read_gb_per_s": round(self.bandwidth_gbps, 2),
+                          "model_bytes_per_token": self.bytes_per_token,
+                          "decode_limit_tokens_per_s": round(self.limit_tps, 3),
+                          "ours_fraction_of_limit": round(ours_d / self.limit_tps, 3) if self.limit_tps else None},
+        }
+
+
+def measure_bandwidth(threads: int, size_mb: int = 512) -> float:
+    """Memory read bandwidth in GB/s: `threads` threads each summing their part of a large
+    array (numpy releases the GIL), best of five."""
+    import concurrent.futures
+
+    import numpy as np
+
+    a = np.ones(size_mb * (1 << 20) // 8, dtype=np.float64)
+    parts = np.array_split(a, threads)
+    best = float("inf")
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for _ in range(5):
+            t = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            best = min(best, time.perf_counter() - t)
+    return a.nbytes / best / 1e9
+
+
+def bytes_per_token(info: Any) -> int:
+    """Weight bytes read to generate one token: every tensor but the embedding table, of
+    which only one row is read."""
+    total = 0
+    for t in info.tensors:
+        n = t.nbytes() or 0
+        if t.name == "token_embd.weight" and len(t.shape) == 2 and t.shape[1]:
+            n //= t.shape[1]
+        total += n
+    return total
+
+
+def peak_rss_bytes() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024
+
+
+def _filler_prompt(model: Any, n: int) -> list[int]:
+    from ..engine.prompt import Message
+
+    body = model.tokenize("The philosophy of people is a sophisticated subject. 你好，世界！" * (n // 8 + 4))
+    ids = model.prompt_ids([Message("user", "")])
+    head, tail = ids[:-1], ids[-1:]
+    return head + body[: max(1, n - len(head) - len(tail))] + tail
+
+
+def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tokens: int = 32,
+              parallel: list[int] | None = None, reps: int = 3, records: int = 8,
+              threads: int | None = None, gpu_layers: int | None = None,
+              progress: Callable[[str], None] = lambda s: None) -> BenchReport:
+    from ..engine.decoder import DecodeRequest, ParallelDecoder
+    from ..engine.model import Model
+    from ..engine.prompt import Message
+    from ..engine.sampling import SamplingParams
+    from .raw import RawContext
+
+    parallel = parallel or [1, 2, 4]
+    n_ctx = max(256, prompt_tokens + gen_tokens + 16)
+    progress("loading the model")
+    model = Model(path, n_ctx=n_ctx, n_threads=threads, n_gpu_layers=gpu_layers)
+    try:
+        stops = set(model.stop_tokens)
+        prompt = _filler_prompt(model, prompt_tokens)
+        greedy = SamplingParams(temperature=0, max_tokens=gen_tokens)
+        raw = RawContext(model._llama.ptr, n_ctx=n_ctx, n_threads=model.n_threads)
+        ours_side, raw_side = Side(), Side()
+        try:
+            for rep in range(reps):
+                progress(f"single stream, run {rep + 1}/{reps}")
+                p_s, ttft, d_s, n = raw.single(prompt, gen_tokens, stops)
+                raw_side.prefill_tps.runs.append(len(prompt) / p_s)
+                raw_side.ttft_s.runs.append(ttft)
+                if n > 1:
+                    raw_side.decode_tps.runs.append(n / d_s)
+                model.reset()
+                r = model.generate(prompt_ids=prompt, params=greedy).complete()
+                tm = r.timings
+                ours_side.prefill_tps.runs.append(tm.prompt_tps or 0.0)
+                ours_side.ttft_s.runs.append(tm.first_token_ms / 1000)
+                if tm.generation_tps and r.completion_tokens > 1:
+                    ours_side.decode_tps.runs.append(tm.generation_tps)
+        finally:
+            raw.close()
+
+        topics = ["the sea", "a city at night", "mountains", "a library", "rain", "trains", "an old map",
+                  "the moon", "a garden", "winter", "a market", "bridges", "a lighthouse", "the desert"]
+        prompts = [model.prompt_ids([Message("user", f"Write a short poem about {topics[i % len(topics)]} ({i}).")])
+                   for i in range(records)]
+        n_prompt = sum(len(p) for p in prompts)
+        rows: list[ParallelRow] = []
+        per_seq = max(len(p) for p in prompts) + gen_tokens + 8
+        for n in parallel:
+            progress(f"{records} records, {n} in parallel")
+            rawp = RawContext(model._llama.ptr, n_ctx=per_seq * n, n_threads=model.n_threads, n_seq=n)
+            try:
+                raw_t, raw_gen = rawp.parallel(prompts, n, gen_tokens, stops)
+            finally:
+                rawp.close()
+            with ParallelDecoder(model, n_parallel=n, n_ctx=per_seq) as dec:
+                t = time.perf_counter()
+                results = list(dec.run(DecodeRequest(str(i), prompt_ids=p, params=greedy)
+                                       for i, p in enumerate(prompts)))
+                our_t = time.perf_counter() - t
+            our_gen = sum(x.completion.completion_tokens for x in results if x.completion)
+            rows.append(ParallelRow(n, (n_prompt + our_gen) / our_t, our_gen / our_t,
+                                    (n_prompt + raw_gen) / raw_t, raw_gen / raw_t))
+        if rows:
+            base = next((r for r in rows if r.n == 1), rows[0])
+            for r in rows:
+                r.speedup_ours = r.ours_total_tps / base.ours_total_tps
+                r.speedup_raw = r.raw_total_tps / base.raw_total_tps
+        progress("measuring memory bandwidth")
+        bw = measure_bandwidth(model.n_threads)
+        return BenchReport(
+            model=str(path), family=model.family, quant=model.info.quant, size_bytes=Path(path).stat().st_size,
+            threads=model.n_threads, gpu_layers=model.n_gpu_layers, prompt_tokens=len(prompt),
+            gen_tokens=gen_tokens, reps=reps, records=records, ours=ours_side, raw=raw_side, parallel=rows,
+            peak_rss_bytes=peak_rss_bytes(), bandwidth_gbps=bw, bytes_per_token=bytes_per_token(model.info))
+    finally:
+        model.close()
+
+
+def format_report(rep: BenchReport) -> str:
+    """The human-readable table."""
+    d = rep.to_dict()
+    s = d["single"]
+
+    def sp(x: dict[str, Any]) -> str:
+        return f"{x['median']:.2f} ({x['min']:.2f}-{x['max']:.2f})"
+
+    lines = [
+        f"model: {rep.model} ({rep.family}, {rep.quant or '?'}, {rep.size_bytes / 1e9:.2f} GB) | "
+        f"threads {rep.threads} | gpu layers {rep.gpu_layers}",
+        f"single stream: prompt {rep.prompt_tokens} tokens, generate {rep.gen_tokens}, {rep.reps} runs "
+        "(median, min-max)",
+        f"{'':6}{'prefill tok/s':>24}{'decode tok/s':>24}{'first token s':>24}",
+    ]
+    for side in ("raw", "ours"):
+        x = s[side]
+        lines.append(f"{side:6}{sp(x['prefill_tokens_per_s']):>24}{sp(x['decode_tokens_per_s']):>24}"
+                     f"{sp(x['time_to_first_token_s']):>24}")
+    r = s["ours_over_raw"]
+    lines.append(f"{'ratio':6}{r['prefill'] if r['prefill'] is not None else '-':>24}"
+                 f"{r['decode'] if r['decode'] is not None else '-':>24}   (ours / raw)")
+    if rep.parallel:
+        lines += ["", f"parallel: {rep.records} records (prompt + up to {rep.gen_tokens} tokens each)",
+                  f"{'N':>3}{'raw tok/s':>12}{'ours tok/s':>12}{'ours gen tok/s':>16}{'raw xN1':>9}{'ours xN1':>10}{'ours/raw':>10}"]
+        for p in rep.parallel:
+            lines.append(f"{p.n:>3}{p.raw_total_tps:>12.2f}{p.ours_total_tps:>12.2f}{p.ours_gen_tps:>16.2f}"
+                         f"{p.speedup_raw:>9.2f}{p.speedup_ours:>10.2f}{p.ours_total_tps / p.raw_total_tps:>10.3f}")
+    bw = d["bandwidth"]
+    lines += ["", f"memory: peak RSS {rep.peak_rss_bytes / 2**30:.2f} GiB | read bandwidth "
+                  f"{bw['measured_read_gb_per_s']:.1f} GB/s | {rep.bytes_per_token / 1e9:.2f} GB read per token "
+                  f"-> limit {bw['decode_limit_tokens_per_s']:.2f} tok/s; single-stream decode is "
+                  f"{(bw['ours_fraction_of_limit'] or 0) * 100:.0f}% of it"]
+    return "\n".join(lines)
