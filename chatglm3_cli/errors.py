@@ -80,8 +80,14 @@ class OfflineModelError(ModelNotFoundError):
 class NetworkError(ChatGLM3Error):
     """The Hub (or the mirror in HF_ENDPOINT) cannot be reached, or refused the request."""
 
-    hint = ("check the connection; behind a firewall or in China set HF_ENDPOINT to a mirror "
-            "(e.g. https://hf-mirror.com); files already downloaded work with --offline")
+    hint = ("check the connection; behind a firewall or in China, set HF_ENDPOINT to a mirror "
+            "such as https://hf-mirror.com; models already downloaded work with --offline")
+
+
+class HubAccessError(NetworkError):
+    """The Hub refused access (HTTP 401/403): a gated or private repo. Never retried."""
+
+    hint = "accept the model's license on its Hub page and set HF_TOKEN"
 
 
 class DownloadError(ChatGLM3Error):
@@ -100,3 +106,59 @@ class DiskFullError(ChatGLM3Error):
     """Not enough free space for a download (checked before it starts)."""
 
     hint = "free some space, or point HF_HUB_CACHE (or HF_HOME) at a bigger disk"
+
+
+# Batch jobs ----------------------------------------------------------------------------------
+
+class InvalidRecordError(InputError):
+    """One record of a batch input that cannot be run (bad JSON, missing field, bad schema...)."""
+
+
+class InvalidJobsError(InputError):
+    """--strict: the batch input has invalid records, so nothing was started."""
+
+    hint = "fix the lines listed above, or drop --strict to run the valid records"
+
+
+class ManifestMismatchError(ChatGLM3Error):
+    """Resuming a batch job with another model or other parameters than it was started with."""
+
+    hint = "use the same model and options, write to another -o file, or pass --force to mix them"
+
+
+class ResultsInUseError(ChatGLM3Error):
+    """Another chatglm3 batch is writing the same results file right now."""
+
+    hint = "wait for it to finish (or stop it), or write to another -o file"
+
+
+class OutputFormatError(ChatGLM3Error):
+    """A batch answer that does not parse as its task requires (a label, JSON valid against the schema)."""
+
+
+class BatchFailedError(ChatGLM3Error):
+    """A batch job that ran to the end with some records failed (each has an error line)."""
+
+    hint = "see the error lines in the results; rerun the same command with --retry-errors to retry them"
+
+
+# Translating files -----------------------------------------------------------------------------
+
+class UnsupportedFormatError(InputError):
+    """A file of a type translate does not know (the message lists the supported types)."""
+
+
+class SubtitleFormatError(InputError):
+    """A malformed .srt or .vtt file; the message gives the line number."""
+
+
+class OutputWriteError(ChatGLM3Error):
+    """An output file or directory that cannot be written."""
+
+    hint = "check the permissions, or write elsewhere with -o DIR"
+
+
+class TranslationFailedError(ChatGLM3Error):
+    """A translate run that finished with some files or units not translated (each is listed)."""
+
+    hint = "see the list above; run the same command again to retry only what failed"

@@ -68,6 +68,26 @@ def tiny_model(fixtures):
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
-    """No test sees the developer's own model or debug settings."""
-    for var in ("CHATGLM3_MODEL", "CHATGLM3_DEBUG"):
+    """No test sees the developer's own model, debug settings, config, HF cache or token, and
+    none reaches the real Hub: HF_ENDPOINT points at a port where nothing listens."""
+    for var in ("CHATGLM3_MODEL", "CHATGLM3_DEBUG", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                "HF_TOKEN", "HF_TOKEN_PATH"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("CHATGLM3_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("CHATGLM3_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    for var in ("NO_PROXY", "no_proxy"):  # the test Hub is local, even behind a proxy
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A local stand-in for the Hub (tests/hubserver.py), with HF_ENDPOINT pointing at it."""
+    from .hubserver import HubServer
+
+    server = HubServer(lifetime=120).start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    yield server
+    server.stop()

@@ -8,8 +8,12 @@ from typing import Annotated
 import typer
 
 from .. import __version__
+from .batch import batch
+from .bench import bench
 from .chat import chat, history_app
+from .models import models_app, pull
 from .run import run
+from .translate import translate
 
 app = typer.Typer(
     name="chatglm3",
@@ -40,7 +44,12 @@ def main_options(
 
 app.command(name="chat")(chat)
 app.command(name="run")(run)
+app.command(name="translate")(translate)
+app.command(name="batch")(batch)
 app.add_typer(history_app, name="history")
+app.command(name="pull")(pull)
+app.add_typer(models_app, name="models")
+app.command(name="bench")(bench)
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ def chat(
         "--resume", help="Resume a saved conversation by id (see `chatglm3 history`).", metavar="ID")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Show token counts and speed after each answer.")] = False,
     verbose: opt.Verbose = False,
+    offline: opt.Offline = False,
+    endpoint: opt.Endpoint = None,
 ) -> None:
     """Chat interactively. Ctrl-C stops an answer; Ctrl-D or /exit leaves; /help lists commands.
 
@@ -109,7 +111,8 @@ def chat(
     rich_out = con.stdout_isatty and not plain
     if con.stderr_isatty:
         con.error("loading model…")
-    with open_model(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, verbose=verbose) as m:
+    with open_model(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, verbose=verbose,
+                    offline=offline, endpoint=endpoint) as m:
         session = ChatSession(m, system=sys_text, params=params)
         if restored:
             session.load(restored)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from ..errors import ModelNotFoundError
 from .errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -11,19 +10,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..engine.sampling import SamplingParams
 
 
-def resolve_model_path(model: Optional[str]) -> str:
-    if not model:
-        raise ModelNotFoundError(
-            "no model given", hint="pass -m/--model PATH.gguf or set CHATGLM3_MODEL")
-    return model
+def resolve_model_path(model: Optional[str], *, offline: Optional[bool] = None,
+                       endpoint: Optional[str] = None) -> str:
+    """-m/CHATGLM3_MODEL, then the config file, then the default; downloads a Hub model on first
+    use with a progress display on stderr (see chatglm3_cli.hub.resolve)."""
+    from ..hub.resolve import resolve_model
+    from . import console as console_mod
+    from .progress import make_progress
+
+    progress = make_progress(console_mod.current())
+    return str(resolve_model(model, offline=offline, endpoint=endpoint, progress=progress))
 
 
 def open_model(model: Optional[str], *, ctx: Optional[int], threads: Optional[int],
-               gpu_layers: Optional[int], verbose: bool) -> "Model":
+               gpu_layers: Optional[int], verbose: bool, offline: Optional[bool] = None,
+               endpoint: Optional[str] = None) -> "Model":
+    path = resolve_model_path(model, offline=offline, endpoint=endpoint)
     from ..engine.model import Model  # loading llama.cpp is deferred to here
 
-    return Model(resolve_model_path(model), n_ctx=ctx, n_threads=threads,
-                 n_gpu_layers=gpu_layers, verbose=verbose)
+    return Model(path, n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers, verbose=verbose)
 
 
 def sampling(*, temperature: Optional[float], top_p: Optional[float], top_k: Optional[int],

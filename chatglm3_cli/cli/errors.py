@@ -13,17 +13,27 @@ from typing import Any, Callable, TypeVar
 
 import typer
 
-from ..errors import (ChatGLM3Error, GenerationError, InputError, ModelError, PromptTooLongError)
+from ..errors import (BatchFailedError, ChatGLM3Error, DiskFullError, DownloadError, GenerationError,
+                      InputError, InvalidJobsError, ManifestMismatchError, ModelError, NetworkError,
+                      PromptTooLongError, ResultsInUseError, TranslationFailedError)
 from . import console as console_mod
 from .exit_codes import ExitCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _CODES: list[tuple[type[BaseException], ExitCode]] = [
+    (InvalidJobsError, ExitCode.STRICT_INVALID_INPUT),  # before InputError, its base
+    (ManifestMismatchError, ExitCode.MANIFEST_MISMATCH),
+    (BatchFailedError, ExitCode.PARTIAL_FAILURE),
+    (ResultsInUseError, ExitCode.USAGE),  # the same job started twice at once
+    (TranslationFailedError, ExitCode.TRANSLATE_FAILED),
     (ModelError, ExitCode.MODEL_ERROR),
     (InputError, ExitCode.INPUT_ERROR),
     (PromptTooLongError, ExitCode.PROMPT_TOO_LONG),
     (GenerationError, ExitCode.GENERATION_ERROR),
+    (NetworkError, ExitCode.NETWORK_ERROR),
+    (DiskFullError, ExitCode.DISK_FULL),
+    (DownloadError, ExitCode.DOWNLOAD_ERROR),
     (ChatGLM3Error, ExitCode.FAILURE),
 ]
 

@@ -12,5 +12,12 @@ class ExitCode(IntEnum):
     INPUT_ERROR = 4  # an input file missing, binary or not UTF-8
     PROMPT_TOO_LONG = 5  # the prompt does not fit the context
     GENERATION_ERROR = 6  # llama.cpp failed while generating
+    NETWORK_ERROR = 7  # the Hub (or HF_ENDPOINT) unreachable, or it refused the request
+    DISK_FULL = 8  # not enough free space for a download (checked before it starts)
+    DOWNLOAD_ERROR = 9  # a download broke off (partial kept) or failed its sha256 check
+    PARTIAL_FAILURE = 10  # batch: the job ran, but some records failed (each has an error line)
+    STRICT_INVALID_INPUT = 11  # batch --strict: invalid records in the input, nothing was run
+    MANIFEST_MISMATCH = 12  # batch: resuming with another model or parameters (see --force)
+    TRANSLATE_FAILED = 20  # translate: some files or units could not be translated (each is listed)
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
     BROKEN_PIPE = 141  # stdout closed early, e.g. `| head` (128 + SIGPIPE)

@@ -37,6 +37,8 @@ def run(
     verbose_prompt: Annotated[bool, typer.Option(
         "--verbose-prompt", help="Print the exact prompt token ids and their text to stderr.")] = False,
     verbose: opt.Verbose = False,
+    offline: opt.Offline = False,
+    endpoint: opt.Endpoint = None,
 ) -> None:
     """Answer one prompt and exit.
 
@@ -75,7 +77,8 @@ def run(
     sys_text = system_prompt(system, system_file)
     messages = ([Message("system", sys_text)] if sys_text else []) + [Message("user", text)]
 
-    with open_model(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, verbose=verbose) as m:
+    with open_model(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, verbose=verbose,
+                    offline=offline, endpoint=endpoint) as m:
         ids = m.prompt_ids(messages)
         if verbose_prompt:
             con.error(f"prompt: {len(ids)} tokens")

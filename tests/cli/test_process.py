@@ -24,7 +24,8 @@ def _env():
     return env
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["--version"]])
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["--version"], ["pull", "--help"],
+                                  ["models", "--help"]])
 def test_help_does_not_import_llama_cpp(argv):
     p = subprocess.run([sys.executable, "-X", "importtime", "-m", "chatglm3_cli", *argv],
                        capture_output=True, text=True, env=_env(), stdin=subprocess.DEVNULL, timeout=60)

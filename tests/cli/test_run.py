@@ -144,8 +144,8 @@ def test_bad_model_files(tmp_path, fixtures, make, needle):
 
 
 def test_no_model_at_all(run):
-    r = run("hi", model_arg=False)
-    assert r.exit_code == ExitCode.MODEL_ERROR and "CHATGLM3_MODEL" in r.stderr
+    r = run("hi", model_arg=False, env={"HF_HUB_OFFLINE": "1"})  # the default model, not on disk
+    assert r.exit_code == ExitCode.MODEL_ERROR and "chatglm3-6b is not on disk" in r.stderr
 
 
 def test_prompt_longer_than_context(run):
@@ -173,4 +173,6 @@ def test_system_and_system_file_conflict(run, tmp_path):
 def test_exit_codes_are_stable():
     assert {c.name: int(c) for c in ExitCode} == {
         "OK": 0, "FAILURE": 1, "USAGE": 2, "MODEL_ERROR": 3, "INPUT_ERROR": 4,
-        "PROMPT_TOO_LONG": 5, "GENERATION_ERROR": 6, "INTERRUPTED": 130, "BROKEN_PIPE": 141}
+        "PROMPT_TOO_LONG": 5, "GENERATION_ERROR": 6, "NETWORK_ERROR": 7, "DISK_FULL": 8,
+        "DOWNLOAD_ERROR": 9, "PARTIAL_FAILURE": 10, "STRICT_INVALID_INPUT": 11,
+        "MANIFEST_MISMATCH": 12, "TRANSLATE_FAILED": 20, "INTERRUPTED": 130, "BROKEN_PIPE": 141}

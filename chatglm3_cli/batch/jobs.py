@@ -1,0 +1,331 @@
+"""Reading and validating a batch input: JSONL task records or OpenAI Batch API lines.
+
+The whole input is checked before anything runs, and every problem is collected (with its
+line number) instead of stopping at the first: invalid JSON, missing or duplicate ids,
+unknown tasks, missing or mistyped fields, unusable JSON Schemas, undecodable bytes.
+
+Two shapes, one record per line (blank lines are skipped):
+
+- task records: ``{"id": "r1", "task": "classify", "text": "...", "labels": ["a", "b"]}``
+- OpenAI Batch lines: ``{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
+  "body": {"messages": [...], "max_tokens": 64}}``, answered in the OpenAI Batch output shape.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..engine.prompt import Message
+from ..errors import InputError
+from ..textio import decode_text
+from . import tasks as T
+
+OPENAI_URLS = ("/v1/chat/completions", "/chat/completions")
+SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "seed")
+
+
+@dataclass
+class Job:
+    """One valid record, ready to run."""
+
+    line: int
+    key: str  # the id as text: what resume and the output join on
+    id: Any  # the id as written (a string or an integer)
+    task: str  # "chat" for OpenAI lines
+    record: dict[str, Any]  # the task's fields (OpenAI lines: messages and an optional schema)
+    openai: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)  # per-record sampling settings
+
+    def messages(self) -> list[Message]:
+        return T.build_messages(self.task, self.record)
+
+    def grammar(self) -> str | None:
+        if self.openai:
+            schema = self.record.get("schema")
+            return T.schema_grammar(schema) if schema is not None else None
+        return T.grammar_for(self.task, self.record)
+
+    def parse(self, text: str) -> Any:
+        """The record's output from the answer text (OutputFormatError if it does not parse)."""
+        if self.openai:
+            schema = self.record.get("schema")
+            if schema is not None:
+                T.parse_json(text, schema)  # checked, but OpenAI's content stays a string
+            return text
+        return T.parse_output(self.task, self.record, text)
+
+
+@dataclass
+class Problem:
+    """An invalid record: it is reported, and becomes an error line of its own."""
+
+    line: int
+    message: str
+    key: str | None = None  # None when the record has no usable id of its own
+    id: Any = None
+    task: str | None = None
+    openai: bool = False
+
+    def describe(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+@dataclass
+class JobFile:
+    source: str
+    jobs: list[Job]
+    problems: list[Problem]
+
+    @property
+    def total(self) -> int:
+        return len(self.jobs) + len(self.problems)
+
+
+# reading ------------------------------------------------------------------------------------
+
+def read_input_bytes(path: str | os.PathLike[str]) -> bytes:
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"file not found: {p}") from None
+    except IsADirectoryError:
+        raise InputError(f"{p} is a directory, not a file") from None
+    except PermissionError:
+        raise InputError(f"permission denied: {p}") from None
+    except OSError as e:
+        raise InputError(f"cannot read {p}: {e.strerror}") from None
+
+
+def _lines(data: bytes, source: str) -> list[tuple[int, str | None, str | None]]:
+    """(line number, text or None, why not) for each non-blank line. A binary file is refused
+    as a whole; invalid UTF-8 only makes its own lines invalid."""
+    try:
+        text: str | None = decode_text(data, source)
+    except InputError:
+        if b"\x00" in data:
+            raise
+        text = None
+    out: list[tuple[int, str | None, str | None]] = []
+    if text is not None:
+        for n, line in enumerate(text.split("\n"), 1):
+            if line.strip():
+                out.append((n, line, None))
+        return out
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            out.append((n, raw.decode("utf-8"), None))
+        except UnicodeDecodeError as e:
+            out.append((n, None, f"not valid UTF-8 (byte {e.start + 1} of the line)"))
+    return out
+
+
+def parse_jobs(data: bytes, source: str) -> JobFile:
+    """Every record of the input, each either a Job or a Problem (InputError only for a binary
+    or empty input)."""
+    jobs: list[Job] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    lines = _lines(data, source)
+    if not lines:
+        raise InputError(f"{source} has no records (it is empty)",
+                         hint="write one JSON record per line")
+    for n, text, why in lines:
+        if text is None:
+            problems.append(Problem(n, why or "unreadable"))
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            problems.append(Problem(n, f"invalid JSON ({e.msg} at column {e.colno})"))
+            continue
+        if not isinstance(obj, dict):
+            problems.append(Problem(n, f"expected a JSON object, got {_kind(obj)}"))
+            continue
+        item = _check_record(n, obj)
+        key = item.key
+        if key is not None:
+            if key in seen:
+                problems.append(Problem(n, f"duplicate id {key!r} (first on line {seen[key]})",
+                                        task=item.task, openai=item.openai))
+                continue
+            seen[key] = n
+        (jobs if isinstance(item, Job) else problems).append(item)  # type: ignore[arg-type]
+    return JobFile(source, jobs, problems)
+
+
+def _kind(v: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+
+
+def _check_id(obj: Mapping[str, Any], name: str, errors: list[str]) -> tuple[str | None, Any]:
+    if name not in obj or obj[name] is None:
+        errors.append(f'missing "{name}"')
+        return None, None
+    v = obj[name]
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        errors.append(f'"{name}" must be a string or an integer, got {_kind(v)}')
+        return None, None
+    if isinstance(v, str) and not v.strip():
+        errors.append(f'"{name}" is empty')
+        return None, None
+    return str(v), v
+
+
+def _check_sampling(obj: Mapping[str, Any], errors: list[str], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in SAMPLING_FIELDS + ("max_completion_tokens",):
+        if name not in obj or obj[name] is None:
+            continue
+        v = obj[name]
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        integer = isinstance(v, int) and not isinstance(v, bool)
+        if name in ("max_tokens", "max_completion_tokens"):
+            ok, want = integer and v >= 1, "an integer >= 1"
+            name = "max_tokens"
+        elif name == "temperature":
+            ok, want = number and v >= 0, "a number >= 0"
+        elif name == "top_p":
+            ok, want = number and 0 < v <= 1, "a number in (0, 1]"
+        else:
+            ok, want = integer and v >= 0, "an integer >= 0"
+        if ok:
+            out[name] = v
+        else:
+            errors.append(f'"{prefix}{name}" must be {want}, got {json.dumps(v)}')
+    return out
+
+
+def _check_messages(msgs: Any, errors: list[str], where: str = "messages") -> None:
+    if not isinstance(msgs, list) or not msgs:
+        errors.append(f'"{where}" must be a non-empty array of messages' if msgs is not None
+                      else f'missing "{where}"')
+        return
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            errors.append(f'{where}[{i}] must be an object with "role" and "content"')
+            return
+        content = m.get("content")
+        if not isinstance(content, (str, list)):
+            errors.append(f'{where}[{i}] has no text "content"')
+            return
+        try:
+            T.chat_messages([m])
+        except ValueError as e:
+            errors.append(f"{where}[{i}]: {e}")
+            return
+    if msgs[-1].get("role") == "assistant":
+        errors.append(f"the last of the {where} is the assistant's: nothing to answer")
+
+
+def _check_record(n: int, obj: dict[str, Any]) -> "Job | Problem":
+    if "custom_id" in obj or ("body" in obj and "url" in obj):
+        return _check_openai(n, obj)
+    errors: list[str] = []
+    key, rid = _check_id(obj, "id", errors)
+    task = obj.get("task")
+    if task is None:
+        errors.append('missing "task"' + ("" if "id" in obj else
+                      ' (neither a task record {"id", "task", ...} nor an OpenAI batch line '
+                      '{"custom_id", "method", "url", "body"})'))
+        task = None
+    elif task not in T.TASKS:
+        errors.append(f"unknown task {task!r} (one of: {', '.join(T.TASKS)})")
+        task = None
+    if task is not None:
+        _check_task_fields(task, obj, errors)
+    if "system" in obj and obj["system"] is not None and not isinstance(obj["system"], str):
+        errors.append('"system" must be a string')
+    overrides = _check_sampling(obj, errors)
+    if errors:
+        return Problem(n, "; ".join(errors), key=key, id=rid, task=task)
+    assert key is not None and task is not None
+    record = dict(obj)
+    return Job(n, key, rid, task, record, overrides=overrides)
+
+
+def _check_task_fields(task: str, obj: Mapping[str, Any], errors: list[str]) -> None:
+    for name in T.REQUIRED[task]:
+        v = obj.get(name)
+        if v is None:
+            errors.append(f'missing "{name}" (task {task} needs {", ".join(T.REQUIRED[task])})')
+        elif not isinstance(v, str):
+            errors.append(f'"{name}" must be a string, got {_kind(v)}')
+        elif not v.strip():
+            errors.append(f'"{name}" is empty')
+    for name in T.OPTIONAL_STR.get(task, ()):
+        if obj.get(name) is not None and not isinstance(obj[name], str):
+            errors.append(f'"{name}" must be a string, got {_kind(obj[name])}')
+    if task == "chat":
+        _check_messages(obj.get("messages"), errors)
+        msgs = obj.get("messages")
+        if obj.get("system") and isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) \
+                and T.ROLE_ALIASES.get(msgs[0].get("role"), msgs[0].get("role")) == "system":
+            errors.append('a system prompt both in "system" and in "messages": keep one')
+    elif task == "summarize":
+        length = obj.get("length")
+        if length is not None and not ((isinstance(length, int) and not isinstance(length, bool)
+                                        and length > 0) or (isinstance(length, str) and length.strip())):
+            errors.append('"length" must be a number of words or a description such as "one sentence"')
+    elif task == "classify":
+        labels = obj.get("labels")
+        if labels is None:
+            errors.append('missing "labels" (task classify needs text, labels)')
+        elif (not isinstance(labels, list) or len(labels) < 2
+              or not all(isinstance(x, str) and x.strip() for x in labels)):
+            errors.append('"labels" must be an array of at least two non-empty strings')
+        elif len(set(labels)) != len(labels):
+            errors.append('"labels" has duplicates')
+    elif task == "extract":
+        if "schema" not in obj:
+            errors.append('missing "schema" (task extract needs text, schema: a JSON Schema)')
+        else:
+            why = T.check_schema(obj["schema"])
+            if why:
+                errors.append(f'"schema" {why}')
+
+
+def _check_openai(n: int, obj: dict[str, Any]) -> "Job | Problem":
+    errors: list[str] = []
+    key, rid = _check_id(obj, "custom_id", errors)
+    method = obj.get("method", "POST")
+    if not isinstance(method, str) or method.upper() != "POST":
+        errors.append(f'"method" must be "POST", got {json.dumps(method)}')
+    url = obj.get("url")
+    if url not in OPENAI_URLS:
+        errors.append(f'"url" must be "/v1/chat/completions", got {json.dumps(url)}')
+    body = obj.get("body")
+    record: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    if not isinstance(body, dict):
+        errors.append('missing "body"' if body is None else '"body" must be an object')
+    else:
+        _check_messages(body.get("messages"), errors, "body.messages")
+        record["messages"] = body.get("messages")
+        overrides = _check_sampling(body, errors, "body.")
+        if isinstance(body.get("n"), int) and body["n"] != 1:
+            errors.append('"body.n" other than 1 is not supported')
+        fmt = body.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            spec = fmt.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            why = T.check_schema(schema) if schema is not None else "is missing"
+            if why:
+                errors.append(f'"body.response_format.json_schema.schema" {why}')
+            record["schema"] = schema
+        elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
+            record["schema"] = {"type": "object"}
+        elif fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+            errors.append('"body.response_format" must be {"type": "text" | "json_object" | "json_schema"}')
+    if errors:
+        return Problem(n, "; ".join(errors), key=key, id=rid, task="chat", openai=True)
+    assert key is not None
+    return Job(n, key, rid, "chat", record, openai=True, overrides=overrides)

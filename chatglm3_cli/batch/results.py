@@ -1,0 +1,273 @@
+"""The results file of a batch job and its manifest: never lose work, never do it twice.
+
+- One JSON line per record, appended and flushed as each record finishes; a line is written
+  with a single write() of the whole line, so a crash leaves at most a half-written last line.
+- Opening an existing results file reads which ids are answered (and which failed), truncates
+  a half-written last line, and rewrites the file through a temp file + os.replace when lines
+  must go (ids to retry, duplicates, reports of records without an id).
+- The manifest (``RESULTS.jsonl.manifest.json``) records the model (its sha256), the
+  parameters and the tool version. It is written before the first result line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .. import __version__
+from ..errors import ManifestMismatchError, ResultsInUseError
+
+
+def line_key(obj: dict[str, Any]) -> str | None:
+    """The id a result line answers (custom_id for OpenAI lines); None for a report of a record
+    that has no usable id."""
+    v = obj["custom_id"] if "custom_id" in obj else obj.get("id")
+    if v is None or isinstance(v, bool) or not isinstance(v, (str, int)):
+        return None
+    return str(v)
+
+
+def line_failed(obj: dict[str, Any]) -> bool:
+    return obj.get("error") is not None
+
+
+def dumps_line(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+@dataclass
+class ScanReport:
+    answered: dict[str, bool] = field(default_factory=dict)  # id -> succeeded
+    truncated_bytes: int = 0  # a half-written last line that was cut off
+    dropped_corrupt: int = 0  # unreadable lines in the middle (never written by us)
+    dropped_duplicates: int = 0
+    dropped_retry: int = 0  # failed lines removed to be run again
+    dropped_keyless: int = 0  # reports of id-less records (re-reported by this run)
+
+
+def _atomic_write_bytes(path: Path, chunks: Iterable[bytes]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for c in chunks:
+                f.write(c)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class ResultsFile:
+    """An append-only JSONL results file on disk, held by one process at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._lock: Any = None
+
+    def lock(self) -> None:
+        """Two runs of one job at once would answer the same ids twice: the second is refused.
+        (The hidden lock file stays: deleting a lock file races with its next user.)"""
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path.with_name(f".{self.path.name}.lock")))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise ResultsInUseError(f"another chatglm3 batch is writing {self.path}") from None
+        self._lock = lock
+
+    def prepare(self, *, retry_errors: bool) -> ScanReport:
+        """Read what is answered and repair the file so that it holds each id at most once,
+        only complete lines, and (with retry_errors) no failed ones."""
+        report = ScanReport()
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return report
+        if not data:
+            return report
+        keep: list[tuple[str | None, bool, bytes]] = []
+        index: dict[str, int] = {}
+        rewrite = False
+        parts = data.split(b"\n")
+        tail = parts.pop()  # b"" when the file ends with a newline
+        for raw in parts:
+            if not raw.strip():
+                rewrite = True
+                continue
+            obj = _loads(raw)
+            if obj is None:
+                report.dropped_corrupt += 1
+                rewrite = True
+                continue
+            key, failed = line_key(obj), line_failed(obj)
+            if key is None:
+                report.dropped_keyless += 1
+                rewrite = True
+                continue
+            if key in index:  # keep one line per id: a success over a failure, else the first
+                report.dropped_duplicates += 1
+                rewrite = True
+                i = index[key]
+                if keep[i][1] and not failed:
+                    keep[i] = (key, failed, raw + b"\n")
+                continue
+            index[key] = len(keep)
+            keep.append((key, failed, raw + b"\n"))
+        if tail.strip():
+            obj = _loads(tail)
+            if obj is not None and line_key(obj) is not None and line_key(obj) not in index:
+                # complete JSON, only its newline missing: keep it
+                index[line_key(obj)] = len(keep)  # type: ignore[index]
+                keep.append((line_key(obj), line_failed(obj), tail + b"\n"))
+                rewrite = True
+            else:
+                report.truncated_bytes = len(tail)
+        if retry_errors:
+            before = len(keep)
+            keep = [k for k in keep if not k[1]]
+            report.dropped_retry = before - len(keep)
+            rewrite = rewrite or report.dropped_retry > 0
+        report.answered = {k: not failed for k, failed, _ in keep if k is not None}
+        if rewrite:
+            _atomic_write_bytes(self.path, (raw for _, _, raw in keep))
+        elif report.truncated_bytes:
+            os.truncate(self.path, len(data) - len(tail))
+        return report
+
+    def append(self, obj: dict[str, Any]) -> None:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        data = dumps_line(obj)
+        while data:  # one write() for the whole line (a regular file takes it at once)
+            n = os.write(self._fd, data)
+            data = data[n:]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def _loads(raw: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+# the manifest -------------------------------------------------------------------------------
+
+def manifest_path(results: Path) -> Path:
+    return results.with_name(results.name + ".manifest.json")
+
+
+def _sha_cache_file() -> Path:
+    from ..paths import state_dir
+
+    return state_dir() / "sha256-cache.json"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a (multi-GB) model file, computed once and cached by path, size and mtime."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = str(p)
+    cache_file = _sha_cache_file()
+    try:
+        cache = json.loads(cache_file.read_text(encoding="utf-8"))
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    hit = cache.get(key)
+    if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns \
+            and isinstance(hit.get("sha256"), str):
+        return hit["sha256"]
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    digest = h.hexdigest()
+    cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(cache_file, [json.dumps(cache, indent=1).encode("utf-8")])
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+    return digest
+
+
+@dataclass
+class Manifest:
+    model_sha256: str
+    model_path: str
+    model_size: int
+    params: dict[str, Any]
+    input: str
+    version: str = __version__
+    created: float = field(default_factory=time.time)
+    previous: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tool": "chatglm3 batch", "version": self.version,
+            "created": self.created, "updated": time.time(), "input": self.input,
+            "model": {"path": self.model_path, "size": self.model_size, "sha256": self.model_sha256},
+            "params": self.params, "previous": self.previous,
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(path, [(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()])
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable: treated as a mismatch
+    return obj if isinstance(obj, dict) else {}
+
+
+def check_manifest(old: dict[str, Any] | None, new: Manifest, results: Path, *, has_results: bool,
+                   force: bool) -> list[str]:
+    """Differences that forbid resuming (raised unless force); returns them for a note."""
+    if old is None:
+        if has_results and not force:
+            raise ManifestMismatchError(
+                f"{results} already exists and has no manifest ({manifest_path(results).name}): "
+                f"it was not written by chatglm3 batch, or by another version")
+        return ["no manifest"] if has_results else []
+    diffs: list[str] = []
+    old_model = old.get("model") if isinstance(old.get("model"), dict) else {}
+    if old_model.get("sha256") != new.model_sha256:
+        diffs.append(f"model: {old_model.get('path', '?')} (sha256 {str(old_model.get('sha256'))[:12]}) "
+                     f"-> {new.model_path} (sha256 {new.model_sha256[:12]})")
+    old_params = old.get("params") if isinstance(old.get("params"), dict) else {}
+    for k in sorted(set(old_params) | set(new.params)):
+        if old_params.get(k) != new.params.get(k):
+            diffs.append(f"{k}: {json.dumps(old_params.get(k))} -> {json.dumps(new.params.get(k))}")
+    if diffs and not force:
+        raise ManifestMismatchError(
+            f"{results} was started with other settings ({'; '.join(diffs)})")
+    return diffs

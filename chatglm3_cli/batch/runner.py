@@ -1,0 +1,317 @@
+"""Running a validated batch job: resume, decode in parallel, write one line per record.
+
+``run_batch`` is the whole job without any terminal: the CLI gives it the jobs, where the
+results go, a way to open the model, and a progress sink, and reads the ``Summary`` back.
+One failing record (too long for the context, an answer that does not parse) becomes its
+error line and never stops the job; Ctrl-C stops it between lines, keeping every line written.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, TextIO
+
+from ..errors import (ChatGLM3Error, GenerationError, InputError, InvalidRecordError, OutputFormatError,
+                      PromptTooLongError)
+from .jobs import Job, JobFile, Problem
+from .results import (Manifest, ResultsFile, ScanReport, check_manifest, dumps_line, file_sha256,
+                      manifest_path, read_manifest)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.generate import Completion
+    from ..engine.model import Model
+    from ..engine.sampling import SamplingParams
+
+
+class Progress(Protocol):
+    def start(self, todo: int, summary: "Summary") -> None: ...
+    def advance(self, ok: bool, key: str | None, error: str | None, summary: "Summary") -> None: ...
+    def note(self, text: str) -> None: ...
+    def finish(self, summary: "Summary") -> None: ...
+
+
+class NoProgress:
+    def start(self, todo: int, summary: "Summary") -> None:
+        pass
+
+    def advance(self, ok: bool, key: str | None, error: str | None, summary: "Summary") -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+    def finish(self, summary: "Summary") -> None:
+        pass
+
+
+@dataclass
+class Settings:
+    params: "SamplingParams"  # the job's defaults; records may override some
+    n_parallel: int = 4
+    n_ctx: Optional[int] = None  # per sequence; None: the model's default
+    retry_errors: bool = False
+    force: bool = False
+
+
+@dataclass
+class Summary:
+    total: int = 0  # records in the input
+    skipped: int = 0  # answered by an earlier run
+    succeeded: int = 0  # all answered successfully, earlier runs included
+    failed: int = 0  # all with an error line, earlier runs included
+    failed_now: int = 0
+    done_now: int = 0  # written by this run
+    todo: int = 0  # to decode in this run
+    planned: int = 0  # lines this run writes: todo and the invalid records not reported yet
+    prompt_tokens: int = 0
+    evaluated_prompt_tokens: int = 0
+    generated_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+    seconds: float = 0.0
+    interrupted: bool = False
+    output: str = "-"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        s = time.monotonic() - self.started
+        return self.generated_tokens / s if s > 0 else 0.0
+
+
+# output lines -------------------------------------------------------------------------------
+
+def _error_obj(exc: ChatGLM3Error) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": exc.message}
+
+
+def _status(exc: ChatGLM3Error | None) -> int:
+    if exc is None:
+        return 200
+    if isinstance(exc, (InputError, PromptTooLongError, OutputFormatError)):
+        return 400
+    return 500
+
+
+def _openai_line(custom_id: Any, *, model_name: str, comp: "Completion | None",
+                 error: ChatGLM3Error | None) -> dict[str, Any]:
+    response: dict[str, Any] = {"status_code": _status(error), "request_id": f"req_{uuid.uuid4().hex}"}
+    if error is None and comp is not None:
+        response["body"] = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+            "created": int(time.time()), "model": model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": comp.text},
+                         "logprobs": None, "finish_reason": comp.finish_reason}],
+            "usage": {k: comp.usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+        }
+    else:
+        response["body"] = None
+    err = None if error is None else {"code": _snake(type(error).__name__), **_error_obj(error)}
+    return {"id": f"batch_req_{uuid.uuid4().hex}", "custom_id": custom_id, "response": response,
+            "error": err}
+
+
+def _snake(name: str) -> str:
+    name = name.removesuffix("Error")
+    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def result_line(job: Job, *, model_name: str, comp: "Completion | None", output: Any = None,
+                error: ChatGLM3Error | None) -> dict[str, Any]:
+    if job.openai:
+        return _openai_line(job.id, model_name=model_name, comp=comp, error=error)
+    return {
+        "id": job.id, "task": job.task,
+        "output": output if error is None else None,
+        "finish_reason": comp.finish_reason if comp else None,
+        "usage": comp.usage if comp else None,
+        "timings": comp.timings.to_dict() if comp else None,
+        "error": _error_obj(error) if error else None,
+    }
+
+
+def problem_line(p: Problem) -> dict[str, Any]:
+    err = InvalidRecordError(p.describe())
+    if p.openai:
+        line = _openai_line(p.id if p.key else None, model_name="", comp=None, error=err)
+    else:
+        line = {"id": p.id if p.key else None, "task": p.task, "output": None, "finish_reason": None,
+                "usage": None, "timings": None, "error": _error_obj(err)}
+    if p.key is None:
+        line["line"] = p.line  # no id of its own: the input line says which record it was
+    return line
+
+
+# the job ------------------------------------------------------------------------------------
+
+def manifest_params(settings: Settings) -> dict[str, Any]:
+    """What must stay the same across runs of one job (not speed settings like --parallel)."""
+    return {**settings.params.to_dict(), "ctx": settings.n_ctx}
+
+
+def run_batch(jobfile: JobFile, *, output: Optional[Path], stdout: Optional[TextIO],
+              model_path: str, open_model: Callable[[], "Model"], settings: Settings,
+              progress: Progress | None = None) -> Summary:
+    """Run every job not answered yet; write results to ``output`` (resumable) or ``stdout``."""
+    progress = progress or NoProgress()
+    summary = Summary(total=jobfile.total, output=str(output) if output else "-")
+    store = ResultsFile(output) if output is not None else None
+    report = ScanReport()
+    manifest: Manifest | None = None
+
+    if store is not None:
+        assert output is not None
+        store.lock()
+        try:
+            manifest, report = _resume(store, output, jobfile, model_path, settings, summary)
+        except BaseException:
+            store.close()
+            raise
+
+    answered = report.answered
+
+    def write(line: dict[str, Any]) -> None:
+        if store is not None:
+            store.append(line)
+        else:
+            assert stdout is not None
+            stdout.write(dumps_line(line).decode("utf-8"))
+            stdout.flush()
+
+    todo: list[Job] = []
+    for job in jobfile.jobs:
+        if job.key in answered:
+            summary.skipped += 1
+            if answered[job.key]:
+                summary.succeeded += 1
+            else:
+                summary.failed += 1
+        else:
+            todo.append(job)
+    problems = []
+    for p in jobfile.problems:
+        if p.key is not None and p.key in answered:
+            summary.skipped += 1
+            summary.failed += 1
+        else:
+            problems.append(p)
+    summary.todo = len(todo)
+    summary.planned = len(todo) + len(problems)
+    for note in summary.notes:
+        progress.note(f"batch: {note}")
+    progress.start(summary.planned, summary)
+
+    try:
+        # The model is opened before anything is written: a model that fails to load leaves
+        # no manifest naming it behind.
+        with (open_model() if todo else contextlib.nullcontext()) as model:
+            summary.started = time.monotonic()  # speeds count decoding, not loading
+            if manifest is not None and summary.planned:
+                assert output is not None
+                manifest.write(manifest_path(output))  # before the first line
+            for p in problems:
+                write(problem_line(p))
+                summary.failed += 1
+                summary.failed_now += 1
+                summary.done_now += 1
+                progress.advance(False, p.key, None, summary)  # listed already by validation
+            if todo:
+                _decode(todo, model, settings, summary, progress, write)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        if store is not None:
+            store.close()
+        summary.seconds = time.monotonic() - summary.started
+        progress.finish(summary)
+    return summary
+
+
+def _resume(store: ResultsFile, output: Path, jobfile: JobFile, model_path: str,
+            settings: Settings, summary: Summary) -> tuple[Manifest, ScanReport]:
+    """Check the manifest (refusing another model or parameters) and repair the results file."""
+    sha = file_sha256(model_path)
+    new = Manifest(model_sha256=sha, model_path=str(Path(model_path).resolve()),
+                   model_size=Path(model_path).stat().st_size,
+                   params=manifest_params(settings), input=jobfile.source)
+    has_results = output.exists() and output.stat().st_size > 0
+    # Without results there is nothing to be consistent with: a stale manifest is replaced.
+    old = read_manifest(manifest_path(output)) if has_results else None
+    diffs = check_manifest(old, new, output, has_results=has_results, force=settings.force)
+    if diffs and old:
+        new.created = old.get("created", new.created)
+        new.previous = list(old.get("previous") or []) + [
+            {k: old.get(k) for k in ("version", "model", "params", "updated")}]
+        summary.notes.append("--force: resuming with other settings (" + "; ".join(diffs) + ")")
+    elif old:
+        new.created = old.get("created", new.created)
+        new.previous = list(old.get("previous") or [])
+    report = store.prepare(retry_errors=settings.retry_errors)
+    if report.truncated_bytes:
+        summary.notes.append(f"repaired {output}: removed a half-written last line "
+                             f"({report.truncated_bytes} bytes)")
+    if report.dropped_duplicates or report.dropped_corrupt:
+        summary.notes.append(f"repaired {output}: removed {report.dropped_duplicates} duplicate "
+                             f"and {report.dropped_corrupt} unreadable lines")
+    return new, report
+
+
+def _decode(todo: list[Job], model: "Model", settings: Settings, summary: Summary,
+            progress: Progress, write: Callable[[dict[str, Any]], None]) -> None:
+    from ..engine.decoder import DecodeRequest, ParallelDecoder
+
+    by_key = {job.key: job for job in todo}
+    decoder = ParallelDecoder(model, n_parallel=settings.n_parallel, n_ctx=settings.n_ctx)
+
+    def fail(job: Job, exc: ChatGLM3Error, comp: "Completion | None" = None) -> None:
+        write(result_line(job, model_name=model.name, comp=comp, error=exc))
+        summary.failed += 1
+        summary.failed_now += 1
+        summary.done_now += 1
+        progress.advance(False, job.key, exc.message, summary)
+
+    def requests() -> Iterator[DecodeRequest]:
+        for job in todo:
+            try:
+                ids = model.prompt_ids(job.messages())
+                grammar = job.grammar()
+                params = settings.params.with_(**job.overrides)
+            except ChatGLM3Error as e:
+                fail(job, e)
+                continue
+            except Exception as e:  # a chat template that cannot render these messages, ...
+                fail(job, InputError(f"cannot build the prompt: {e}"))
+                continue
+            yield DecodeRequest(job.key, prompt_ids=ids, params=params, grammar=grammar)
+
+    try:
+        _collect(decoder, requests(), by_key, summary, progress, write, fail, model.name)
+    finally:
+        close = getattr(decoder, "close", None)
+        if close is not None:
+            close()
+
+
+def _collect(decoder: Any, requests: Iterator[Any], by_key: dict[str, Job], summary: Summary,
+             progress: Progress, write: Callable[[dict[str, Any]], None],
+             fail: Callable[..., None], model_name: str) -> None:
+    for res in decoder.run(requests):
+        job = by_key[res.key]
+        comp = res.completion
+        summary.evaluated_prompt_tokens = decoder.stats.evaluated_prompt_tokens
+        if res.error is not None or comp is None:
+            fail(job, res.error or GenerationError("no answer"))
+            continue
+        summary.prompt_tokens += comp.prompt_tokens
+        summary.generated_tokens += comp.completion_tokens
+        try:
+            output = job.parse(comp.text)
+        except OutputFormatError as e:
+            fail(job, e, comp)
+            continue
+        write(result_line(job, model_name=model_name, comp=comp, output=output, error=None))
+        summary.succeeded += 1
+        summary.done_now += 1
+        progress.advance(True, job.key, None, summary)

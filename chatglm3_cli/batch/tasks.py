@@ -1,0 +1,297 @@
+"""What each batch task asks the model, how its output is constrained, and how it is read back.
+
+Every task prompt puts the task's fixed instructions first (the system message), then the
+task's parameters (labels, schema, target language...), and the record's own text last (the
+user message). Records of one task therefore begin with the same tokens, which the parallel
+decoder evaluates once and shares.
+
+``classify`` and ``extract`` are right by construction: a llama.cpp GBNF grammar allows only a
+label / JSON valid against the schema, and the result is parsed and checked again afterwards.
+ChatGLM3 begins every answer with a metadata line (empty for a plain answer, so the first
+generated text is "\\n"), and SentencePiece pieces carry a leading space: each grammar accepts
+``"\\n" " "?`` before the constrained content.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import lru_cache
+from typing import Any, Mapping
+
+from ..engine.prompt import Message
+from ..errors import OutputFormatError
+
+TASKS = ("chat", "generate", "translate", "summarize", "classify", "extract", "qa", "rewrite")
+
+# Required string fields of each task (chat's messages are checked on their own).
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "chat": (),
+    "generate": ("prompt",),
+    "translate": ("text", "to"),
+    "summarize": ("text",),
+    "classify": ("text",),
+    "extract": ("text",),
+    "qa": ("question", "context"),
+    "rewrite": ("text", "instruction"),
+}
+OPTIONAL_STR: dict[str, tuple[str, ...]] = {
+    "translate": ("from",),
+    "summarize": ("style",),
+}
+
+# The fixed, shared part of each prompt: keep these first and identical for every record.
+INSTRUCTIONS = {
+    "translate": (
+        "You are a professional translator. Translate the text in the user's message into the "
+        "target language given below. Keep its meaning, tone and formatting (line breaks, "
+        "Markdown, code, numbers and names). Output only the translation: no notes, no "
+        "explanations, no quotation marks around it."),
+    "summarize": (
+        "You summarize texts. Summarize the text in the user's message. Keep the key facts, "
+        "names and numbers, and add nothing that the text does not say. Write the summary in "
+        "the language of the text. Output only the summary."),
+    "classify": (
+        "You are a text classifier. Classify the text in the user's message. Answer with exactly "
+        "one of the labels listed below, written exactly as it is listed, and nothing else."),
+    "extract": (
+        "You extract structured data from text. Read the text in the user's message and answer "
+        "with one JSON value that is valid against the JSON Schema below, and nothing else: no "
+        "Markdown fences, no explanations. Use only what the text says."),
+    "qa": (
+        "You answer questions about a document. Answer the user's question using only the "
+        "context below. If the context does not contain the answer, say that it does not. "
+        "Answer briefly, in the language of the question."),
+    "rewrite": (
+        "You rewrite texts. Rewrite the text in the user's message as the instruction below "
+        "says, keeping its meaning unless the instruction asks otherwise. Output only the "
+        "rewritten text."),
+}
+
+ROLE_ALIASES = {"developer": "system", "tool": "observation"}
+
+
+# prompts ------------------------------------------------------------------------------------
+
+def _system(task: str, params: list[str], record: Mapping[str, Any]) -> Message:
+    parts = [INSTRUCTIONS[task]]
+    if params:
+        parts.append("\n".join(params))
+    if record.get("system"):
+        parts.append(str(record["system"]))
+    return Message("system", "\n\n".join(parts))
+
+
+def chat_messages(items: list[Mapping[str, Any]], system: str | None = None) -> list[Message]:
+    """OpenAI-style messages to ours (raises ValueError for an unknown role)."""
+    out = []
+    for d in items:
+        d = dict(d)
+        d["role"] = ROLE_ALIASES.get(d.get("role", "user"), d.get("role", "user"))
+        out.append(Message.from_dict(d))
+    if system:
+        out.insert(0, Message("system", system))
+    return out
+
+
+def build_messages(task: str, record: Mapping[str, Any]) -> list[Message]:
+    """The prompt of one (validated) task record: fixed instructions, parameters, then the text."""
+    if task == "chat":
+        return chat_messages(record["messages"], record.get("system"))
+    if task == "generate":
+        sys_msg = [Message("system", str(record["system"]))] if record.get("system") else []
+        return sys_msg + [Message("user", record["prompt"])]
+    if task == "translate":
+        params = [f"Target language: {record['to']}"]
+        if record.get("from"):
+            params.insert(0, f"Source language: {record['from']}")
+        return [_system(task, params, record), Message("user", record["text"])]
+    if task == "summarize":
+        params = []
+        length = record.get("length")
+        if isinstance(length, int):
+            params.append(f"Length: at most about {length} words.")
+        elif length:
+            params.append(f"Length: {length}.")
+        if record.get("style"):
+            params.append(f"Style: {record['style']}.")
+        return [_system(task, params, record), Message("user", record["text"])]
+    if task == "classify":
+        labels = "\n".join(f"- {label}" for label in record["labels"])
+        return [_system(task, [f"Labels:\n{labels}"], record), Message("user", record["text"])]
+    if task == "extract":
+        schema = json.dumps(record["schema"], ensure_ascii=False, sort_keys=True)
+        return [_system(task, [f"JSON Schema:\n{schema}"], record), Message("user", record["text"])]
+    if task == "qa":
+        return [_system(task, [f"Context:\n{record['context']}"], record),
+                Message("user", record["question"])]
+    if task == "rewrite":
+        return [_system(task, [f"Instruction: {record['instruction']}"], record),
+                Message("user", record["text"])]
+    raise ValueError(f"unknown task {task!r}")
+
+
+# grammars -----------------------------------------------------------------------------------
+
+# The metadata line ChatGLM3 writes first (empty for a plain answer), and SentencePiece's space.
+ANSWER_START = '"\\n" " "?'
+
+
+def gbnf_literal(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def labels_grammar(labels: list[str]) -> str:
+    return f"root ::= {ANSWER_START} ({' | '.join(gbnf_literal(label) for label in labels)})\n"
+
+
+def _canonical(schema: Any) -> str:
+    return json.dumps(schema, sort_keys=True, ensure_ascii=False)
+
+
+def schema_grammar(schema: Mapping[str, Any]) -> str:
+    """GBNF for JSON valid against the schema (llama-cpp-python's converter); ValueError if the
+    converter cannot express the schema."""
+    return _schema_grammar(_canonical(schema))
+
+
+_DATA_KEYS = {"enum", "const", "default", "examples"}
+_MAX_INT_CHOICES = 1000
+
+
+def _for_grammar(node: Any) -> Any:
+    """The schema as the converter should see it. llama-cpp-python's converter ignores numeric
+    bounds; a small integer range (a 1-5 rating) is spelled out as an enum so that the grammar
+    enforces it. Whatever the grammar still cannot express is checked after decoding."""
+    if isinstance(node, list):
+        return [_for_grammar(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: (v if k in _DATA_KEYS else _for_grammar(v)) for k, v in node.items()}
+    if out.get("type") == "integer" and "enum" not in out and "const" not in out:
+        lo, hi = out.get("minimum"), out.get("maximum")
+        if isinstance(out.get("exclusiveMinimum"), (int, float)):
+            lo = out["exclusiveMinimum"] + 1 if lo is None else max(lo, out["exclusiveMinimum"] + 1)
+        if isinstance(out.get("exclusiveMaximum"), (int, float)):
+            hi = out["exclusiveMaximum"] - 1 if hi is None else min(hi, out["exclusiveMaximum"] - 1)
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+            first, last = math.ceil(lo), math.floor(hi)
+            step = out.get("multipleOf")
+            step = step if isinstance(step, int) and not isinstance(step, bool) and step > 0 else 1
+            if 0 <= last - first < _MAX_INT_CHOICES:
+                values = [v for v in range(first, last + 1) if v % step == 0]
+                if values:
+                    out = {"enum": values}
+    return out
+
+
+@lru_cache(maxsize=256)
+def _schema_grammar(canonical: str) -> str:
+    from llama_cpp.llama_grammar import SchemaConverter  # run time only: it loads llama.cpp
+
+    try:
+        conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+        resolved = conv.resolve_refs(_for_grammar(json.loads(canonical)), "schema")
+        conv.visit(resolved, "extract-value")
+        rules = conv.format_grammar()
+    except Exception as e:  # the converter asserts on what it cannot express
+        raise ValueError(f"cannot be turned into a grammar: {e}") from None
+    return f"root ::= {ANSWER_START} extract-value\n{rules}\n"
+
+
+def check_schema(schema: Any) -> str | None:
+    """Why a JSON Schema cannot be used, or None. Checked against its meta-schema, then
+    against what the grammar converter supports."""
+    if not isinstance(schema, dict):
+        return "must be a JSON Schema object"
+    return _check_schema(_canonical(schema))
+
+
+@lru_cache(maxsize=256)
+def _check_schema(canonical: str) -> str | None:
+    from jsonschema import exceptions, validators
+
+    schema = json.loads(canonical)
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except exceptions.SchemaError as e:
+        where = "/".join(str(p) for p in e.absolute_path)
+        return f"is not a valid JSON Schema: {e.message}" + (f" (at {where})" if where else "")
+    try:
+        _schema_grammar(canonical)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def grammar_for(task: str, record: Mapping[str, Any]) -> str | None:
+    if task == "classify":
+        return labels_grammar(list(record["labels"]))
+    if task == "extract":
+        return schema_grammar(record["schema"])
+    return None
+
+
+# reading the answer -------------------------------------------------------------------------
+
+def _shorten(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[:n] + "…"
+
+
+def parse_label(text: str, labels: list[str]) -> str:
+    answer = text.strip()
+    if answer in labels:
+        return answer
+    folded = answer.strip("\"'「」“”.。").casefold()
+    matches = [label for label in labels if label.casefold() == folded]
+    if len(matches) == 1:
+        return matches[0]
+    raise OutputFormatError(f"the answer is not one of the labels: {_shorten(answer)!r}")
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*\n(.*?)\n?```$", re.S)
+
+
+def parse_json(text: str, schema: Mapping[str, Any]) -> Any:
+    answer = text.strip()
+    m = _FENCE.match(answer)
+    if m:
+        answer = m.group(1).strip()
+    try:
+        value = json.loads(answer)
+    except json.JSONDecodeError as e:
+        raise OutputFormatError(f"the answer is not valid JSON ({e.msg}): {_shorten(answer)!r}") from None
+    from jsonschema import validators
+
+    validator = validators.validator_for(schema)(schema)
+    error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.path))), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path)
+        raise OutputFormatError(
+            f"the answer does not match the schema: {error.message}" + (f" (at {where})" if where else ""))
+    return value
+
+
+def parse_output(task: str, record: Mapping[str, Any], text: str) -> Any:
+    """The task's output from the answer text; OutputFormatError when it does not parse."""
+    if task == "classify":
+        return parse_label(text, list(record["labels"]))
+    if task == "extract":
+        return parse_json(text, record["schema"])
+    return text

@@ -1,0 +1,238 @@
+"""`chatglm3 batch JOBS.jsonl`: many records through the parallel decoder, resumable.
+
+Results go to a file beside the input (or -o FILE, or - for stdout); progress, the input's
+problems and the summary go to stderr: a rich bar on a terminal, plain lines otherwise.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from . import console as console_mod
+from . import options as opt
+from .common import resolve_model_path, sampling
+from .errors import UsageError, handle_errors
+from .exit_codes import ExitCode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..batch.runner import Summary
+
+MAX_REPORTED = 200  # invalid records listed on stderr (all of them with --strict)
+MAX_FAILURE_LINES = 20  # failures reported one by one while the job runs
+PLAIN_EVERY_S = 5.0
+
+
+def default_output(jobs: str) -> Optional[Path]:
+    if jobs == "-":
+        return None  # stdin in, stdout out
+    p = Path(jobs)
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(f"{stem}.results.jsonl")
+
+
+def _eta(summary: "Summary") -> str:
+    done = summary.done_now
+    left = summary.planned - done
+    elapsed = time.monotonic() - summary.started
+    if done <= 0 or left <= 0:
+        return ""
+    secs = int(elapsed / done * left)
+    return f", about {secs // 60}m{secs % 60:02d}s left" if secs >= 60 else f", about {secs}s left"
+
+
+class PlainBatchProgress:
+    """A line now and then on stderr: no control codes, no redraws (logs and pipes)."""
+
+    def __init__(self, con: console_mod.Console) -> None:
+        self.con = con
+        self._last = 0.0
+        self._failures = 0
+        self._total = 0
+
+    def start(self, todo: int, summary: "Summary") -> None:
+        self._total = todo
+        self._last = time.monotonic()
+
+    def advance(self, ok: bool, key: Optional[str], error: Optional[str], summary: "Summary") -> None:
+        if not ok and error is not None:
+            self._failures += 1
+            if self._failures <= MAX_FAILURE_LINES:
+                self.con.error(f"batch: {key if key is not None else '(no id)'}: {error}")
+            elif self._failures == MAX_FAILURE_LINES + 1:
+                self.con.error("batch: more failures: see the error lines in the results")
+        now = time.monotonic()
+        if now - self._last >= PLAIN_EVERY_S and summary.done_now < self._total:
+            self._last = now
+            self.con.error(f"batch: {summary.done_now}/{self._total} done, {summary.failed_now} failed, "
+                           f"{summary.tokens_per_second:.1f} tok/s{_eta(summary)}")
+
+    def note(self, text: str) -> None:
+        self.con.error(text)
+
+    def finish(self, summary: "Summary") -> None:
+        pass
+
+
+class RichBatchProgress(PlainBatchProgress):
+    """A progress bar on a terminal stderr: done, failed, tokens/s, time left."""
+
+    def __init__(self, con: console_mod.Console) -> None:
+        super().__init__(con)
+        self._bar: Any = None
+        self._task: Any = None
+
+    def start(self, todo: int, summary: "Summary") -> None:
+        super().start(todo, summary)
+        if todo == 0:
+            return
+        from rich.console import Console as RichConsole
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self._bar = Progress(
+            TextColumn("batch"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed"), TextColumn("{task.fields[tps]} tok/s"),
+            TimeElapsedColumn(), TextColumn("elapsed ·"), TimeRemainingColumn(), TextColumn("left"),
+            console=RichConsole(file=self.con.stderr), transient=False)
+        self._bar.start()
+        self._task = self._bar.add_task("batch", total=todo, failed=0, tps="0.0")
+
+    def advance(self, ok: bool, key: Optional[str], error: Optional[str], summary: "Summary") -> None:
+        if not ok and error is not None:
+            self._failures += 1
+            if self._failures <= MAX_FAILURE_LINES:
+                self.note(f"failed: {key if key is not None else '(no id)'}: {error}")
+        if self._bar is not None:
+            self._bar.update(self._task, completed=summary.done_now, failed=summary.failed_now,
+                             tps=f"{summary.tokens_per_second:.1f}")
+
+    def note(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            self.con.error(text)
+
+    def finish(self, summary: "Summary") -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _summary_line(s: "Summary") -> str:
+    parts = [f"{s.total} records: {s.succeeded} succeeded, {s.failed} failed"]
+    if s.skipped:
+        parts[0] += f" ({s.skipped} answered by an earlier run)"
+    if s.todo:
+        rate = f", {s.generated_tokens / s.seconds:.1f} tok/s" if s.seconds > 0 and s.generated_tokens else ""
+        parts.append(f"this run: {s.done_now} records, {s.generated_tokens} tokens generated in "
+                     f"{s.seconds:.1f}s{rate}")
+        if s.prompt_tokens:
+            parts.append(f"prompts: {s.prompt_tokens} tokens, {s.evaluated_prompt_tokens} evaluated")
+    parts.append(f"results: {s.output if s.output != '-' else 'stdout'}")
+    return "batch: " + " · ".join(parts)
+
+
+@handle_errors
+def batch(
+    jobs: Annotated[str, typer.Argument(
+        help="JSONL input: task records or OpenAI Batch API lines ('-' for stdin).",
+        metavar="JOBS.jsonl", show_default=False)],
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", metavar="RESULTS.jsonl",
+        help="Where results go ('-' for stdout) (default: JOBS.results.jsonl beside the input; "
+             "stdout when the input is stdin).")] = None,
+    parallel: Annotated[Optional[int], typer.Option(
+        "--parallel", "-p", min=1, max=256,
+        help="Records decoded at once (default: 4 on a CPU, 8 with a GPU).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Run nothing when any record is invalid (default: invalid records "
+                         "become error lines and the rest runs).")] = False,
+    retry_errors: Annotated[bool, typer.Option(
+        "--retry-errors", help="Run the records that failed in an earlier run again.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Resume even with another model or other parameters than the job was "
+                        "started with.")] = False,
+    model: opt.Model = None,
+    max_tokens: opt.MaxTokens = None,
+    temperature: opt.Temperature = None,
+    top_p: opt.TopP = None,
+    top_k: opt.TopK = None,
+    repeat_penalty: opt.RepeatPenalty = None,
+    seed: opt.Seed = None,
+    ctx: opt.Ctx = None,
+    threads: opt.Threads = None,
+    gpu_layers: opt.GpuLayers = None,
+    verbose: opt.Verbose = False,
+    offline: opt.Offline = False,
+    endpoint: opt.Endpoint = None,
+) -> None:
+    """Run a JSONL file of tasks (chat, generate, translate, summarize, classify, extract, qa,
+    rewrite) or OpenAI Batch API lines; one result line per record. Re-running the same command
+    resumes where it stopped.
+
+    Examples: chatglm3 batch jobs.jsonl · chatglm3 batch jobs.jsonl --retry-errors
+    · cat jobs.jsonl | chatglm3 batch - > results.jsonl
+    """
+    from ..batch.jobs import parse_jobs, read_input_bytes
+    from ..batch.runner import Settings, run_batch
+    from ..errors import BatchFailedError, InvalidJobsError
+
+    con = console_mod.current()
+    if jobs == "-":
+        if con.stdin_isatty:
+            raise UsageError("JOBS.jsonl is '-' (stdin), but stdin is a terminal: pipe the records in")
+        data, source = con.read_stdin_bytes(), "stdin"
+    else:
+        data, source = read_input_bytes(jobs), jobs
+    out_path = default_output(jobs) if output is None else (None if output == "-" else Path(output))
+    if out_path is not None and jobs != "-" and out_path.resolve() == Path(jobs).resolve():
+        raise UsageError("the results file cannot be the input file")
+    if out_path is None and (retry_errors or force):
+        raise UsageError("--retry-errors and --force resume a results file: give one with -o")
+
+    jobfile = parse_jobs(data, source)
+    if jobfile.problems:
+        n = len(jobfile.problems)
+        what = "nothing was run" if strict else "they become error lines; the rest runs"
+        con.error(f"{source}: {n} invalid record{'s' if n != 1 else ''} of {jobfile.total} ({what}):")
+        shown = jobfile.problems if strict else jobfile.problems[:MAX_REPORTED]
+        for p in shown:
+            con.error(f"  {p.describe()}")
+        if len(shown) < n:
+            con.error(f"  ... and {n - len(shown)} more (each has an error line in the results)")
+        if strict:
+            raise InvalidJobsError(f"{source}: {n} invalid record{'s' if n != 1 else ''}; nothing was run")
+
+    params = sampling(temperature=temperature, top_p=top_p, top_k=top_k,
+                      repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens)
+    model_path = resolve_model_path(model, offline=offline, endpoint=endpoint)
+    if parallel is None:
+        from ..engine import backend
+
+        parallel = 8 if backend.supports_gpu_offload() and gpu_layers != 0 else 4
+
+    def open_model() -> Any:
+        from ..engine.model import Model
+
+        return Model(model_path, n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers, verbose=verbose)
+
+    progress = RichBatchProgress(con) if con.stderr_isatty else PlainBatchProgress(con)
+    settings = Settings(params=params, n_parallel=parallel, n_ctx=ctx, retry_errors=retry_errors,
+                        force=force)
+    summary = run_batch(jobfile, output=out_path, stdout=con.stdout if out_path is None else None,
+                        model_path=model_path, open_model=open_model, settings=settings,
+                        progress=progress)
+    con.error(_summary_line(summary))
+    if summary.interrupted:
+        again = ("run the same command again to resume" if out_path is not None
+                 else "the results above are complete lines")
+        con.error(f"batch: interrupted: {summary.done_now} records written this run; {again}")
+        raise typer.Exit(ExitCode.INTERRUPTED)
+    if summary.failed:
+        msg = f"{summary.failed} of {summary.total} records failed"
+        if out_path is None:
+            raise BatchFailedError(msg, hint="see the error lines in the results")
+        raise BatchFailedError(msg)

@@ -1,0 +1,256 @@
+"""`chatglm3 pull` and `chatglm3 models [info|rm]`: getting models and seeing what is on disk.
+
+Results (paths, tables, metadata) go to stdout; progress and status lines go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from . import console as console_mod
+from . import options as opt
+from .errors import UsageError, handle_errors
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
+    from ..hub.http import Hub
+    from ..hub.registry import ModelSpec
+    from ..hub.store import CachedFile
+
+
+def _spec(model: Optional[str], quant: Optional[str] = None) -> "ModelSpec":
+    from ..hub.registry import parse_spec
+    from ..hub.resolve import model_name
+
+    spec = parse_spec(model_name(model))
+    if quant:
+        if spec.is_local or spec.filename:
+            raise UsageError("--quant goes with a model name or repo, not with a file")
+        spec = replace(spec, quant=quant)
+    return spec
+
+
+def short_name(f: "CachedFile") -> str:
+    """The shortest -m value that selects this file: alias:QUANT, repo:QUANT or repo/file."""
+    from ..hub.registry import ALIASES
+
+    if f.quant:
+        for alias, repo_id in ALIASES.items():
+            if repo_id.lower() == f.repo_id.lower():
+                return f"{alias}:{f.quant}"
+        return f"{f.repo_id}:{f.quant}"
+    return f.name
+
+
+@handle_errors
+def pull(
+    model: Annotated[Optional[str], typer.Argument(
+        help="Alias (chatglm3-6b[:QUANT]), Hub repo (owner/repo[:QUANT]) or owner/repo/file.gguf. "
+             "(default: the configured model, else chatglm3-6b)", show_default=False)] = None,
+    quant: Annotated[Optional[str], typer.Option(
+        "--quant", "-q", help="Quantization, e.g. Q4_K_M, Q8_0, in any case (default: Q4_K_M).")] = None,
+    list_quants: Annotated[bool, typer.Option(
+        "--list", help="Show the quants the repo offers, with sizes; download nothing.")] = False,
+    offline: opt.Offline = False,
+    endpoint: opt.Endpoint = None,
+) -> None:
+    """Download a model ahead of time (resumable, verified); prints its path.
+
+    Examples: chatglm3 pull · chatglm3 pull chatglm3-6b:q8_0 · chatglm3 pull bartowski/glm-4-9b-chat-GGUF --list
+    """
+    from ..hub.http import Hub, offline as is_offline
+    from ..hub.resolve import fetch
+    from .progress import make_progress
+
+    con = console_mod.current()
+    spec = _spec(model, quant)
+    if spec.is_local:
+        raise UsageError(f"{spec.text} is a file path; pull takes a model name or a Hub repo")
+    assert spec.repo_id is not None
+    if list_quants:
+        if is_offline(offline):
+            raise UsageError("--list asks the Hub, but offline mode is on "
+                             "(see `chatglm3 models` for what is on disk)")
+        _print_quants(con, Hub(endpoint), spec.repo_id)
+        return
+    got = fetch(spec, offline=offline, endpoint=endpoint, progress=make_progress(con), refresh=True)
+    con.error(f"{'downloaded' if got.downloaded else 'up to date:'} {got.repo_id}/{got.filename}")
+    con.write(f"{got.path}\n")
+
+
+def _print_quants(con: console_mod.Console, hub: "Hub", repo_id: str) -> None:
+    from ..hub import human_size
+    from ..hub.registry import DEFAULT_QUANT, gguf_files, quant_of
+
+    files = {f.path: f for f in hub.list_files(repo_id)}
+    names = gguf_files(files)
+    if not names:
+        con.error(f"{repo_id} has no .gguf files")
+        return
+    rows = sorted(names, key=lambda n: files[n].size)
+    con.write(_table(["QUANT", "SIZE", "FILE"],
+                     [[(quant_of(n) or "-") + (" *" if quant_of(n) == DEFAULT_QUANT else ""),
+                       human_size(files[n].size), n] for n in rows]))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines) + "\n"
+
+
+models_app = typer.Typer(
+    help="Models on disk: list them (the default), show one's metadata, remove one.",
+    invoke_without_command=True, no_args_is_help=False)
+
+
+@models_app.callback()
+@handle_errors
+def models_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model, one per line.")] = False,
+) -> None:
+    """List the models on disk: name (usable with -m), quant, size, last used, path."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..hub import human_size
+    from ..hub.store import all_models, last_used, partials
+    from ..paths import hf_cache_dir
+
+    con = console_mod.current()
+    found = all_models()
+    if as_json:
+        for f in found:
+            con.write(json.dumps({"name": short_name(f), "repo": f.repo_id, "file": f.filename,
+                                  "quant": f.quant, "size": f.size, "path": str(f.path),
+                                  "last_used": last_used(f.path)}) + "\n")
+    elif found:
+        rows = []
+        for f in found:
+            used = last_used(f.path)
+            rows.append([short_name(f), f.quant or "-", human_size(f.size),
+                         time.strftime("%Y-%m-%d %H:%M", time.localtime(used)) if used else "never",
+                         str(f.path)])
+        con.write(_table(["NAME", "QUANT", "SIZE", "LAST USED", "PATH"], rows))
+    else:
+        con.error(f"no models on disk yet (in {hf_cache_dir()}); get one with: chatglm3 pull chatglm3-6b")
+    left = partials()
+    if left:
+        size = sum(p.stat().st_size for p in left)
+        con.error(f"{len(left)} partial download(s), {human_size(size)}: `chatglm3 pull MODEL` resumes, "
+                  "`chatglm3 models rm MODEL` removes")
+
+
+def _on_disk(model: Optional[str]) -> tuple["ModelSpec", list["CachedFile"]]:
+    """Files the name means on disk; a bare repo or alias (no quant) means all of its GGUFs."""
+    from ..hub.registry import gguf_files
+    from ..hub.store import all_models, find_cached, repo_files
+
+    spec = _spec(model)
+    if spec.is_local:
+        assert spec.path is not None
+        target = spec.path.resolve()
+        return spec, [f for f in all_models() if target in (f.path.resolve(), f.path.absolute())]
+    assert spec.repo_id is not None
+    if spec.quant or spec.filename:
+        hit = find_cached(spec)
+        return spec, [hit] if hit else []
+    return spec, [f for f in repo_files(spec.repo_id) if gguf_files([f.filename])]
+
+
+@models_app.command("info")
+@handle_errors
+def models_info(
+    model: Annotated[str, typer.Argument(help="A model name (as `chatglm3 models` shows it) or a .gguf path.")],
+) -> None:
+    """Show a model's GGUF metadata: architecture, context, layers, quant, size, sha256."""
+    from ..engine.gguf_file import read_gguf
+    from ..errors import ModelNotFoundError
+    from ..hub import human_size
+    from ..hub.registry import quant_of
+
+    con = console_mod.current()
+    spec, files = _on_disk(model)
+    if spec.is_local:
+        assert spec.path is not None
+        path, name, blob_sha = spec.path, spec.path.name, None
+    elif files:
+        f = _one(spec, files)
+        path, name = f.path, short_name(f)
+        blob_sha = f.blob.name if len(f.blob.name) == 64 else None  # verified when downloaded
+    else:
+        raise ModelNotFoundError(f"{spec.text} is not on disk", hint=f"download it with: chatglm3 pull {spec.text}")
+    info = read_gguf(path)
+    sha = blob_sha or _sha256(path, con)
+    rows = [
+        ("name", name), ("path", str(path)), ("architecture", info.architecture or "-"),
+        ("model", str(info.get("general.name") or "-")),
+        ("context", str(info.context_length or "-")),
+        ("layers", str(info.arch_get("block_count", "-"))),
+        ("embedding", str(info.arch_get("embedding_length", "-"))),
+        ("quant", info.quant or (f"{quant_of(path.name)} (from the file name)" if quant_of(path.name) else "-")),
+        ("tensors", str(len(info.tensors))),
+        ("size", f"{human_size(info.file_size)} ({info.file_size:,} bytes)"),
+        ("sha256", sha), ("gguf", f"version {info.version}"),
+    ]
+    con.write("".join(f"{k + ':':<14}{v}\n" for k, v in rows))
+
+
+def _one(spec: "ModelSpec", files: list["CachedFile"]) -> "CachedFile":
+    """A name without a quant means the default quant, or the repo's only file on disk."""
+    from ..errors import ModelNotOnHubError
+    from ..hub.store import find_cached
+
+    if len(files) == 1:
+        return files[0]
+    hit = find_cached(spec)
+    if hit is None:
+        quants = ", ".join(sorted(short_name(f) for f in files))
+        raise ModelNotOnHubError(f"{spec.text} has several files on disk: {quants}",
+                                 hint="name one of them")
+    return hit
+
+
+def _sha256(path: "Path", con: console_mod.Console) -> str:
+    import hashlib
+
+    if path.stat().st_size > 500_000_000:
+        con.error(f"computing the sha256 of {path.name} ...")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@models_app.command("rm")
+@handle_errors
+def models_rm(
+    model: Annotated[str, typer.Argument(
+        help="A model name (alias[:QUANT], owner/repo[:QUANT]) or its path; "
+             "without a quant, all of the repo's files.")],
+) -> None:
+    """Remove a model from disk, with the repo's partial downloads."""
+    from ..errors import ModelNotFoundError
+    from ..hub import human_size
+    from ..hub.store import partials, remove
+
+    con = console_mod.current()
+    spec, files = _on_disk(model)
+    if spec.is_local and not files:
+        raise UsageError(f"{spec.text} is not in the model cache; delete the file yourself")
+    repo = spec.repo_id or (files[0].repo_id if files else None)
+    left = partials(repo) if repo else []
+    if not files and not left:
+        raise ModelNotFoundError(f"{spec.text} is not on disk", hint="see what is with: chatglm3 models")
+    left_size = sum(p.stat().st_size for p in left)
+    for f in files:
+        con.error(f"removing {short_name(f)} ({human_size(f.size)}) {f.path}")
+    remove(files, partials_of=repo)
+    if left:
+        con.error(f"removed {len(left)} partial download(s) of {repo} ({human_size(left_size)})")

@@ -1,0 +1,353 @@
+"""`chatglm3 translate PATH... --to LANG`: whole files translated, structure kept.
+
+This module parses arguments, expands directories, shows progress and the summary; the work
+is ``chatglm3_cli.translate.pipeline.translate``. Translations go to files (or stdout for
+stdin and --preview); progress, problems and the summary go to stderr.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from . import console as console_mod
+from . import options as opt
+from .common import resolve_model_path, sampling
+from .errors import UsageError, handle_errors
+from .exit_codes import ExitCode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..translate.pipeline import FileResult, FileTask, Summary
+
+PLAIN_EVERY_S = 5.0
+MAX_LISTED = 50  # failed units listed one by one in the summary
+
+
+def _eta(summary: "Summary") -> str:
+    done, total = summary.chunks_done, summary.chunks
+    elapsed = time.monotonic() - summary.started
+    if done <= 0 or done >= total:
+        return ""
+    secs = int(elapsed / done * (total - done))
+    return f", about {secs // 60}m{secs % 60:02d}s left" if secs >= 60 else f", about {secs}s left"
+
+
+def _done_line(r: "FileResult") -> str:
+    t = r.task
+    where = str(t.output) if t.output is not None else "stdout"
+    if r.status == "failed":
+        err = r.error or "failed"
+        return f"translate: {err}" if err.startswith(t.label) else f"translate: {t.label}: {err}"
+    if r.status == "preview":
+        return f"translate: {t.label}: preview of {r.chunks} chunk{'s' if r.chunks != 1 else ''} (stdout)"
+    extra = f", {len(r.failures)} kept in the source language" if r.failures else ""
+    cached = f", {_n(r.cached, 'answer')} from the checkpoint" if r.cached else ""
+    return (f"translate: {t.label} -> {where} ({_n(r.units, 'unit')}, {_n(r.chunks, 'chunk')}"
+            f"{cached}{extra})")
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}{'' if k == 1 else 's'}"
+
+
+class PlainProgress:
+    """Lines on stderr, no control codes: one per finished file and a status every few seconds."""
+
+    def __init__(self, con: console_mod.Console) -> None:
+        self.con = con
+        self._last = time.monotonic()
+
+    def _emit(self, text: str) -> None:
+        self.con.error(text)
+
+    def start(self, summary: "Summary") -> None:
+        for r in summary.files:
+            if r.status == "failed":  # unreadable, unsupported, unwritable: known before any work
+                self._emit(_done_line(r))
+
+    def file_started(self, result: "FileResult") -> None:
+        pass
+
+    def advance(self, result: "FileResult", summary: "Summary") -> None:
+        now = time.monotonic()
+        if now - self._last >= PLAIN_EVERY_S and summary.chunks_done < summary.chunks:
+            self._last = now
+            self.con.error(f"translate: {summary.chunks_done}/{summary.chunks} chunks, "
+                           f"{summary.tokens_per_second:.1f} tok/s{_eta(summary)}")
+
+    def file_done(self, result: "FileResult", summary: "Summary") -> None:
+        self._emit(_done_line(result))
+
+    def finish(self, summary: "Summary") -> None:
+        pass
+
+
+class RichProgress(PlainProgress):
+    """On a terminal: an overall bar and one bar per file being translated."""
+
+    def __init__(self, con: console_mod.Console) -> None:
+        super().__init__(con)
+        self._bar: Any = None
+        self._overall: Any = None
+        self._tasks: dict[int, Any] = {}
+
+    def start(self, summary: "Summary") -> None:
+        from rich.console import Console as RichConsole
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        self._bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
+            TextColumn("{task.fields[tps]}"), TimeRemainingColumn(),
+            console=RichConsole(file=self.con.stderr), transient=False)
+        self._bar.start()
+        self._overall = self._bar.add_task("all files", total=summary.chunks or 1, tps="")
+        super().start(summary)
+
+    def _emit(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            self.con.error(text)
+
+    def file_started(self, result: "FileResult") -> None:
+        if self._bar is not None:
+            name = result.task.label if len(result.task.label) <= 40 else "…" + result.task.label[-39:]
+            self._tasks[id(result)] = self._bar.add_task(name, total=result.chunks or 1, tps="")
+
+    def advance(self, result: "FileResult", summary: "Summary") -> None:
+        if self._bar is None:
+            return
+        task = self._tasks.get(id(result))
+        if task is not None:
+            self._bar.update(task, completed=result.chunks_done)
+        self._bar.update(self._overall, completed=summary.chunks_done,
+                         tps=f"{summary.tokens_per_second:.1f} tok/s")
+
+    def file_done(self, result: "FileResult", summary: "Summary") -> None:
+        task = self._tasks.pop(id(result), None)
+        if task is not None and self._bar is not None:
+            self._bar.remove_task(task)
+        self._emit(_done_line(result))
+
+    def finish(self, summary: "Summary") -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _summary_lines(s: "Summary") -> list[str]:
+    n = len(s.files)
+    failed_files = s.failed_files
+    head = f"{n} file{'s' if n != 1 else ''}"
+    if failed_files:
+        head += f" ({len(failed_files)} failed)"
+    parts = [head, f"{s.chunks_done} of {_n(s.chunks, 'chunk')} done" if s.interrupted else _n(s.chunks, "chunk")]
+    if s.cached:
+        parts.append(f"{_n(s.cached, 'answer')} from the checkpoint")
+    parts += [_n(s.requests, "request"), _n(s.retries, "retry").replace("retrys", "retries"),
+             f"{_n(s.failed_units, 'unit')} not translated"]
+    if s.generated_tokens and s.seconds > 0:
+        parts.append(f"{s.generated_tokens} tokens in {s.seconds:.1f}s, "
+                     f"{s.generated_tokens / s.seconds:.1f} tok/s")
+    lines = ["translate: " + " · ".join(parts)]
+    listed = 0
+    for r in s.files:
+        for fail in sorted(r.failures, key=lambda x: x.line):
+            if listed < MAX_LISTED:
+                lines.append(f"  not translated (kept as is): {r.task.label}:{fail.line}: {fail.reason}: "
+                             f"{fail.excerpt}")
+            listed += 1
+    if listed > MAX_LISTED:
+        lines.append(f"  ... and {listed - MAX_LISTED} more units not translated")
+    for r in failed_files:
+        err = r.error or "failed"
+        lines.append(f"  failed: {err if err.startswith(r.task.label) else r.task.label + ': ' + err}")
+    if s.unused_terms:
+        terms = ", ".join(f"{src} → {dst} ({k}×)" for (src, dst), k in s.unused_terms.most_common(20))
+        lines.append(f"translate: glossary terms not used where they occurred: {terms}")
+    return lines
+
+
+def _skip_in_walk(p: Path, codes: set[str]) -> bool:
+    """Inside a directory, leave out hidden files and our own outputs (name.LANG.ext)."""
+    if any(part.startswith(".") for part in p.parts):
+        return True
+    stem_ext = p.stem.rsplit(".", 1)
+    return len(stem_ext) == 2 and stem_ext[1].lower() in codes
+
+
+def _expand(paths: list[str], glob: Optional[str], fmt: Optional[str], target_code: str,
+            outdir: Optional[Path]) -> list["FileTask"]:
+    from ..translate.formats import EXTENSIONS
+    from ..translate.languages import CODES
+    from ..translate.pipeline import FileTask
+
+    codes = set(CODES) | {target_code}
+    tasks: list[FileTask] = []
+    seen: dict[Path, str] = {}
+    for arg in paths:
+        p = Path(arg)
+        if p.is_dir():
+            found = sorted(q for q in p.glob(glob or "**/*") if q.is_file()
+                           and not _skip_in_walk(q.relative_to(p), codes)
+                           and (glob is not None or fmt is not None or q.suffix.lower() in EXTENSIONS))
+            if not found:
+                raise UsageError(f"{arg}: no files to translate (looked for "
+                                 f"{glob or 'files ending ' + ', '.join(EXTENSIONS)})")
+            pairs = [(q, q.relative_to(p)) for q in found]
+        else:
+            pairs = [(p, Path(p.name))]
+        for src, rel in pairs:
+            if outdir is not None:
+                out = outdir / rel
+            else:
+                out = src.with_name(f"{src.stem}.{target_code}{src.suffix}")
+            key = out.resolve()
+            if key in seen:
+                raise UsageError(f"{src} and {seen[key]} would both be written to {out}",
+                                 hint="translate them in separate runs or with different -o")
+            seen[key] = str(src)
+            tasks.append(FileTask(str(src), path=src, output=out, fmt=fmt))
+    return tasks
+
+
+@handle_errors
+def translate(
+    paths: Annotated[list[str], typer.Argument(
+        help="Files or directories to translate ('-' for stdin to stdout).", metavar="PATH...",
+        show_default=False)],
+    to: Annotated[str, typer.Option(
+        "--to", help="Target language: a code (zh, en, ja, ko, fr, de, es, ru, ...) or a name.",
+        metavar="LANG", show_default=False)],
+    from_: Annotated[str, typer.Option(
+        "--from", help="Source language, or 'auto' to let the model tell.", metavar="LANG")] = "auto",
+    output_dir: Annotated[Optional[str], typer.Option(
+        "--output-dir", "-o", metavar="OUTDIR",
+        help="Write the translations here, keeping names (and the tree of a directory). "
+             "[default: beside each input as NAME.LANG.EXT]")] = None,
+    glob: Annotated[Optional[str], typer.Option(
+        "--glob", metavar="PATTERN",
+        help="Which files of a directory to translate, e.g. '**/*.md'. [default: every .txt, .md, "
+             ".srt and .vtt file]")] = None,
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", metavar="FORMAT",
+        help="Treat the input as txt, md, srt or vtt (stdin, or files of another extension). "
+             "[default: from the extension; txt for stdin]")] = None,
+    bilingual: Annotated[bool, typer.Option(
+        "--bilingual", help="Keep the original and put the translation after each paragraph, cue or cell.")] = False,
+    glossary: Annotated[Optional[str], typer.Option(
+        "--glossary", metavar="FILE",
+        help="Term pairs to translate consistently: TSV (term<TAB>translation) or JSON.")] = None,
+    prompt_file: Annotated[Optional[str], typer.Option(
+        "--prompt-file", metavar="FILE",
+        help="Your own instructions instead of ours; {to}, {from}, {glossary} and {format_rules} "
+             "are filled in.")] = None,
+    preview: Annotated[Optional[int], typer.Option(
+        "--preview", min=1, metavar="N",
+        help="Translate only the first N chunks of each file and print them to stdout.")] = None,
+    parallel: Annotated[Optional[int], typer.Option(
+        "--parallel", "-p", min=1, max=256,
+        help="Chunks decoded at once. [default: 4 on a CPU, 8 with a GPU]")] = None,
+    model: opt.Model = None,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        "--max-tokens", min=1, help="Stop each answer after this many tokens (a longer one is "
+                                    "retried smaller). [default: 3x the chunk's tokens + 32]")] = None,
+    temperature: Annotated[Optional[float], typer.Option(
+        "--temperature", "-t", min=0.0,
+        help="Sampling temperature. [default: 0 = greedy and deterministic]")] = None,
+    top_p: opt.TopP = None,
+    top_k: opt.TopK = None,
+    repeat_penalty: opt.RepeatPenalty = None,
+    seed: opt.Seed = None,
+    ctx: Annotated[Optional[int], typer.Option(
+        "--ctx", "-c", min=64, help="Context size of each parallel sequence, in tokens. "
+                                    "[default: the model's, at most 4096]")] = None,
+    threads: opt.Threads = None,
+    gpu_layers: opt.GpuLayers = None,
+    verbose: opt.Verbose = False,
+    offline: opt.Offline = False,
+    endpoint: opt.Endpoint = None,
+) -> None:
+    """Translate .txt, .md, .srt and .vtt files, keeping their structure: code, front matter,
+    links and table layout in Markdown; cue numbers and timings in subtitles. Re-running the same
+    command resumes where it stopped.
+
+    Examples: chatglm3 translate README.md --to zh · chatglm3 translate subs/ --to en --glob '*.srt' ·
+    cat notes.txt | chatglm3 translate - --to ja
+    """
+    from ..textio import read_text_file
+    from ..translate.formats import FORMATS
+    from ..translate.glossary import Glossary, load_glossary
+    from ..translate.languages import parse_language
+    from ..translate.pipeline import FileTask, Settings
+    from ..translate.pipeline import translate as run_translate
+
+    con = console_mod.current()
+    try:
+        target = parse_language(to)
+        source = None if from_.strip().lower() in ("auto", "") else parse_language(from_)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if fmt is not None:
+        fmt = {"markdown": "md", "text": "txt", "webvtt": "vtt"}.get(fmt.lower(), fmt.lower())
+        if fmt not in FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if "-" in paths:
+        if len(paths) > 1:
+            raise UsageError("'-' (stdin) cannot be mixed with files")
+        if output_dir is not None:
+            raise UsageError("with '-' the translation goes to stdout; -o is for files")
+        if con.stdin_isatty:
+            raise UsageError("PATH is '-' (stdin), but stdin is a terminal: pipe the text in")
+        data = con.read_stdin_bytes()
+        import hashlib
+
+        tasks = [FileTask("stdin", data=data, fmt=fmt or "txt",
+                          checkpoint="stdin:" + hashlib.sha256(data).hexdigest())]
+    else:
+        tasks = _expand(paths, glob, fmt, target.code, Path(output_dir) if output_dir else None)
+
+    gloss = load_glossary(glossary) if glossary else Glossary()
+    template = read_text_file(prompt_file) if prompt_file else None
+    params = sampling(temperature=0.0 if temperature is None else temperature, top_p=top_p,
+                      top_k=top_k, repeat_penalty=repeat_penalty, seed=seed, max_tokens=None)
+    if parallel is None:
+        from ..engine import backend
+
+        parallel = 8 if backend.supports_gpu_offload() and gpu_layers != 0 else 4
+
+    def open_model() -> Any:
+        # only once some input is known to be usable: a wrong file never costs a model download
+        model_path = resolve_model_path(model, offline=offline, endpoint=endpoint)
+        from ..engine.model import Model
+
+        return Model(model_path, n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers, verbose=verbose)
+
+    settings = Settings(target=target, source=source, params=params, n_parallel=parallel, n_ctx=ctx,
+                        bilingual=bilingual, glossary=gloss, prompt_template=template, preview=preview,
+                        max_answer_tokens=max_tokens)
+    progress = RichProgress(con) if con.stderr_isatty else PlainProgress(con)
+    summary = run_translate(tasks, open_model=open_model, settings=settings, progress=progress)
+    for r in summary.files:
+        if r.text is not None:
+            if preview is not None and len(summary.files) > 1:
+                con.write(f"==> {r.task.label} <==\n")
+            con.write(r.text + ("\n" if preview is not None and not r.text.endswith("\n") else ""))
+    for line in _summary_lines(summary):
+        con.error(line)
+    if summary.interrupted:
+        con.error("translate: interrupted; finished chunks are kept: run the same command again to resume")
+        raise typer.Exit(ExitCode.INTERRUPTED)
+    if not summary.ok:
+        from ..errors import TranslationFailedError
+
+        nf, nu = len(summary.failed_files), summary.failed_units
+        what = []
+        if nf:
+            what.append(f"{nf} of {len(summary.files)} file{'s' if len(summary.files) != 1 else ''} failed")
+        if nu:
+            what.append(f"{nu} unit{'s' if nu != 1 else ''} not translated (kept in the source language)")
+        raise TranslationFailedError("; ".join(what) or "the translation is incomplete")

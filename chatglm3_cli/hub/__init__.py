@@ -1,0 +1,13 @@
+"""Models from the Hugging Face Hub: names and aliases (registry), resumable verified downloads
+into the shared HF cache (download), what is on disk (store), and the one resolver every command
+uses (resolve). No Typer or rich here: progress goes through the `Progress` protocol."""
+from __future__ import annotations
+
+
+def human_size(n: float) -> str:
+    """4140000000 -> '4.14 GB' (decimal units, as the Hub shows sizes)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"

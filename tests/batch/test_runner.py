@@ -1,0 +1,192 @@
+"""Whole jobs through the real llama.cpp on the generated fixtures (library level)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from chatglm3_cli.batch.jobs import parse_jobs
+from chatglm3_cli.batch.runner import NoProgress, Settings, run_batch
+from chatglm3_cli.engine.sampling import SamplingParams
+
+ANSWER = "Hello! I am ChatGLM3 🙂龘"
+LABELS = ["positive", "negative", "neutral"]
+# Bounded values only: a free-form string lets a model that never closes it run to max_tokens.
+SCHEMA = {"type": "object",
+          "properties": {"mood": {"enum": ["happy", "sad"]}, "loud": {"type": "boolean"},
+                         "stars": {"type": "integer", "minimum": 1, "maximum": 5}},
+          "required": ["mood", "loud", "stars"], "additionalProperties": False}
+
+TASKS = [
+    {"id": "chat", "task": "chat", "messages": [{"role": "user", "content": "hi"}]},
+    {"id": "generate", "task": "generate", "prompt": "Write a haiku"},
+    {"id": "translate", "task": "translate", "text": "Hello", "to": "French"},
+    {"id": "summarize", "task": "summarize", "text": "A long text.", "length": 20},
+    {"id": "qa", "task": "qa", "question": "Who?", "context": "Ann went home."},
+    {"id": "rewrite", "task": "rewrite", "text": "hey", "instruction": "formal"},
+    {"id": "classify", "task": "classify", "text": "I love it", "labels": LABELS},
+    {"custom_id": "openai", "method": "POST", "url": "/v1/chat/completions",
+     "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 40}},
+]
+
+
+def jsonl(records) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+def borrowed(model):
+    """A session fixture model that run_batch may 'open' and 'close' without closing it."""
+    return lambda: contextlib.nullcontext(model)
+
+
+def run(model, records, *, out=None, parallel=4, ctx=None, progress=None, **kw):
+    jf = parse_jobs(jsonl(records), "jobs.jsonl")
+    buf = io.StringIO()
+    s = run_batch(jf, output=out, stdout=None if out else buf, model_path=str(model.path),
+                  open_model=borrowed(model), progress=progress,
+                  settings=Settings(params=SamplingParams(temperature=0), n_parallel=parallel,
+                                    n_ctx=ctx, **kw))
+    text = out.read_text() if out else buf.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    return s, lines
+
+
+def by_id(lines):
+    return {(line.get("custom_id") or line["id"]): line for line in lines}
+
+
+def test_every_task_on_the_scripted_model(scripted_model):
+    # (extract has its own test below: constrained decoding on 65k tokens costs time)
+    s, lines = run(scripted_model, TASKS)
+    got = by_id(lines)
+    assert sorted(got) == sorted(r.get("id") or r.get("custom_id") for r in TASKS)
+    for task in ("chat", "generate", "translate", "summarize", "qa", "rewrite"):
+        line = got[task]
+        assert line["task"] == task and line["error"] is None
+        assert line["output"] == ANSWER and line["finish_reason"] == "stop"
+        assert line["usage"]["completion_tokens"] == 15 and line["timings"]["generated_tokens"] == 15
+        assert set(line) == {"id", "task", "output", "finish_reason", "usage", "timings", "error"}
+    assert got["classify"]["output"] in LABELS
+    assert s.total == 8 and (s.succeeded, s.failed) == (8, 0)
+
+
+def test_classify_output_is_always_one_of_the_labels(scripted_model, tiny_model):
+    records = [{"id": f"k{i}", "task": "classify", "text": f"record {i} says this and that", "labels": LABELS}
+               for i in range(4)]
+    for model in (scripted_model, tiny_model):  # the scripted one wants to say "Hello!"
+        s, lines = run(model, records)
+        assert s.failed == 0, lines
+        assert all(line["output"] in LABELS and line["error"] is None for line in lines)
+
+
+def test_extract_output_is_always_json_valid_against_the_schema(scripted_model, tiny_model):
+    jsonschema = pytest.importorskip("jsonschema")
+    records = [{"id": f"e{i}", "task": "extract", "text": f"record {i}", "schema": SCHEMA, "max_tokens": 64}
+               for i in range(2)]
+    for model in (scripted_model, tiny_model):
+        s, lines = run(model, records)
+        assert s.failed == 0, lines
+        for line in lines:
+            jsonschema.validate(line["output"], SCHEMA)
+
+
+def test_openai_shape_in_and_out(scripted_model):
+    s, lines = run(scripted_model, [TASKS[-1]])
+    (line,) = lines
+    assert set(line) == {"id", "custom_id", "response", "error"}
+    assert line["custom_id"] == "openai" and line["id"].startswith("batch_req_") and line["error"] is None
+    resp = line["response"]
+    assert resp["status_code"] == 200 and resp["request_id"]
+    body = resp["body"]
+    assert body["object"] == "chat.completion" and body["model"]
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": ANSWER}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"]["completion_tokens"] == 15
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + 15
+
+
+def test_openai_json_schema_response_format(tiny_model):
+    rec = {"custom_id": "j", "method": "POST", "url": "/v1/chat/completions",
+           "body": {"messages": [{"role": "user", "content": "rate it"}], "max_tokens": 64,
+                    "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": SCHEMA}}}}
+    s, (line,) = run(tiny_model, [rec])
+    assert line["error"] is None, line
+    content = line["response"]["body"]["choices"][0]["message"]["content"]
+    assert isinstance(content, str) and json.loads(content)["mood"] in ("happy", "sad")
+
+
+def test_a_record_too_long_for_the_context_fails_alone(scripted_model):
+    records = [{"id": "long", "task": "generate", "prompt": "word " * 400},
+               {"id": "short", "task": "generate", "prompt": "hi"}]
+    s, lines = run(scripted_model, records, ctx=128)
+    got = by_id(lines)
+    assert got["long"]["error"]["type"] == "PromptTooLongError" and got["long"]["output"] is None
+    assert got["short"]["output"] == ANSWER and got["short"]["error"] is None
+    assert (s.succeeded, s.failed) == (1, 1)
+
+
+def test_an_answer_that_does_not_parse_is_a_record_error(scripted_model):
+    # max_tokens 3 cuts the JSON short: the record fails, with its usage, and the job goes on.
+    records = [{"id": "cut", "task": "extract", "text": "x", "schema": SCHEMA, "max_tokens": 3},
+               {"id": "fine", "task": "generate", "prompt": "hi"}]
+    s, lines = run(scripted_model, records)
+    got = by_id(lines)
+    assert got["cut"]["error"]["type"] == "OutputFormatError"
+    assert got["cut"]["finish_reason"] == "length" and got["cut"]["usage"]["completion_tokens"] == 3
+    assert got["fine"]["error"] is None
+
+
+def test_invalid_records_become_error_lines(scripted_model):
+    jf_records = [TASKS[0], {"id": "u", "task": "poem"}]
+    s, lines = run(scripted_model, jf_records)
+    got = by_id(lines)
+    assert got["u"]["error"]["type"] == "InvalidRecordError" and "line 2" in got["u"]["error"]["message"]
+    assert got["chat"]["error"] is None and (s.succeeded, s.failed) == (1, 1)
+
+
+def test_shared_instructions_are_evaluated_once(tiny_model):
+    records = [{"id": f"t{i}", "task": "translate", "text": f"sentence number {i}", "to": "German",
+                "max_tokens": 2} for i in range(8)]
+    s, lines = run(tiny_model, records)
+    assert s.failed == 0
+    # Each prompt is ~100 tokens of which only the last few differ.
+    assert s.prompt_tokens > 8 * 80
+    assert s.evaluated_prompt_tokens < s.prompt_tokens / 3
+
+
+def test_resume_skips_answered_ids_without_loading_the_model(scripted_model, tmp_path):
+    out = tmp_path / "r.jsonl"
+    records = [{"id": f"g{i}", "task": "generate", "prompt": f"p{i}", "max_tokens": 2} for i in range(3)]
+    run(scripted_model, records[:2], out=out)
+    s, lines = run(scripted_model, records, out=out)
+    assert (s.skipped, s.done_now, s.succeeded) == (2, 1, 3)
+    assert sorted(by_id(lines)) == ["g0", "g1", "g2"] and len(lines) == 3
+    jf = parse_jobs(jsonl(records), "jobs.jsonl")
+
+    def no_model():
+        raise AssertionError("the model must not be opened when nothing is left to do")
+
+    s = run_batch(jf, output=out, stdout=None, model_path=str(scripted_model.path), open_model=no_model,
+                  settings=Settings(params=SamplingParams(temperature=0)))
+    assert (s.skipped, s.done_now, s.succeeded) == (3, 0, 3)
+
+
+class InterruptAfter(NoProgress):
+    def __init__(self, n):
+        self.n = n
+
+    def advance(self, ok, key, error, summary):
+        if summary.done_now >= self.n:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_complete_lines_and_resumes(scripted_model, tmp_path):
+    out = tmp_path / "r.jsonl"
+    records = [{"id": f"g{i}", "task": "generate", "prompt": f"p{i}", "max_tokens": 2} for i in range(8)]
+    s, lines = run(scripted_model, records, out=out, progress=InterruptAfter(3))
+    assert s.interrupted and len(lines) == 3  # every line complete JSON
+    s, lines = run(scripted_model, records, out=out)
+    assert not s.interrupted and (s.skipped, s.done_now) == (3, 5)
+    assert sorted(by_id(lines)) == sorted(r["id"] for r in records) and len(lines) == 8

@@ -1,0 +1,302 @@
+"""`chatglm3 batch` as a user runs it: CliRunner for argv/files/exit codes, real processes for
+signals (SIGKILL mid-run, Ctrl-C)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from chatglm3_cli.cli.app import app
+from chatglm3_cli.cli.exit_codes import ExitCode
+
+ANSWER = "Hello! I am ChatGLM3 🙂龘"
+CMD = [sys.executable, "-m", "chatglm3_cli"]
+
+
+def jsonl(records) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def gen(i, **kw):
+    return {"id": f"g{i}", "task": "generate", "prompt": f"prompt {i}", "max_tokens": 4, **kw}
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def ids(lines):
+    return [line.get("custom_id", line.get("id")) for line in lines]
+
+
+@pytest.fixture
+def batch(fixtures):
+    runner = CliRunner()
+    model = str(fixtures.path("scripted"))
+
+    def invoke(*args, input=None, model_path=None):
+        return runner.invoke(app, ["batch", "-m", model_path or model, "-t", "0", *args], input=input)
+
+    return invoke
+
+
+def test_results_beside_the_input(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0), gen(1), {"id": "c", "task": "chat",
+                                            "messages": [{"role": "user", "content": "hi"}]}]))
+    r = batch(str(jobs))
+    assert r.exit_code == 0, r.output
+    assert r.stdout == ""
+    out = tmp_path / "jobs.results.jsonl"
+    lines = read(out)
+    assert sorted(ids(lines)) == ["c", "g0", "g1"]
+    assert {line["id"]: line["output"] for line in lines}["c"] == ANSWER
+    manifest = json.loads((tmp_path / "jobs.results.jsonl.manifest.json").read_text())
+    assert manifest["model"]["sha256"] and len(manifest["model"]["sha256"]) == 64
+    assert manifest["params"]["temperature"] == 0 and manifest["version"]
+    assert "3 records: 3 succeeded, 0 failed" in r.stderr and "results: " in r.stderr
+
+
+def test_stdin_to_stdout(batch):
+    r = batch("-", input=jsonl([gen(0), gen(1)]))
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in r.stdout.splitlines()]  # only JSON lines on stdout
+    assert sorted(ids(lines)) == ["g0", "g1"] and lines[0]["output"]
+    assert "results: stdout" in r.stderr
+
+
+def test_openai_batch_file_round_trip(batch, tmp_path):
+    jobs = tmp_path / "openai.jsonl"
+    jobs.write_text(jsonl([{"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+                            "body": {"model": "gpt-4o-mini", "max_tokens": 30,
+                                     "messages": [{"role": "system", "content": "Be brief."},
+                                                  {"role": "user", "content": f"question {i}"}]}}
+                           for i in range(3)]))
+    r = batch(str(jobs), "-o", str(tmp_path / "out.jsonl"))
+    assert r.exit_code == 0, r.output
+    lines = read(tmp_path / "out.jsonl")
+    assert sorted(ids(lines)) == ["req-0", "req-1", "req-2"]
+    for line in lines:
+        assert line["error"] is None and line["response"]["status_code"] == 200
+        assert line["response"]["body"]["choices"][0]["message"]["content"] == ANSWER
+
+
+def test_invalid_records_are_listed_and_the_rest_runs(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0)]) + "{not json\n" + jsonl([{"id": "u", "task": "poem"}, gen(0)]))
+    r = batch(str(jobs))
+    assert r.exit_code == ExitCode.PARTIAL_FAILURE, r.output
+    assert "3 invalid records of 4" in r.stderr
+    assert "line 2: invalid JSON" in r.stderr and "line 3: unknown task 'poem'" in r.stderr
+    assert "line 4: duplicate id 'g0' (first on line 1)" in r.stderr
+    assert "error: 3 of 4 records failed" in r.stderr and "--retry-errors" in r.stderr
+    lines = read(tmp_path / "jobs.results.jsonl")
+    assert len(lines) == 4
+    errors = [line for line in lines if line["error"]]
+    assert {e["error"]["type"] for e in errors} == {"InvalidRecordError"}
+    assert sorted(e.get("line", 0) for e in errors) == [0, 2, 4]  # id-less reports carry their line
+
+
+def test_strict_runs_nothing(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0), {"id": "x", "task": "classify", "text": "t"}]))
+    r = batch(str(jobs), "--strict")
+    assert r.exit_code == ExitCode.STRICT_INVALID_INPUT
+    assert 'line 2: missing "labels"' in r.stderr and "nothing was run" in r.stderr
+    assert not (tmp_path / "jobs.results.jsonl").exists()
+    assert not (tmp_path / "jobs.results.jsonl.manifest.json").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x00\x01\x02\x03binary", "looks like a binary file"),
+    (b"", "has no records"),
+])
+def test_unusable_input_files(batch, tmp_path, content, message):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_bytes(content)
+    r = batch(str(jobs))
+    assert r.exit_code == ExitCode.INPUT_ERROR and message in r.stderr
+    assert not (tmp_path / "jobs.results.jsonl").exists()
+
+
+def test_non_utf8_line_fails_alone(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_bytes(jsonl([gen(0)]).encode() + b'{"id": "z", "task": "generate", "prompt": "caf\xe9"}\n')
+    r = batch(str(jobs))
+    assert r.exit_code == ExitCode.PARTIAL_FAILURE
+    assert "line 2: not valid UTF-8" in r.stderr
+
+
+def test_missing_file_and_output_equal_to_input(batch, tmp_path):
+    r = batch(str(tmp_path / "nope.jsonl"))
+    assert r.exit_code == ExitCode.INPUT_ERROR and "file not found" in r.stderr
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0)]))
+    r = batch(str(jobs), "-o", str(jobs))
+    assert r.exit_code == ExitCode.USAGE
+
+
+def test_rerun_resumes_and_repairs_a_half_written_last_line(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(i) for i in range(3)]))
+    assert batch(str(jobs)).exit_code == 0
+    out = tmp_path / "jobs.results.jsonl"
+    first = read(out)
+    # Drop the last answer and leave half of it, as a crash mid-write would.
+    raw = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join(raw[:-1]) + raw[-1][:25])
+    jobs.write_text(jsonl([gen(i) for i in range(5)]))
+    r = batch(str(jobs))
+    assert r.exit_code == 0, r.output
+    assert "removed a half-written last line" in r.stderr
+    assert "(2 answered by an earlier run)" in r.stderr
+    lines = read(out)
+    assert sorted(ids(lines)) == ["g0", "g1", "g2", "g3", "g4"]  # each once
+    assert lines[:2] == first[:2]  # earlier answers kept as they were
+    r = batch(str(jobs))  # nothing left to do
+    assert r.exit_code == 0 and "(5 answered by an earlier run)" in r.stderr and len(read(out)) == 5
+
+
+def test_retry_errors(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0), {"id": "x", "task": "summarise", "text": "t"}]))
+    assert batch(str(jobs)).exit_code == ExitCode.PARTIAL_FAILURE
+    jobs.write_text(jsonl([gen(0), {"id": "x", "task": "summarize", "text": "t", "max_tokens": 4}]))
+    r = batch(str(jobs))  # failed ids are kept without --retry-errors
+    assert r.exit_code == ExitCode.PARTIAL_FAILURE and "(2 answered by an earlier run)" in r.stderr
+    r = batch(str(jobs), "--retry-errors")
+    assert r.exit_code == 0, r.output
+    lines = read(tmp_path / "jobs.results.jsonl")
+    assert sorted(ids(lines)) == ["g0", "x"] and all(line["error"] is None for line in lines)
+
+
+def test_manifest_mismatch_and_force(batch, fixtures, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0)]))
+    assert batch(str(jobs)).exit_code == 0
+    jobs.write_text(jsonl([gen(0), gen(1)]))
+    r = batch(str(jobs), "-t", "0.5")
+    assert r.exit_code == ExitCode.MANIFEST_MISMATCH
+    assert "temperature: 0.0 -> 0.5" in r.stderr and "--force" in r.stderr
+    r = batch(str(jobs), model_path=str(fixtures.path("tiny")))
+    assert r.exit_code == ExitCode.MANIFEST_MISMATCH and "model: " in r.stderr and "sha256" in r.stderr
+    assert len(read(tmp_path / "jobs.results.jsonl")) == 1  # nothing written
+    r = batch(str(jobs), "-t", "0.5", "--force")
+    assert r.exit_code == 0, r.output
+    assert "--force: resuming with other settings" in r.stderr
+    manifest = json.loads((tmp_path / "jobs.results.jsonl.manifest.json").read_text())
+    assert manifest["params"]["temperature"] == 0.5 and manifest["previous"][0]["params"]["temperature"] == 0
+    assert sorted(ids(read(tmp_path / "jobs.results.jsonl"))) == ["g0", "g1"]
+
+
+def test_a_manifest_without_results_is_replaced(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0)]))
+    assert batch(str(jobs)).exit_code == 0
+    (tmp_path / "jobs.results.jsonl").unlink()  # the user starts over
+    r = batch(str(jobs), "-t", "0.5")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "jobs.results.jsonl.manifest.json").read_text())
+    assert manifest["params"]["temperature"] == 0.5
+
+
+def test_a_second_run_of_the_same_job_at_once_is_refused(batch, tmp_path):
+    from chatglm3_cli.batch.results import ResultsFile
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0)]))
+    other = ResultsFile(tmp_path / "jobs.results.jsonl")
+    other.lock()  # as a run in another terminal would
+    try:
+        r = batch(str(jobs))
+    finally:
+        other.close()
+    assert r.exit_code == ExitCode.USAGE and "another chatglm3 batch is writing" in r.stderr
+
+
+def test_foreign_results_file_is_not_touched(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0)]))
+    (tmp_path / "jobs.results.jsonl").write_text("my own notes\n")
+    r = batch(str(jobs))
+    assert r.exit_code == ExitCode.MANIFEST_MISMATCH and "has no manifest" in r.stderr
+    assert (tmp_path / "jobs.results.jsonl").read_text() == "my own notes\n"
+
+
+# real processes -----------------------------------------------------------------------------
+
+def _env():
+    env = dict(os.environ)
+    env.pop("CHATGLM3_DEBUG", None)
+    env.pop("CHATGLM3_MODEL", None)
+    return env
+
+
+def _start(args, tmp_path):
+    return subprocess.Popen(CMD + ["batch", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env(), cwd=tmp_path)
+
+
+def _wait_for_lines(path, n, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"finished before {n} lines: {proc.stderr.read().decode()}")
+        time.sleep(0.02)
+    pytest.fail("no progress")
+
+
+def _job_on_tiny(tmp_path, n=40):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([{"id": f"r{i:02d}", "task": "summarize", "text": f"record number {i}",
+                            "max_tokens": 6} for i in range(n)]))
+    return jobs
+
+
+def test_sigkill_mid_run_then_rerun_gives_every_id_once(fixtures, tmp_path):
+    jobs = _job_on_tiny(tmp_path)
+    out = tmp_path / "jobs.results.jsonl"
+    args = [str(jobs), "-m", str(fixtures.path("tiny")), "-t", "0", "-c", "256"]
+    p = _start(args, tmp_path)
+    _wait_for_lines(out, 5, p)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    done = len(read(out))
+    assert 5 <= done < 40
+    p = subprocess.run(CMD + ["batch", *args], capture_output=True, text=True, env=_env(), timeout=300,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    assert f"({done} answered by an earlier run)" in p.stderr
+    lines = read(out)
+    assert sorted(ids(lines)) == [f"r{i:02d}" for i in range(40)]  # every id exactly once
+    assert all(line["error"] is None for line in lines)
+
+
+def test_ctrl_c_stops_between_lines_and_exits_130(fixtures, tmp_path):
+    jobs = _job_on_tiny(tmp_path)
+    out = tmp_path / "jobs.results.jsonl"
+    p = _start([str(jobs), "-m", str(fixtures.path("tiny")), "-t", "0", "-c", "256"], tmp_path)
+    _wait_for_lines(out, 3, p)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == ExitCode.INTERRUPTED, err
+    assert b"run the same command again to resume" in err
+    assert out.read_bytes().endswith(b"\n")
+    assert len(set(ids(read(out)))) == len(read(out)) < 40
+
+
+def test_batch_help_does_not_import_llama_cpp():
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "chatglm3_cli", "batch", "--help"],
+                       capture_output=True, text=True, env=_env(), stdin=subprocess.DEVNULL, timeout=60)
+    assert p.returncode == 0, p.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if "|" in line]
+    assert not any(m.startswith(("llama_cpp", "jsonschema", "sentencepiece")) for m in imported)
+    assert "--retry-errors" in p.stdout

@@ -1,0 +1,70 @@
+"""Model names: aliases, quants, Hub references and picking a file from a listing."""
+from __future__ import annotations
+
+import pytest
+
+from chatglm3_cli import config
+from chatglm3_cli.errors import ModelNotFoundError, ModelNotOnHubError
+from chatglm3_cli.hub.registry import parse_spec, pick_file, quant_of
+from chatglm3_cli.hub.resolve import model_name
+
+
+@pytest.mark.parametrize("name, quant", [
+    ("chatglm3-6b.Q4_K_M.gguf", "Q4_K_M"), ("chatglm3-6b-q4_0.gguf", "Q4_0"),
+    ("glm-4-9b-chat-Q4_K_M.gguf", "Q4_K_M"), ("chatglm3-6b.IQ4_XS.gguf", "IQ4_XS"),
+    ("chatglm3-6b.f16.gguf", "F16"), ("sub/dir/model-bf16.gguf", "BF16"), ("model.gguf", None),
+])
+def test_quant_of(name, quant):
+    assert quant_of(name) == quant
+
+
+def test_alias_with_and_without_quant():
+    s = parse_spec("chatglm3-6b:q8_0")
+    assert (s.repo_id, s.quant, s.alias) == ("mradermacher/chatglm3-6b-GGUF", "q8_0", "chatglm3-6b")
+    assert parse_spec("glm-4-9b-chat").repo_id == "bartowski/glm-4-9b-chat-GGUF"
+    assert parse_spec("chatglm3-6b-128k").repo_id == "mradermacher/chatglm3-6b-128k-GGUF"
+
+
+def test_hub_references():
+    assert parse_spec("owner/repo").repo_id == "owner/repo"
+    s = parse_spec("owner/repo:Q5_K_M")
+    assert (s.repo_id, s.quant) == ("owner/repo", "Q5_K_M")
+    s = parse_spec("owner/repo/sub/file.Q2_K.gguf")
+    assert (s.repo_id, s.filename) == ("owner/repo", "sub/file.Q2_K.gguf")
+
+
+def test_paths(tmp_path, monkeypatch):
+    f = tmp_path / "a" / "b" / "c.gguf"
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"GGUF")
+    monkeypatch.chdir(tmp_path)
+    assert parse_spec("a/b/c.gguf").path is not None  # an existing file wins over owner/repo/file
+    assert parse_spec("./x/y/z.gguf").is_local and parse_spec("/abs/m.gguf").is_local
+    assert parse_spec("missing.gguf").is_local and parse_spec("models/missing.gguf").is_local
+    with pytest.raises(ModelNotFoundError, match="unknown model"):
+        parse_spec("no-such-alias")
+
+
+def test_pick_file_is_case_insensitive_and_lists_what_exists():
+    files = ["README.md", "m.Q4_K_M.gguf", "m.Q8_0.gguf", "m.f16.gguf"]
+    assert pick_file(parse_spec("o/r:q8_0"), files, where="") == "m.Q8_0.gguf"
+    assert pick_file(parse_spec("o/r"), files, where="") == "m.Q4_K_M.gguf"  # the default quant
+    with pytest.raises(ModelNotOnHubError, match="no Q2_K file.*quants: F16, Q4_K_M, Q8_0"):
+        pick_file(parse_spec("o/r:Q2_K"), files, where="")
+    assert pick_file(parse_spec("o/r"), ["only-q4_0.gguf"], where="") == "only-q4_0.gguf"
+    split = ["big-Q8_0-00001-of-00002.gguf", "big-Q8_0-00002-of-00002.gguf"]
+    assert pick_file(parse_spec("o/r:Q8_0"), split, where="") == split[0]
+
+
+def test_precedence_flag_env_config_default(monkeypatch):
+    assert model_name() == "chatglm3-6b"
+    config.config_file().parent.mkdir(parents=True)
+    config.config_file().write_text('model = "glm-4-9b-chat"  # mine\n')
+    assert model_name() == "glm-4-9b-chat"
+    monkeypatch.setenv("CHATGLM3_MODEL", "chatglm3-6b-128k")
+    assert model_name() == "chatglm3-6b-128k"
+    assert model_name("owner/repo") == "owner/repo"
+
+
+def test_minimal_config_parser_for_python_310():
+    assert config._parse_minimal('# c\nmodel = "a/b:Q8_0"\nx = 3\n') == {"model": "a/b:Q8_0", "x": 3}

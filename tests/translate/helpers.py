@@ -1,0 +1,74 @@
+"""A fake model and decoder for pipeline tests that need a well-behaved (or badly behaved)
+translator: the real fixtures cannot produce numbered answers."""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from chatglm3_cli.engine.decoder import DecodeResult, DecoderStats
+from chatglm3_cli.engine.generate import Completion, Timings
+
+MARK = re.compile(r"^\[(\d+)\] ", re.MULTILINE)
+
+
+def units_of(request: str) -> list[str]:
+    marks = list(MARK.finditer(request))
+    return [request[m.end():(marks[k + 1].start() if k + 1 < len(marks) else len(request))].rstrip("\n")
+            for k, m in enumerate(marks)]
+
+
+def shout(text: str) -> str:
+    """A 'translation' that keeps placeholders: upper-case everything outside {{n}}."""
+    return re.sub(r"\{\{\d+\}\}|[^{}]+", lambda m: m.group(0) if m.group(0).startswith("{{") else m.group(0).upper(), text)
+
+
+def numbered(units: list[str], fn: Callable[[str], str] = shout) -> str:
+    return "\n".join(f"[{k}] {fn(u)}" for k, u in enumerate(units, 1))
+
+
+class FakeModel:
+    """tokenize: one token per 4 characters; prompt ids remember the messages they came from."""
+
+    family = "fake"
+    n_ctx = 4096
+
+    def __init__(self) -> None:
+        self.prompts: list[list] = []
+
+    def tokenize(self, text: str) -> list[int]:
+        return [0] * (len(text) // 4 + 1)
+
+    def prompt_ids(self, messages) -> list[int]:
+        self.prompts.append(list(messages))
+        n = sum(len(self.tokenize(m.content)) for m in messages) + 4
+        return [1] * (n - 1) + [10**6 + len(self.prompts) - 1]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+class FakeDecoder:
+    """Answers each request with ``answer(units, system, user)``; counts requests."""
+
+    def __init__(self, model: FakeModel, answer: Callable[[list[str], str, str], str]) -> None:
+        self.model = model
+        self.answer = answer
+        self.stats = DecoderStats()
+        self.requests: list[str] = []
+
+    def run(self, requests):
+        for req in requests:
+            msgs = self.model.prompts[req.prompt_ids[-1] - 10**6]
+            system, user = msgs[0].content, msgs[-1].content
+            self.requests.append(user)
+            self.stats.requests += 1
+            text = self.answer(units_of(user), system, user)
+            yield DecodeResult(req.key, completion=Completion(
+                text=text, metadata="", finish_reason="stop", prompt_tokens=len(req.prompt_ids),
+                cached_tokens=0, completion_tokens=len(text) // 4, timings=Timings()))
+
+    def close(self) -> None:
+        pass
