@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from .errors import InputError
+from .files import read_bytes
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -25,15 +25,4 @@ def decode_text(data: bytes, source: str) -> str:
 
 
 def read_text_file(path: str | os.PathLike[str]) -> str:
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"file not found: {p}") from None
-    except IsADirectoryError:
-        raise InputError(f"{p} is a directory, not a file") from None
-    except PermissionError:
-        raise InputError(f"permission denied: {p}") from None
-    except OSError as e:
-        raise InputError(f"cannot read {p}: {e.strerror}") from None
-    return decode_text(data, str(p))
+    return decode_text(read_bytes(path), str(path))

@@ -13,9 +13,7 @@ Two shapes, one record per line (blank lines are skipped):
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from ..engine.prompt import Message
@@ -85,20 +83,6 @@ class JobFile:
 
 
 # reading ------------------------------------------------------------------------------------
-
-def read_input_bytes(path: str | os.PathLike[str]) -> bytes:
-    p = Path(path)
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"file not found: {p}") from None
-    except IsADirectoryError:
-        raise InputError(f"{p} is a directory, not a file") from None
-    except PermissionError:
-        raise InputError(f"permission denied: {p}") from None
-    except OSError as e:
-        raise InputError(f"cannot read {p}: {e.strerror}") from None
-
 
 def _lines(data: bytes, source: str) -> list[tuple[int, str | None, str | None]]:
     """(line number, text or None, why not) for each non-blank line. A binary file is refused

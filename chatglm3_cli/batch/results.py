@@ -10,16 +10,15 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .. import __version__
+from ..files import atomic_write_bytes
 from ..errors import ManifestMismatchError, ResultsInUseError
 
 
@@ -48,23 +47,6 @@ class ScanReport:
     dropped_duplicates: int = 0
     dropped_retry: int = 0  # failed lines removed to be run again
     dropped_keyless: int = 0  # reports of id-less records (re-reported by this run)
-
-
-def _atomic_write_bytes(path: Path, chunks: Iterable[bytes]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for c in chunks:
-                f.write(c)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class ResultsFile:
@@ -142,7 +124,7 @@ class ResultsFile:
             rewrite = rewrite or report.dropped_retry > 0
         report.answered = {k: not failed for k, failed, _ in keep if k is not None}
         if rewrite:
-            _atomic_write_bytes(self.path, (raw for _, _, raw in keep))
+            atomic_write_bytes(self.path, (raw for _, _, raw in keep))
         elif report.truncated_bytes:
             os.truncate(self.path, len(data) - len(tail))
         return report
@@ -179,40 +161,6 @@ def manifest_path(results: Path) -> Path:
     return results.with_name(results.name + ".manifest.json")
 
 
-def _sha_cache_file() -> Path:
-    from ..paths import state_dir
-
-    return state_dir() / "sha256-cache.json"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a (multi-GB) model file, computed once and cached by path, size and mtime."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = str(p)
-    cache_file = _sha_cache_file()
-    try:
-        cache = json.loads(cache_file.read_text(encoding="utf-8"))
-        if not isinstance(cache, dict):
-            cache = {}
-    except (OSError, ValueError):
-        cache = {}
-    hit = cache.get(key)
-    if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns \
-            and isinstance(hit.get("sha256"), str):
-        return hit["sha256"]
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    digest = h.hexdigest()
-    cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(cache_file, [json.dumps(cache, indent=1).encode("utf-8")])
-    except OSError:
-        pass  # a cache that cannot be written only costs time
-    return digest
 
 
 @dataclass
@@ -236,7 +184,7 @@ class Manifest:
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(path, [(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()])
+        atomic_write_bytes(path, [(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()])
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, T
 from ..errors import (ChatGLM3Error, GenerationError, InputError, InvalidRecordError, OutputFormatError,
                       PromptTooLongError)
 from .jobs import Job, JobFile, Problem
-from .results import (Manifest, ResultsFile, ScanReport, check_manifest, dumps_line, file_sha256,
+from ..files import file_sha256
+from .results import (Manifest, ResultsFile, ScanReport, check_manifest, dumps_line,
                       manifest_path, read_manifest)
 
 if TYPE_CHECKING:  # pragma: no cover

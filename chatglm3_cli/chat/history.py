@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from ..engine.prompt import ROLES, Message
 from ..errors import InputError
+from ..files import atomic_write_text
 from ..textio import read_text_file
 
 
@@ -23,22 +23,6 @@ def data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("chatglm3", appauthor=False))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temp file and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 @dataclass

@@ -176,7 +176,8 @@ def batch(
     Examples: chatglm3 batch jobs.jsonl · chatglm3 batch jobs.jsonl --retry-errors
     · cat jobs.jsonl | chatglm3 batch - > results.jsonl
     """
-    from ..batch.jobs import parse_jobs, read_input_bytes
+    from ..batch.jobs import parse_jobs
+    from ..files import read_bytes
     from ..batch.runner import Settings, run_batch
     from ..errors import BatchFailedError, InvalidJobsError
 
@@ -186,7 +187,7 @@ def batch(
             raise UsageError("JOBS.jsonl is '-' (stdin), but stdin is a terminal: pipe the records in")
         data, source = con.read_stdin_bytes(), "stdin"
     else:
-        data, source = read_input_bytes(jobs), jobs
+        data, source = read_bytes(jobs), jobs
     out_path = default_output(jobs) if output is None else (None if output == "-" else Path(output))
     if out_path is not None and jobs != "-" and out_path.resolve() == Path(jobs).resolve():
         raise UsageError("the results file cannot be the input file")

@@ -175,7 +175,8 @@ def history_export(
     import json
     from pathlib import Path
 
-    from ..chat.history import ConversationStore, atomic_write_text, to_markdown
+    from ..chat.history import ConversationStore, to_markdown
+    from ..files import atomic_write_text
 
     if fmt not in ("md", "json"):
         raise UsageError("--format must be md or json")

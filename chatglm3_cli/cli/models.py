@@ -217,15 +217,11 @@ def _one(spec: "ModelSpec", files: list["CachedFile"]) -> "CachedFile":
 
 
 def _sha256(path: "Path", con: console_mod.Console) -> str:
-    import hashlib
+    from ..files import file_sha256
 
     if path.stat().st_size > 500_000_000:
-        con.error(f"computing the sha256 of {path.name} ...")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        con.error(f"computing the sha256 of {path.name} (cached for next time) ...")
+    return file_sha256(path)
 
 
 @models_app.command("rm")

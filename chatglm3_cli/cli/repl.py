@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
-from ..chat.history import (Conversation, ConversationStore, atomic_write_text, load_transcript,
-                            messages_to_json)
+from ..chat.history import Conversation, ConversationStore, load_transcript, messages_to_json
+from ..files import atomic_write_text
 from ..chat.session import ChatSession
 from ..errors import ChatGLM3Error
 from ..textio import read_text_file

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Sequence
 
+from ..files import read_bytes
 from ..errors import (ChatGLM3Error, InputError, OutputWriteError, PromptTooLongError,
                       UnsupportedFormatError)
 from ..textio import decode_text
@@ -522,16 +523,7 @@ def load(task: FileTask) -> tuple[str, Document]:
         data = task.data
     else:
         assert task.path is not None
-        try:
-            data = task.path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"file not found: {task.label}") from None
-        except IsADirectoryError:
-            raise InputError(f"{task.label} is a directory, not a file") from None
-        except PermissionError:
-            raise InputError(f"permission denied: {task.label}") from None
-        except OSError as e:
-            raise InputError(f"cannot read {task.label}: {e.strerror}") from None
+        data = read_bytes(task.path, task.label)
     text = decode_text(data, task.label)
     if not text.strip():
         raise InputError(f"{task.label} is empty: nothing to translate")
@@ -595,7 +587,7 @@ def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], s
         if loaded:
             with open_model() as model:
                 if model_id is None:
-                    from ..batch.results import file_sha256
+                    from ..files import file_sha256
 
                     model_id = file_sha256(model.path)
                 run = _Run(model, settings, model_id, summary, progress,

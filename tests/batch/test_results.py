@@ -84,19 +84,6 @@ def test_append_writes_whole_lines(tmp_path):
     assert ids(tmp_path / "sub" / "r.jsonl") == ["a", "é"]
 
 
-def test_sha256_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"abc")
-    digest = R.file_sha256(model)
-    assert digest == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    calls = []
-    real = R.hashlib.sha256
-    monkeypatch.setattr(R.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
-    assert R.file_sha256(model) == digest and calls == []  # from the cache
-    model.write_bytes(b"abcd")
-    assert R.file_sha256(model) != digest and calls == [1]  # size changed: computed again
-
-
 def _manifest(sha="s1", temperature=0.0):
     return R.Manifest(model_sha256=sha, model_path="/m.gguf", model_size=1,
                       params={"temperature": temperature, "ctx": None}, input="jobs.jsonl")
