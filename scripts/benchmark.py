@@ -132,6 +132,10 @@ are shared and noisy: compare the ratios, not the absolute figures, across runs.
 {json.dumps(d, indent=2)}
 ```
 """
+    # Hand-written findings below the marker survive a rerun.
+    marker = "<!-- findings: kept when this file is regenerated -->"
+    if out.exists() and marker in out.read_text():
+        text += "\n" + marker + out.read_text().split(marker, 1)[1]
     out.write_text(text)
     print(text)
     return 0
