@@ -17,6 +17,8 @@ from chatglm3_cli.cli.exit_codes import ExitCode
 from chatglm3_cli.hub import download as dl
 from chatglm3_cli.paths import hf_cache_dir
 
+from ..ptyrun import run_in_pty
+
 ANSWER = "Hello! I am ChatGLM3 🙂龘"
 CMD = [sys.executable, "-m", "chatglm3_cli"]
 REPO = "acme/chat-GGUF"
@@ -228,30 +230,8 @@ def test_two_concurrent_pulls_end_with_one_good_file(repo, fixtures):
 
 def test_progress_bar_on_a_terminal(repo):
     """On a terminal, stderr gets rich's bar with size, speed and time left."""
-    import pty
-    import select
-
-    master, slave = pty.openpty()
-    p = subprocess.Popen(CMD + ["pull", f"{REPO}:Q8_0"], stdin=slave, stdout=slave, stderr=slave,
-                         env=_env(), close_fds=True)
-    os.close(slave)
-    chunks = []
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif p.poll() is not None:
-            break
-    os.close(master)
-    assert p.wait(timeout=10) == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    code, screen = run_in_pty(_env(), CMD + ["pull", f"{REPO}:Q8_0"])
+    assert code == 0
     assert "chat.Q8_0.gguf" in screen and "757.8/757.8 kB" in screen and "/s" in screen
     assert "\x1b[" in screen and "downloaded acme/chat-GGUF/chat.Q8_0.gguf" in screen
 

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import os
-import pty
-import select
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from chatglm3_cli.cli.exit_codes import ExitCode
+
+from ..ptyrun import run_in_pty
 
 CMD = [sys.executable, "-m", "chatglm3_cli"]
 ANSWER = "Hello! I am ChatGLM3 🙂龘"
@@ -80,39 +79,13 @@ def test_ctrl_c_stops_generation_with_130(fixtures):
     assert err.decode().strip() == "interrupted"
 
 
-def _run_in_pty(argv, timeout=60):
-    """Run with stdin, stdout and stderr on a pseudo-terminal; return (exit code, screen text)."""
-    master, slave = pty.openpty()
-    p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=_env(), close_fds=True)
-    os.close(slave)
-    chunks = []
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        r, _, _ = select.select([master], [], [], 0.2)
-        if r:
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif p.poll() is not None:
-            break
-    else:
-        p.kill()
-        raise AssertionError("the command hung on a terminal")
-    os.close(master)
-    return p.wait(timeout=10), b"".join(chunks).decode(errors="replace")
-
-
 def test_terminal_stdin_without_prompt_exits_2_instead_of_waiting(fixtures):
-    code, screen = _run_in_pty(CMD + ["run", "-m", str(fixtures.path("scripted"))], timeout=30)
+    code, screen = run_in_pty(_env(), CMD + ["run", "-m", str(fixtures.path("scripted"))], timeout=30)
     assert code == ExitCode.USAGE
     assert "Usage: chatglm3 run" in screen
 
 
 def test_terminal_run_shows_the_answer(fixtures):
-    code, screen = _run_in_pty(CMD + ["run", "-m", str(fixtures.path("scripted")), "hi"])
+    code, screen = run_in_pty(_env(), CMD + ["run", "-m", str(fixtures.path("scripted")), "hi"])
     assert code == 0
     assert ANSWER in screen and "Leaked" not in screen
