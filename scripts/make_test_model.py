@@ -10,9 +10,13 @@ Kinds:
                  on scripts/corpus.txt: the project's own ChatGLM3-style vocabulary
   tiny           ChatGLM3 architecture, random weights, our vocabulary laid out like ChatGLM3's
                  (control tokens at the real ids, padded to 65024): mechanics and equivalence
+  tiny-q4km      ChatGLM3 architecture, random weights 256 wide, quantized to Q4_K_M (Q4_K and
+                 Q6_K, the default download's type) by llama.cpp's own quantizer: batch decoding
+                 against one sequence on the kind of file users run
   scripted       zeroed blocks + one-hot embeddings: the greedy continuation of any prompt is
                  "\\n" + a known answer + <|user|> + a leaked "next user turn" + <eos>
-  scripted-tool  the same, answering with a tool call (metadata line) and <|observation|>
+  scripted-tool  the same, answering with a tool call: the metadata line "search", then
+                 tool_call(city="Paris") and <|observation|> (on a vocabulary that also saw tool calls)
   scripted-loop  the same, answering "Hello! I am ChatGLM3" forever (never a stop token)
   template       llama architecture with an embedded ChatML template whose end-of-generation
                  token is <|im_end|>: the path every non-ChatGLM3 model takes
@@ -63,7 +67,7 @@ CHATML_TEMPLATE = (
 SCRIPTED_ANSWER = "Hello! I am ChatGLM3 🙂龘"
 SCRIPTED_LEAK = "Leaked next turn"
 TOOL_METADATA = "search"
-TOOL_CONTENT = "city: Paris"
+TOOL_CONTENT = 'tool_call(city="Paris")'  # ChatGLM3 writes a call as Python
 
 
 def cache_dir(override: str | None = None) -> Path:
@@ -92,14 +96,24 @@ def _atomic_target(path: Path) -> Path:
 # Vocabularies
 
 
-def train_vocab(out: Path) -> Path:
-    """Train our own ChatGLM3-style SentencePiece BPE on the repo's corpus."""
+# Extra training text for the tool-calling fixture's vocabulary: the scripted model maps each
+# token to one successor, so its answer must not repeat a token, and on the base vocabulary
+# "tool_call" is spelled t-o-o-l.
+TOOL_CORPUS = ('Tools are called in Python: tool_call(city="Paris") asks for the weather, '
+               'tool_call(query="ChatGLM3") searches the web, and tool_call(symbol="AAPL") reads '
+               "a price. A tool_call names its arguments.\n")
+
+
+def train_vocab(out: Path, extra: str = "") -> Path:
+    """Train our own ChatGLM3-style SentencePiece BPE on the repo's corpus (plus extra text)."""
     import sentencepiece as spm
 
     with tempfile.TemporaryDirectory() as tmp:
         prefix = Path(tmp) / "vocab"
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text(CORPUS.read_text(encoding="utf-8") + extra, encoding="utf-8")
         spm.SentencePieceTrainer.train(
-            input=str(CORPUS), model_prefix=str(prefix), model_type="bpe", vocab_size=1200,
+            input=str(corpus), model_prefix=str(prefix), model_type="bpe", vocab_size=1200,
             hard_vocab_limit=False, byte_fallback=True, character_coverage=1.0,
             normalization_rule_name="identity", add_dummy_prefix=True,
             remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True,
@@ -277,6 +291,41 @@ def write_random_chatglm(path: Path, vocab: Vocab, seed: int = 1234) -> Path:
                   lambda w: _chatglm_header(w, shape, vocab, "tiny random chatglm3", None), tensors)
 
 
+def write_random_q4km(path: Path, vocab: Vocab, seed: int = 4321) -> Path:
+    """A random ChatGLM3 quantized to Q4_K_M by llama.cpp (K-quants need rows of 256)."""
+    import ctypes
+
+    from chatglm3_cli.engine import backend
+
+    llama_cpp = backend.llama()  # with the engine's log handler, which keeps llama.cpp quiet
+    shape = Shape(n_embd=256, n_layer=2, n_ff=512, n_head=4, n_head_kv=2)
+    rng = np.random.default_rng(seed)
+    tensors = []
+    for name, shp in _chatglm_tensors(shape, len(vocab.tokens)):
+        if name.endswith("norm.weight"):
+            data = np.ones(shp, dtype=np.float32)
+        elif name == "output.weight":
+            data = rng.normal(0, 0.5, shp).astype(np.float32)
+        else:
+            data = rng.normal(0, 0.15, shp).astype(np.float32)
+        tensors.append((name, data))
+    f32 = path.with_name(path.name + ".f32")
+    _write(f32, "chatglm", lambda w: _chatglm_header(w, shape, vocab, "tiny random chatglm3 q4_k_m", None),
+           tensors)
+    tmp = _atomic_target(path)
+    try:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+        params.nthread = 2
+        if llama_cpp.llama_model_quantize(os.fsencode(f32), os.fsencode(tmp), ctypes.byref(params)) != 0:
+            raise RuntimeError(f"llama.cpp could not quantize {f32}")
+        os.replace(tmp, path)
+    finally:
+        f32.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def _chain_weights(chain: list[int], n_vocab: int, n_embd: int) -> tuple[np.ndarray, np.ndarray]:
     """One-hot embeddings + an output matrix mapping each chain token to its successor."""
     succ: dict[int, int] = {}
@@ -451,14 +500,19 @@ def build(kind: str, cache: Path, force: bool = False) -> Path:
     if kind == "vocab":
         path = cache / f"vocab-{fp}.model"
         return path if path.exists() and not force else train_vocab(path)
+    if kind == "vocab-tools":
+        path = cache / f"vocab-tools-{fp}.model"
+        return path if path.exists() and not force else train_vocab(path, TOOL_CORPUS)
     if real and not REAL_VOCAB.exists():
         raise FileNotFoundError(f"{REAL_VOCAB} is absent: the -real fixtures cannot be built")
-    sp_path = REAL_VOCAB if real else build("vocab", cache)
+    sp_path = REAL_VOCAB if real else build("vocab-tools" if base == "scripted-tool" else "vocab", cache)
     path = cache / f"{kind}-{fp}.gguf"
     if path.exists() and not force:
         return path
     if base == "tiny":
         return write_random_chatglm(path, chatglm3_vocab(sp_path))
+    if base == "tiny-q4km" and not real:
+        return write_random_q4km(path, chatglm3_vocab(sp_path))
     if base in ("scripted", "scripted-tool"):
         chain, sidecar = scripted_chain(sp_path, tool=base == "scripted-tool")
         return write_scripted_chatglm(path, chatglm3_vocab(sp_path), chain, sidecar)

@@ -66,6 +66,16 @@ def tiny_model(fixtures):
     m.close()
 
 
+@pytest.fixture(scope="session")
+def q4km_model(fixtures):
+    """Random weights quantized to Q4_K_M by llama.cpp: the kind of file users download."""
+    from chatglm3_cli.engine.model import Model
+
+    m = Model(fixtures.path("tiny-q4km"), n_ctx=1024)
+    yield m
+    m.close()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     """No test sees the developer's own model, debug settings, config, HF cache or token, and

@@ -46,8 +46,13 @@ class Job:
             return T.schema_grammar(schema) if schema is not None else None
         return T.grammar_for(self.task, self.record)
 
-    def parse(self, text: str) -> Any:
-        """The record's output from the answer text (OutputFormatError if it does not parse)."""
+    def parse(self, text: str, tool: str | None = None) -> Any:
+        """The record's output from the answer (OutputFormatError if it does not parse).
+
+        ``tool`` is the metadata line of an answer that ended with a tool call: the output is
+        then the call, {"name", "arguments"}."""
+        if tool is not None:
+            return T.parse_tool_call(self.record, tool, text)
         if self.openai:
             schema = self.record.get("schema")
             if schema is not None:
@@ -198,7 +203,7 @@ def _check_messages(msgs: Any, errors: list[str], where: str = "messages") -> No
             errors.append(f'{where}[{i}] must be an object with "role" and "content"')
             return
         content = m.get("content")
-        if not isinstance(content, (str, list)):
+        if not isinstance(content, (str, list)) and not (content is None and m.get("tool_calls")):
             errors.append(f'{where}[{i}] has no text "content"')
             return
         try:
@@ -208,6 +213,17 @@ def _check_messages(msgs: Any, errors: list[str], where: str = "messages") -> No
             return
     if msgs[-1].get("role") == "assistant":
         errors.append(f"the last of the {where} is the assistant's: nothing to answer")
+
+
+def _check_tools(obj: Mapping[str, Any], errors: list[str], prefix: str = "") -> list[Any] | None:
+    tools = obj.get("tools")
+    if tools is None:
+        return None
+    why = T.check_tools(tools)
+    if why:
+        errors.append(f'"{prefix}tools" {why}')
+        return None
+    return tools
 
 
 def _check_record(n: int, obj: dict[str, Any]) -> "Job | Problem":
@@ -250,6 +266,7 @@ def _check_task_fields(task: str, obj: Mapping[str, Any], errors: list[str]) -> 
             errors.append(f'"{name}" must be a string, got {_kind(obj[name])}')
     if task == "chat":
         _check_messages(obj.get("messages"), errors)
+        _check_tools(obj, errors)
         msgs = obj.get("messages")
         if obj.get("system") and isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) \
                 and T.ROLE_ALIASES.get(msgs[0].get("role"), msgs[0].get("role")) == "system":
@@ -294,6 +311,12 @@ def _check_openai(n: int, obj: dict[str, Any]) -> "Job | Problem":
     else:
         _check_messages(body.get("messages"), errors, "body.messages")
         record["messages"] = body.get("messages")
+        tools = _check_tools(body, errors, "body.")
+        choice = body.get("tool_choice")
+        if choice not in (None, "auto", "none"):
+            errors.append(f'"body.tool_choice" {json.dumps(choice)} is not supported (use "auto" or "none")')
+        elif tools and choice != "none":
+            record["tools"] = tools
         overrides = _check_sampling(body, errors, "body.")
         if isinstance(body.get("n"), int) and body["n"] != 1:
             errors.append('"body.n" other than 1 is not supported')

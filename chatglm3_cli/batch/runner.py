@@ -8,6 +8,7 @@ error line and never stops the job; Ctrl-C stops it between lines, keeping every
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -97,13 +98,20 @@ def _status(exc: ChatGLM3Error | None) -> int:
 
 
 def _openai_line(custom_id: Any, *, model_name: str, comp: "Completion | None",
-                 error: ChatGLM3Error | None) -> dict[str, Any]:
+                 error: ChatGLM3Error | None, output: Any = None) -> dict[str, Any]:
     response: dict[str, Any] = {"status_code": _status(error), "request_id": f"req_{uuid.uuid4().hex}"}
     if error is None and comp is not None:
+        message: dict[str, Any] = {"role": "assistant", "content": comp.text}
+        if comp.finish_reason == "tool_calls" and isinstance(output, dict):
+            # The call as OpenAI gives it: arguments are a JSON string.
+            message = {"role": "assistant", "content": None, "tool_calls": [{
+                "id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                "function": {"name": output["name"],
+                             "arguments": json.dumps(output["arguments"], ensure_ascii=False)}}]}
         response["body"] = {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
             "created": int(time.time()), "model": model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": comp.text},
+            "choices": [{"index": 0, "message": message,
                          "logprobs": None, "finish_reason": comp.finish_reason}],
             "usage": {k: comp.usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
         }
@@ -122,7 +130,7 @@ def _snake(name: str) -> str:
 def result_line(job: Job, *, model_name: str, comp: "Completion | None", output: Any = None,
                 error: ChatGLM3Error | None) -> dict[str, Any]:
     if job.openai:
-        return _openai_line(job.id, model_name=model_name, comp=comp, error=error)
+        return _openai_line(job.id, model_name=model_name, comp=comp, error=error, output=output)
     return {
         "id": job.id, "task": job.task,
         "output": output if error is None else None,
@@ -308,7 +316,8 @@ def _collect(decoder: Any, requests: Iterator[Any], by_key: dict[str, Job], summ
         summary.prompt_tokens += comp.prompt_tokens
         summary.generated_tokens += comp.completion_tokens
         try:
-            output = job.parse(comp.text)
+            tool = comp.metadata if comp.finish_reason == "tool_calls" else None
+            output = job.parse(comp.text, tool)
         except OutputFormatError as e:
             fail(job, e, comp)
             continue

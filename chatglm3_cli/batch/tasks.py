@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from ..engine.prompt import Message
+from ..engine.tools import call_message, function_specs, parse_call, tools_message
 from ..errors import OutputFormatError
 
 TASKS = ("chat", "generate", "translate", "summarize", "classify", "extract", "qa", "rewrite")
@@ -82,22 +83,61 @@ def _system(task: str, params: list[str], record: Mapping[str, Any]) -> Message:
     return Message("system", "\n\n".join(parts))
 
 
-def chat_messages(items: list[Mapping[str, Any]], system: str | None = None) -> list[Message]:
-    """OpenAI-style messages to ours (raises ValueError for an unknown role)."""
-    out = []
+def chat_messages(items: list[Mapping[str, Any]], system: str | None = None,
+                  tools: list[Mapping[str, Any]] | None = None) -> list[Message]:
+    """OpenAI-style messages to ours (ValueError for an unknown role or a malformed tool call).
+
+    An assistant message's ``tool_calls`` become ChatGLM3 tool-call turns (metadata = the
+    tool's name, content = ``tool_call(...)``), each placed just before the ``tool`` message
+    that answers it, as ChatGLM3 alternates a call and its observation."""
+    out: list[Message] = []
+    if tools:
+        out.append(tools_message(tools))
+    if system:
+        out.append(Message("system", system))
+    waiting: list[tuple[Any, Message]] = []  # calls not answered yet: (tool_call_id, message)
     for d in items:
         d = dict(d)
-        d["role"] = ROLE_ALIASES.get(d.get("role", "user"), d.get("role", "user"))
+        role = ROLE_ALIASES.get(d.get("role", "user"), d.get("role", "user"))
+        d["role"] = role
+        if role == "observation" and waiting:
+            i = next((k for k, (cid, _) in enumerate(waiting) if cid == d.get("tool_call_id")), 0)
+            out.append(waiting.pop(i)[1])
+        elif waiting:
+            out += [m for _, m in waiting]
+            waiting = []
+        calls = d.get("tool_calls") if role == "assistant" else None
+        if calls:
+            if d.get("content"):
+                out.append(Message.from_dict(d))
+            waiting = [(c.get("id") if isinstance(c, Mapping) else None, _call_message(c)) for c in calls]
+            continue
+        if d.get("content") is None:
+            d["content"] = ""
         out.append(Message.from_dict(d))
-    if system:
-        out.insert(0, Message("system", system))
+    out += [m for _, m in waiting]
     return out
+
+
+def _call_message(call: Any) -> Message:
+    fn = call.get("function") if isinstance(call, Mapping) else None
+    if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise ValueError('a tool call needs "function": {"name", "arguments"}')
+    args = fn.get("arguments", {})
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            raise ValueError(f'the arguments of tool call {fn["name"]!r} are not JSON') from None
+    if not isinstance(args, Mapping):
+        raise ValueError(f'the arguments of tool call {fn["name"]!r} must be a JSON object')
+    return call_message(fn["name"], args)
 
 
 def build_messages(task: str, record: Mapping[str, Any]) -> list[Message]:
     """The prompt of one (validated) task record: fixed instructions, parameters, then the text."""
     if task == "chat":
-        return chat_messages(record["messages"], record.get("system"))
+        return chat_messages(record["messages"], record.get("system"), record.get("tools"))
     if task == "generate":
         sys_msg = [Message("system", str(record["system"]))] if record.get("system") else []
         return sys_msg + [Message("user", record["prompt"])]
@@ -286,6 +326,29 @@ def parse_json(text: str, schema: Mapping[str, Any]) -> Any:
         raise OutputFormatError(
             f"the answer does not match the schema: {error.message}" + (f" (at {where})" if where else ""))
     return value
+
+
+def check_tools(tools: Any) -> str | None:
+    """Why a "tools" value cannot be used, or None."""
+    if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
+        return "must be an array of tool definitions"
+    try:
+        function_specs(tools)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def parse_tool_call(record: Mapping[str, Any], name: str, text: str) -> dict[str, Any]:
+    """The tool call a ChatGLM3 answer ended with: {"name", "arguments"}; OutputFormatError
+    when the tool is not one the record offered or its arguments cannot be read."""
+    offered = [f["name"] for f in function_specs(record.get("tools") or [])]
+    if name not in offered:
+        raise OutputFormatError(f"the model called a tool that was not offered: {_shorten(name)!r}")
+    args = parse_call(text)
+    if args is None:
+        raise OutputFormatError(f"the arguments of the call to {name!r} cannot be read: {_shorten(text.strip())!r}")
+    return {"name": name, "arguments": args}
 
 
 def parse_output(task: str, record: Mapping[str, Any], text: str) -> Any:
