@@ -191,7 +191,10 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
 
         topics = ["the sea", "a city at night", "mountains", "a library", "rain", "trains", "an old map",
                   "the moon", "a garden", "winter", "a market", "bridges", "a lighthouse", "the desert"]
-        prompts = [model.prompt_ids([Message("user", f"Write a short poem about {topics[i % len(topics)]} ({i}).")])
+        # Records differ from their first word, so neither side can share a prompt prefix and
+        # both do the same work (sharing is measured on its own: evaluated_prompt_tokens).
+        prompts = [model.prompt_ids([Message("user", f"{i}. {topics[i % len(topics)].capitalize()}: "
+                                                     "write a short poem about it.")])
                    for i in range(records)]
         n_prompt = sum(len(p) for p in prompts)
         rows: list[ParallelRow] = []
