@@ -80,7 +80,10 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-_Q4_0 = 2
+_Q4_0, _Q4_K = 2, 12
+# Weight types llama.cpp's CPU_REPACK buffer takes (interleaved blocks for its AVX2/AVX-512
+# GEMM kernels) and that ChatGLM3 files use: Q4_0, and Q4_K of the default Q4_K_M download.
+_REPACKED = (_Q4_0, _Q4_K)
 
 # llama_flash_attn_type
 _FA_AUTO, _FA_OFF, _FA_ON = -1, 0, 1
@@ -143,13 +146,23 @@ def _cpu_extra_buffer_types() -> dict[str, int]:
     return out
 
 
+def repack_names(tensors: Sequence[Any]) -> list[str]:
+    """The matmul weights to put in CPU_REPACK: Q4_0/Q4_K matrices with rows in groups of 8
+    (the embedding table is only looked up, never multiplied)."""
+    return [t.name for t in tensors
+            if t.ggml_type in _REPACKED and len(t.shape) == 2 and t.shape[1] % 8 == 0
+            and t.name.endswith(".weight") and t.name != "token_embd.weight"]
+
+
 def cpu_weight_placement(params: Any, tensors: Sequence[Any]) -> Any:
     """Work around llama.cpp's AMX kernels, which crash on ChatGLM3's shapes.
 
     On CPUs with Intel AMX, llama.cpp puts Q4_0/Q4_K/... weights in its AMX buffer type, and
     its AMX matmul segfaults on these files (seen on Sapphire Rapids with ChatGLM3-6B shapes,
-    even for a single token). We switch the extra buffer types off and put the Q4_0 matmul
-    weights in CPU_REPACK ourselves, which keeps the fast repacked AVX2/AVX-512 kernels.
+    Q4_0 and Q4_K_M alike, even for a single token). We switch the extra buffer types off and
+    put the Q4_0 and Q4_K matmul weights in CPU_REPACK ourselves, which keeps the fast
+    repacked AVX-512 kernels (measured on a 6B-shaped Q4_K_M file: one token 249 ms instead of
+    330 ms in the plain CPU buffer, four sequences 339 ms instead of 500 ms per step).
     CHATGLM3_CPU_EXTRA_BUFTS=1 restores llama.cpp's own choice. Returns what must be kept
     alive while the model loads.
     """
@@ -160,9 +173,7 @@ def cpu_weight_placement(params: Any, tensors: Sequence[Any]) -> Any:
         return None
     params.use_extra_bufts = False
     repack = bufts.get("CPU_REPACK")
-    names = [t.name for t in tensors
-             if t.ggml_type == _Q4_0 and len(t.shape) == 2 and t.shape[1] % 8 == 0
-             and t.name.endswith(".weight") and t.name != "token_embd.weight"]
+    names = repack_names(tensors)
     if not repack or not names:
         return None
     pattern = ("^(" + "|".join(n.replace(".", "\\.") for n in names) + ")$").encode()

@@ -78,13 +78,16 @@ def test_every_record_equals_the_single_sequence_engine(tiny_model):
 
 
 def test_parallel_answers_on_a_q4_k_m_file(q4km_model):
-    """On the default download's quantization, llama.cpp's CPU flash attention made 60% of these
-    records differ between --parallel 4 and one sequence (measured: 71 and 73 of 120). The
-    engine turns it off; what remains are rounding differences that Q8_K activations can
-    amplify into a flipped near-tie (measured: 2 and 3 of 120), so this is a bound, not 0."""
+    """On the default download's quantization. With llama.cpp's CPU flash attention on, 24 of
+    these 51 records differed from Model.chat even at --parallel 1 (15 at 4); the engine turns
+    it off, and --parallel 1 is then exact. What remains at 3+ sequences: the repacked Q4_K
+    kernels multiply four rows at a time differently from one row, and Q8_K activations can
+    turn that rounding into a flipped near-tie on these random weights (measured: 3, 6, 6 of 51
+    at --parallel 3, 4, 8), so for those this is a bound, not 0."""
     reqs = _job_requests()
-    for n, diff in _differing(q4km_model, reqs, (1, 4)).items():
-        assert len(diff) <= len(reqs) // 8, f"--parallel {n}: {len(diff)} of {len(reqs)} records differ"
+    diff = _differing(q4km_model, reqs, (1, 4))
+    assert diff[1] == [], f"--parallel 1: {len(diff[1])} of {len(reqs)} records differ"
+    assert len(diff[4]) <= len(reqs) // 4, f"--parallel 4: {len(diff[4])} of {len(reqs)} records differ"
 
 
 def _logits(ctx, row):
