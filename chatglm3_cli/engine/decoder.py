@@ -296,8 +296,9 @@ class ParallelDecoder:
         self.ctx.remove(slot.seq, 0, -1)
         self.stats.generated_tokens += len(slot.generated)
         t_prompt = (slot.t_prompt_done or now) - slot.t0
+        # The first token is sampled in the step that evaluates the prompt's last chunk.
         timings = Timings(prompt_tokens=len(slot.prompt) - slot.shared, prompt_ms=t_prompt * 1000,
-                          generated_tokens=len(slot.generated),
+                          first_token_ms=t_prompt * 1000, generated_tokens=len(slot.generated),
                           generation_ms=(now - (slot.t_prompt_done or now)) * 1000)
         return Completion(text="".join(slot.pieces), metadata=slot.shaper.metadata, finish_reason=reason,
                           prompt_tokens=len(slot.prompt), cached_tokens=slot.shared,

@@ -156,6 +156,8 @@ def test_shared_prefix_is_evaluated_once(tiny_model):
     assert stats.prompt_tokens == 16 * shared + unique
     assert stats.evaluated_prompt_tokens == shared + unique  # the 154 shared tokens once, not 16 times
     assert all(results[str(i)].cached_tokens == shared for i in range(16))
+    assert all(0 < results[str(i)].timings.first_token_ms <= results[str(i)].timings.prompt_ms + 1e-6
+               for i in range(16))
     # sharing changes nothing in the answers
     for i in (0, 7, 15):
         tiny_model.reset()
