@@ -16,6 +16,7 @@ from . import options as opt
 from .common import resolve_model_path, sampling
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
+from .progress import StderrBar, time_left
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..batch.runner import Summary
@@ -34,13 +35,7 @@ def default_output(jobs: str) -> Optional[Path]:
 
 
 def _eta(summary: "Summary") -> str:
-    done = summary.done_now
-    left = summary.planned - done
-    elapsed = time.monotonic() - summary.started
-    if done <= 0 or left <= 0:
-        return ""
-    secs = int(elapsed / done * left)
-    return f", about {secs // 60}m{secs % 60:02d}s left" if secs >= 60 else f", about {secs}s left"
+    return time_left(summary.done_now, summary.planned, summary.started)
 
 
 class PlainBatchProgress:
@@ -88,17 +83,14 @@ class RichBatchProgress(PlainBatchProgress):
         super().start(todo, summary)
         if todo == 0:
             return
-        from rich.console import Console as RichConsole
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
-        self._bar = Progress(
-            TextColumn("batch"), BarColumn(), MofNCompleteColumn(),
+        self._bar = StderrBar(
+            self.con, TextColumn("batch"), BarColumn(), MofNCompleteColumn(),
             TextColumn("[red]{task.fields[failed]} failed"), TextColumn("{task.fields[tps]} tok/s"),
-            TimeElapsedColumn(), TextColumn("elapsed ·"), TimeRemainingColumn(), TextColumn("left"),
-            console=RichConsole(file=self.con.stderr), transient=False)
-        self._bar.start()
-        self._task = self._bar.add_task("batch", total=todo, failed=0, tps="0.0")
+            TimeElapsedColumn(), TextColumn("elapsed ·"), TimeRemainingColumn(), TextColumn("left"))
+        self._task = self._bar.progress.add_task("batch", total=todo, failed=0, tps="0.0")
 
     def advance(self, ok: bool, key: Optional[str], error: Optional[str], summary: "Summary") -> None:
         if not ok and error is not None:
@@ -106,12 +98,12 @@ class RichBatchProgress(PlainBatchProgress):
             if self._failures <= MAX_FAILURE_LINES:
                 self.note(f"failed: {key if key is not None else '(no id)'}: {error}")
         if self._bar is not None:
-            self._bar.update(self._task, completed=summary.done_now, failed=summary.failed_now,
-                             tps=f"{summary.tokens_per_second:.1f}")
+            self._bar.progress.update(self._task, completed=summary.done_now, failed=summary.failed_now,
+                                      tps=f"{summary.tokens_per_second:.1f}")
 
     def note(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.console.print(text, markup=False, highlight=False)
+            self._bar.print(text)
         else:
             self.con.error(text)
 

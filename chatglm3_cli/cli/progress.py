@@ -1,11 +1,39 @@
-"""Download progress on stderr: a rich bar (size, speed, time left) on a terminal, one plain line
-per file otherwise (logs and pipes get no control codes and no redraws)."""
+"""Progress on stderr: the pieces every command's progress shares (a rich display on a terminal,
+the time-left text), and the download progress (a bar with size, speed and time left on a
+terminal, one plain line per file otherwise: logs and pipes get no control codes, no redraws)."""
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 from ..hub import human_size
 from .console import Console
+
+
+def time_left(done: int, total: int, started: float) -> str:
+    """", about 2m05s left" at the pace so far since ``started`` (time.monotonic); "" before the
+    first item is done or after the last."""
+    if done <= 0 or done >= total:
+        return ""
+    secs = int((time.monotonic() - started) / done * (total - done))
+    return f", about {secs // 60}m{secs % 60:02d}s left" if secs >= 60 else f", about {secs}s left"
+
+
+class StderrBar:
+    """A rich progress display on the terminal's stderr; text printed through it goes above."""
+
+    def __init__(self, con: Console, *columns: Any) -> None:
+        from rich.console import Console as RichConsole
+        from rich.progress import Progress
+
+        self.progress = Progress(*columns, console=RichConsole(file=con.stderr), transient=False)
+        self.progress.start()
+
+    def print(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False)
+
+    def stop(self) -> None:
+        self.progress.stop()
 
 
 class PlainProgress:
@@ -33,20 +61,17 @@ class RichProgress:
         self._task: Any = None
 
     def start(self, name: str, total: int, done: int) -> None:
-        from rich.console import Console as RichConsole
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
+        from rich.progress import (BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
 
         self.end(True)
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                             TransferSpeedColumn(), TimeRemainingColumn(),
-                             console=RichConsole(file=self.con.stderr), transient=False)
-        self._bar.start()
-        self._task = self._bar.add_task(name.rsplit("/", 1)[-1], total=total, completed=done)
+        self._bar = StderrBar(self.con, TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                              TransferSpeedColumn(), TimeRemainingColumn())
+        self._task = self._bar.progress.add_task(name.rsplit("/", 1)[-1], total=total, completed=done)
 
     def advance(self, nbytes: int) -> None:
         if self._bar is not None:
-            self._bar.advance(self._task, nbytes)
+            self._bar.progress.advance(self._task, nbytes)
 
     def end(self, ok: bool) -> None:
         if self._bar is not None:
@@ -55,7 +80,7 @@ class RichProgress:
 
     def note(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.console.print(text, markup=False, highlight=False)
+            self._bar.print(text)
         else:
             self.con.error(text)
 

@@ -17,6 +17,7 @@ from . import options as opt
 from .common import resolve_model_path, sampling
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
+from .progress import StderrBar, time_left
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..translate.pipeline import FileResult, FileTask, Summary
@@ -26,12 +27,7 @@ MAX_LISTED = 50  # failed units listed one by one in the summary
 
 
 def _eta(summary: "Summary") -> str:
-    done, total = summary.chunks_done, summary.chunks
-    elapsed = time.monotonic() - summary.started
-    if done <= 0 or done >= total:
-        return ""
-    secs = int(elapsed / done * (total - done))
-    return f", about {secs // 60}m{secs % 60:02d}s left" if secs >= 60 else f", about {secs}s left"
+    return time_left(summary.chunks_done, summary.chunks, summary.started)
 
 
 def _done_line(r: "FileResult") -> str:
@@ -94,42 +90,38 @@ class RichProgress(PlainProgress):
         self._tasks: dict[int, Any] = {}
 
     def start(self, summary: "Summary") -> None:
-        from rich.console import Console as RichConsole
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        self._bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
-            TextColumn("{task.fields[tps]}"), TimeRemainingColumn(),
-            console=RichConsole(file=self.con.stderr), transient=False)
-        self._bar.start()
-        self._overall = self._bar.add_task("all files", total=summary.chunks or 1, tps="")
+        self._bar = StderrBar(
+            self.con, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("chunks"), TextColumn("{task.fields[tps]}"), TimeRemainingColumn())
+        self._overall = self._bar.progress.add_task("all files", total=summary.chunks or 1, tps="")
         super().start(summary)
 
     def _emit(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.console.print(text, markup=False, highlight=False)
+            self._bar.print(text)
         else:
             self.con.error(text)
 
     def file_started(self, result: "FileResult") -> None:
         if self._bar is not None:
             name = result.task.label if len(result.task.label) <= 40 else "…" + result.task.label[-39:]
-            self._tasks[id(result)] = self._bar.add_task(name, total=result.chunks or 1, tps="")
+            self._tasks[id(result)] = self._bar.progress.add_task(name, total=result.chunks or 1, tps="")
 
     def advance(self, result: "FileResult", summary: "Summary") -> None:
         if self._bar is None:
             return
         task = self._tasks.get(id(result))
         if task is not None:
-            self._bar.update(task, completed=result.chunks_done)
-        self._bar.update(self._overall, completed=summary.chunks_done,
-                         tps=f"{summary.tokens_per_second:.1f} tok/s")
+            self._bar.progress.update(task, completed=result.chunks_done)
+        self._bar.progress.update(self._overall, completed=summary.chunks_done,
+                                  tps=f"{summary.tokens_per_second:.1f} tok/s")
 
     def file_done(self, result: "FileResult", summary: "Summary") -> None:
         task = self._tasks.pop(id(result), None)
         if task is not None and self._bar is not None:
-            self._bar.remove_task(task)
+            self._bar.progress.remove_task(task)
         self._emit(_done_line(result))
 
     def finish(self, summary: "Summary") -> None:
