@@ -37,8 +37,18 @@ class Job:
     openai: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)  # per-record sampling settings
 
-    def messages(self) -> list[Message]:
-        return T.build_messages(self.task, self.record)
+    def messages(self, default_system: str | None = None) -> list[Message]:
+        """The record's prompt; ``default_system`` (the job's -s) applies to a record that has
+        no system prompt of its own (neither "system" nor a system message)."""
+        record = self.record
+        if default_system and not record.get("system") and not self._has_system_message():
+            record = {**record, "system": default_system}
+        return T.build_messages(self.task, record)
+
+    def _has_system_message(self) -> bool:
+        msgs = self.record.get("messages") or []
+        return any(isinstance(m, dict) and T.ROLE_ALIASES.get(m.get("role"), m.get("role")) == "system"
+                   for m in msgs)
 
     def grammar(self) -> str | None:
         if self.openai:

@@ -56,6 +56,7 @@ class Settings:
     n_ctx: Optional[int] = None  # per sequence; None: the model's default
     retry_errors: bool = False
     force: bool = False
+    system: Optional[str] = None  # the job's system prompt, for records without their own
 
 
 @dataclass
@@ -157,7 +158,10 @@ def problem_line(p: Problem) -> dict[str, Any]:
 
 def manifest_params(settings: Settings) -> dict[str, Any]:
     """What must stay the same across runs of one job (not speed settings like --parallel)."""
-    return {**settings.params.to_dict(), "ctx": settings.n_ctx}
+    params = {**settings.params.to_dict(), "ctx": settings.n_ctx}
+    if settings.system:  # only when given, so that jobs started without one still resume
+        params["system"] = settings.system
+    return params
 
 
 def run_batch(jobfile: JobFile, *, output: Optional[Path], stdout: Optional[TextIO],
@@ -284,7 +288,7 @@ def _decode(todo: list[Job], model: "Model", settings: Settings, summary: Summar
     def requests() -> Iterator[DecodeRequest]:
         for job in todo:
             try:
-                ids = model.prompt_ids(job.messages())
+                ids = model.prompt_ids(job.messages(settings.system))
                 grammar = job.grammar()
                 params = settings.params.with_(**job.overrides)
             except ChatGLM3Error as e:

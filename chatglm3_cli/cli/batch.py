@@ -13,7 +13,7 @@ import typer
 
 from . import console as console_mod
 from . import options as opt
-from .common import resolve_model_path, sampling
+from .common import resolve_model_path, sampling, system_prompt
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
 from .progress import StderrBar, time_left
@@ -148,6 +148,8 @@ def batch(
         "--force", help="Resume even with another model or other parameters than the job was "
                         "started with.")] = False,
     model: opt.Model = None,
+    system: opt.System = None,
+    system_file: opt.SystemFile = None,
     max_tokens: opt.MaxTokens = None,
     temperature: opt.Temperature = None,
     top_p: opt.TopP = None,
@@ -201,6 +203,7 @@ def batch(
 
     params = sampling(temperature=temperature, top_p=top_p, top_k=top_k,
                       repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens)
+    sys_text = system_prompt(system, system_file)
     model_path = resolve_model_path(model, offline=offline, endpoint=endpoint)
     if parallel is None:
         from ..engine import backend
@@ -214,7 +217,7 @@ def batch(
 
     progress = RichBatchProgress(con) if con.stderr_isatty else PlainBatchProgress(con)
     settings = Settings(params=params, n_parallel=parallel, n_ctx=ctx, retry_errors=retry_errors,
-                        force=force)
+                        force=force, system=sys_text)
     summary = run_batch(jobfile, output=out_path, stdout=con.stdout if out_path is None else None,
                         model_path=model_path, open_model=open_model, settings=settings,
                         progress=progress)

@@ -300,3 +300,24 @@ def test_batch_help_does_not_import_llama_cpp():
     imported = [line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if "|" in line]
     assert not any(m.startswith(("llama_cpp", "jsonschema", "sentencepiece")) for m in imported)
     assert "--retry-errors" in p.stdout
+
+
+def test_job_system_prompt_applies_to_records_without_their_own(batch, tmp_path):
+    records = [gen(0), {"id": "own", "task": "generate", "prompt": "hi", "system": "Mine."},
+               {"id": "msg", "task": "chat", "messages": [{"role": "system", "content": "Mine."},
+                                                          {"role": "user", "content": "hi"}]},
+               {"id": "t", "task": "translate", "text": "Hello", "to": "French"}]
+    (tmp_path / "a.jsonl").write_text(jsonl(records))
+    (tmp_path / "b.jsonl").write_text(jsonl(records))
+    assert batch(str(tmp_path / "a.jsonl")).exit_code == 0
+    r = batch(str(tmp_path / "b.jsonl"), "-s", "Answer in one short sentence, please.")
+    assert r.exit_code == 0, r.output
+    plain = {line["id"]: line["usage"]["prompt_tokens"] for line in read(tmp_path / "a.results.jsonl")}
+    with_s = {line["id"]: line["usage"]["prompt_tokens"] for line in read(tmp_path / "b.results.jsonl")}
+    assert with_s["g0"] > plain["g0"] and with_s["t"] > plain["t"]  # the job's prompt was added
+    assert with_s["own"] == plain["own"] and with_s["msg"] == plain["msg"]  # their own kept
+    manifest = json.loads((tmp_path / "b.results.jsonl.manifest.json").read_text())
+    assert manifest["params"]["system"] == "Answer in one short sentence, please."
+    # Another system prompt changes the answers: resuming with it is refused.
+    r = batch(str(tmp_path / "b.jsonl"), "-s", "Something else.")
+    assert r.exit_code == ExitCode.MANIFEST_MISMATCH and "system" in r.stderr
