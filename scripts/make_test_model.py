@@ -275,20 +275,18 @@ def _write(path: Path, arch: str, header, tensors: list[tuple[str, np.ndarray]])
     return path
 
 
-def write_random_chatglm(path: Path, vocab: Vocab, seed: int = 1234) -> Path:
-    shape = Shape(n_embd=64, n_layer=2, n_ff=128, n_head=4, n_head_kv=2)
+def write_random_chatglm(path: Path, vocab: Vocab, seed: int = 1234,
+                         shape: Shape = Shape(n_embd=64, n_layer=2, n_ff=128, n_head=4, n_head_kv=2),
+                         std: float = 0.3, out_std: float = 1.0, name: str = "tiny random chatglm3") -> Path:
     rng = np.random.default_rng(seed)
     tensors = []
-    for name, shp in _chatglm_tensors(shape, len(vocab.tokens)):
-        if name.endswith("norm.weight"):
+    for tname, shp in _chatglm_tensors(shape, len(vocab.tokens)):
+        if tname.endswith("norm.weight"):
             data = np.ones(shp, dtype=np.float32)
-        elif name == "output.weight":
-            data = rng.normal(0, 1.0, shp).astype(np.float32)
         else:
-            data = rng.normal(0, 0.3, shp).astype(np.float32)
-        tensors.append((name, data))
-    return _write(path, "chatglm",
-                  lambda w: _chatglm_header(w, shape, vocab, "tiny random chatglm3", None), tensors)
+            data = rng.normal(0, out_std if tname == "output.weight" else std, shp).astype(np.float32)
+        tensors.append((tname, data))
+    return _write(path, "chatglm", lambda w: _chatglm_header(w, shape, vocab, name, None), tensors)
 
 
 def write_random_q4km(path: Path, vocab: Vocab, seed: int = 4321) -> Path:
@@ -298,20 +296,9 @@ def write_random_q4km(path: Path, vocab: Vocab, seed: int = 4321) -> Path:
     from chatglm3_cli.engine import backend
 
     llama_cpp = backend.llama()  # with the engine's log handler, which keeps llama.cpp quiet
-    shape = Shape(n_embd=256, n_layer=2, n_ff=512, n_head=4, n_head_kv=2)
-    rng = np.random.default_rng(seed)
-    tensors = []
-    for name, shp in _chatglm_tensors(shape, len(vocab.tokens)):
-        if name.endswith("norm.weight"):
-            data = np.ones(shp, dtype=np.float32)
-        elif name == "output.weight":
-            data = rng.normal(0, 0.5, shp).astype(np.float32)
-        else:
-            data = rng.normal(0, 0.15, shp).astype(np.float32)
-        tensors.append((name, data))
-    f32 = path.with_name(path.name + ".f32")
-    _write(f32, "chatglm", lambda w: _chatglm_header(w, shape, vocab, "tiny random chatglm3 q4_k_m", None),
-           tensors)
+    f32 = write_random_chatglm(path.with_name(path.name + ".f32"), vocab, seed,
+                               Shape(n_embd=256, n_layer=2, n_ff=512, n_head=4, n_head_kv=2),
+                               std=0.15, out_std=0.5, name="tiny random chatglm3 q4_k_m")
     tmp = _atomic_target(path)
     try:
         params = llama_cpp.llama_model_quantize_default_params()
