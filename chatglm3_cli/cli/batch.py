@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from . import console as console_mod
-from . import options as opt
-from .common import resolve_model_path, sampling, system_prompt
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
+from .options import ModelArgs, SamplingArgs, SamplingParams, SequenceCtx, SystemArgs, parallel_option, with_options
 from .progress import StderrBar, time_left
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,6 +127,7 @@ def _summary_line(s: "Summary") -> str:
 
 
 @handle_errors
+@with_options
 def batch(
     jobs: Annotated[str, typer.Argument(
         help="JSONL input: task records or OpenAI Batch API lines ('-' for stdin).",
@@ -136,9 +136,6 @@ def batch(
         "--output", "-o", metavar="RESULTS.jsonl",
         help="Where results go ('-' for stdout) (default: JOBS.results.jsonl beside the input; "
              "stdout when the input is stdin).")] = None,
-    parallel: Annotated[Optional[int], typer.Option(
-        "--parallel", "-p", min=1, max=256,
-        help="Records decoded at once (default: 4 on a CPU, 8 with a GPU).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Run nothing when any record is invalid (default: invalid records "
                          "become error lines and the rest runs).")] = False,
@@ -147,21 +144,9 @@ def batch(
     force: Annotated[bool, typer.Option(
         "--force", help="Resume even with another model or other parameters than the job was "
                         "started with.")] = False,
-    model: opt.Model = None,
-    system: opt.System = None,
-    system_file: opt.SystemFile = None,
-    max_tokens: opt.MaxTokens = None,
-    temperature: opt.Temperature = None,
-    top_p: opt.TopP = None,
-    top_k: opt.TopK = None,
-    repeat_penalty: opt.RepeatPenalty = None,
-    seed: opt.Seed = None,
-    ctx: opt.Ctx = None,
-    threads: opt.Threads = None,
-    gpu_layers: opt.GpuLayers = None,
-    verbose: opt.Verbose = False,
-    offline: opt.Offline = False,
-    endpoint: opt.Endpoint = None,
+    model: ModelArgs = ModelArgs.options(ctx=SequenceCtx, parallel=parallel_option("Records")),
+    sampling: SamplingParams = SamplingArgs.options(),
+    system: SystemArgs = SystemArgs.options(),
 ) -> None:
     """Run a JSONL file of tasks (chat, generate, translate, summarize, classify, extract, qa,
     rewrite) or OpenAI Batch API lines; one result line per record. Re-running the same command
@@ -201,25 +186,13 @@ def batch(
         if strict:
             raise InvalidJobsError(f"{source}: {n} invalid record{'s' if n != 1 else ''}; nothing was run")
 
-    params = sampling(temperature=temperature, top_p=top_p, top_k=top_k,
-                      repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens)
-    sys_text = system_prompt(system, system_file)
-    model_path = resolve_model_path(model, offline=offline, endpoint=endpoint)
-    if parallel is None:
-        from ..engine import backend
-
-        parallel = 8 if backend.supports_gpu_offload() and gpu_layers != 0 else 4
-
-    def open_model() -> Any:
-        from ..engine.model import Model
-
-        return Model(model_path, n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers, verbose=verbose)
-
+    sys_text = system.text()
+    model_path = model.path()
     progress = RichBatchProgress(con) if con.stderr_isatty else PlainBatchProgress(con)
-    settings = Settings(params=params, n_parallel=parallel, n_ctx=ctx, retry_errors=retry_errors,
+    settings = Settings(params=sampling, n_parallel=model.n_parallel(), n_ctx=model.ctx, retry_errors=retry_errors,
                         force=force, system=sys_text)
     summary = run_batch(jobfile, output=out_path, stdout=con.stdout if out_path is None else None,
-                        model_path=model_path, open_model=open_model, settings=settings,
+                        model_path=model_path, open_model=model.open, settings=settings,
                         progress=progress)
     con.error(_summary_line(summary))
     if summary.interrupted:

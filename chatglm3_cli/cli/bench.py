@@ -7,24 +7,20 @@ from typing import Annotated
 import typer
 
 from . import console as console_mod
-from . import options as opt
-from .common import resolve_model_path
 from .errors import UsageError, handle_errors
+from .options import ModelArgs, with_options
 
 
 @handle_errors
+@with_options
 def bench(
-    model: opt.Model = None,
     prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", min=8, help="Prompt length for the single-stream runs.")] = 128,
     gen_tokens: Annotated[int, typer.Option("--gen-tokens", min=2, help="Tokens to generate per run and per record.")] = 32,
     parallel: Annotated[str, typer.Option("--parallel", help="Sequences in flight to compare, e.g. 1,2,4,8.")] = "1,2,4",
     records: Annotated[int, typer.Option("--records", min=1, help="Records in each parallel run.")] = 8,
     reps: Annotated[int, typer.Option("--reps", min=1, help="Single-stream runs (median and spread).")] = 3,
-    threads: opt.Threads = None,
-    gpu_layers: opt.GpuLayers = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (a stable schema).")] = False,
-    offline: opt.Offline = False,
-    endpoint: opt.Endpoint = None,
+    model: ModelArgs = ModelArgs.options(omit=("ctx", "verbose")),
 ) -> None:
     """Measure prompt and generation speed, single stream and parallel, against a raw llama.cpp
     loop on the same model, and the machine's memory-bandwidth limit."""
@@ -37,8 +33,9 @@ def bench(
     if not levels or min(levels) < 1:
         raise UsageError("--parallel needs at least one number >= 1")
     con = console_mod.current()
-    report = run_bench(resolve_model_path(model, offline=offline, endpoint=endpoint), prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
-                       parallel=levels, reps=reps, records=records, threads=threads, gpu_layers=gpu_layers,
+    report = run_bench(model.path(), prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
+                       parallel=levels, reps=reps, records=records, threads=model.threads,
+                       gpu_layers=model.gpu_layers,
                        progress=lambda s: con.error(f"bench: {s}…"))
     if as_json:
         con.write(json.dumps(report.to_dict(), indent=2) + "\n")

@@ -7,34 +7,22 @@ from typing import Annotated, Optional
 import typer
 
 from . import console as console_mod
-from . import options as opt
-from .common import open_model, sampling, system_prompt
 from .errors import UsageError, handle_errors
+from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_options
 
 
 @handle_errors
+@with_options
 def chat(
-    model: opt.Model = None,
-    system: opt.System = None,
-    system_file: opt.SystemFile = None,
-    max_tokens: opt.MaxTokens = None,
-    temperature: opt.Temperature = None,
-    top_p: opt.TopP = None,
-    top_k: opt.TopK = None,
-    repeat_penalty: opt.RepeatPenalty = None,
-    seed: opt.Seed = None,
-    ctx: opt.Ctx = None,
-    threads: opt.Threads = None,
-    gpu_layers: opt.GpuLayers = None,
     plain: Annotated[bool, typer.Option("--plain", help="Raw text instead of rendered Markdown.")] = False,
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not save this conversation.")] = False,
     cont: Annotated[bool, typer.Option("--continue", help="Resume the last saved conversation.")] = False,
     resume: Annotated[Optional[str], typer.Option(
         "--resume", help="Resume a saved conversation by id (see `chatglm3 history`).", metavar="ID")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Show token counts and speed after each answer.")] = False,
-    verbose: opt.Verbose = False,
-    offline: opt.Offline = False,
-    endpoint: opt.Endpoint = None,
+    model: ModelArgs = ModelArgs.options(),
+    sampling: SamplingParams = SamplingArgs.options(),
+    system: SystemArgs = SystemArgs.options(),
 ) -> None:
     """Chat interactively. Ctrl-C stops an answer; Ctrl-D or /exit leaves; /help lists commands.
 
@@ -81,9 +69,7 @@ def chat(
     if cont and resume:
         raise UsageError("use either --continue or --resume, not both")
 
-    params = sampling(temperature=temperature, top_p=top_p, top_k=top_k,
-                      repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens)
-    sys_text = system_prompt(system, system_file)
+    sys_text = system.text()
 
     store = None if no_save else ConversationStore()
     conversation = None
@@ -98,7 +84,7 @@ def chat(
         import time
 
         now = time.time()
-        conversation = Conversation(id=store.new_id(), created=now, updated=now, model=str(model or ""))
+        conversation = Conversation(id=store.new_id(), created=now, updated=now, model=model.label)
 
     history = None
     if interactive and not os.environ.get("CHATGLM3_NOHISTORY"):
@@ -111,9 +97,8 @@ def chat(
     rich_out = con.stdout_isatty and not plain
     if con.stderr_isatty:
         con.error("loading model…")
-    with open_model(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, verbose=verbose,
-                    offline=offline, endpoint=endpoint) as m:
-        session = ChatSession(m, system=sys_text, params=params)
+    with model.open() as m:
+        session = ChatSession(m, system=sys_text, params=sampling)
         if restored:
             session.load(restored)
             if sys_text:
@@ -123,7 +108,7 @@ def chat(
             session, out=con.stdout, err=con.stderr,
             make_renderer=(lambda: MarkdownRenderer(con.stdout)) if rich_out else (lambda: PlainRenderer(con.stdout)),
             pt_input=pt_input, pt_output=pt_output, history=history, store=store,
-            conversation=conversation, stats=stats, model_label=str(model or m.path))
+            conversation=conversation, stats=stats, model_label=model.label or str(m.path))
         if interactive and con.stderr_isatty:
             con.error(f"chatting with {m.name} · /help for commands · Ctrl-D or /exit to leave")
         code = repl.run(first, interactive=interactive)

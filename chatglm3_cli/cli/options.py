@@ -1,40 +1,274 @@
-"""Options shared by the commands that run a model, declared once."""
+"""Options shared by the commands that run a model, declared once, in groups.
+
+A group is a dataclass whose fields are the options (``Annotated[type, typer.Option(...)]``) and
+whose methods do what those options mean. A command asks for a group with one parameter whose
+default is ``Group.options(...)``; ``@with_options`` then shows the group's options in --help
+(in their own panel) and hands the command one built object instead of a dozen values:
+
+    @handle_errors            # outermost: errors raised while building a group are mapped too
+    @with_options
+    def run(prompt: ...,
+            model: ModelArgs = ModelArgs.options(),
+            sampling: SamplingParams = SamplingArgs.options(),
+            system: SystemArgs = SystemArgs.options()) -> None:
+        with model.open() as m:                      # resolves, downloads, loads
+            m.generate(..., params=sampling)         # the engine's SamplingParams, validated
+
+Per command, ``.options()`` takes
+- ``name=VALUE``: another default for that option (translate: ``temperature=0.0``), shown as
+  ``[default: VALUE]``;
+- ``name=Annotated[...]``: another declaration of that option (batch's per-sequence --ctx), or
+  an optional one the group leaves out unless asked (``parallel``);
+- ``omit=("ctx", ...)``: options this command does not take (their field default is used).
+
+Adding a flag to every command of a group is one edit: a field here, plus its use in the
+group's method (``ModelArgs.open`` passes model flags on to the engine). A new command takes
+the groups it needs as parameters, as above. An option one command alone has stays in that
+command's signature. Help text never spells defaults out by hand: Typer shows the real default,
+or ``show_default="..."`` describes one that is computed (e.g. "the model's").
+"""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import copy
+import dataclasses
+import functools
+import inspect
+import typing
+from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Optional, TypeVar
 
 import typer
 
+from ..engine.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.model import Model
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Options used alone, outside the groups (pull, models). ---------------------------------------
+
 MODEL_HELP = ("Model: a .gguf path, an alias (chatglm3-6b, chatglm3-6b-128k, glm-4-9b-chat) with an "
               "optional :QUANT, or a Hub repo (owner/repo[:QUANT] or owner/repo/file.gguf); downloaded "
-              "on first use (default: the config file's model, else chatglm3-6b:Q4_K_M).")
+              "on first use.")
 
-Model = Annotated[Optional[str], typer.Option(
-    "--model", "-m", envvar="CHATGLM3_MODEL", show_envvar=True, help=MODEL_HELP)]
-System = Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")]
-SystemFile = Annotated[Optional[str], typer.Option(
-    "--system-file", help="Read the system prompt from a file.", metavar="PATH")]
-MaxTokens = Annotated[Optional[int], typer.Option(
-    "--max-tokens", min=1, help="Stop after this many tokens (default: when the model ends its turn).")]
-Temperature = Annotated[Optional[float], typer.Option(
-    "--temperature", "-t", min=0.0, help="Sampling temperature; 0 = greedy and deterministic. (default: 0.8)")]
-TopP = Annotated[Optional[float], typer.Option(
-    "--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold. (default: 0.8)")]
-TopK = Annotated[Optional[int], typer.Option(
-    "--top-k", min=0, help="Keep only the K most likely tokens; 0 = off. (default: 0)")]
-RepeatPenalty = Annotated[Optional[float], typer.Option(
-    "--repeat-penalty", min=0.0, help="Penalty for repeated tokens; 1 = off. (default: 1.0)")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed for reproducible sampling.")]
-Ctx = Annotated[Optional[int], typer.Option(
-    "--ctx", "-c", min=16, help="Context size in tokens. (default: the model's, at most 8192)")]
-Threads = Annotated[Optional[int], typer.Option(
-    "--threads", min=1, help="CPU threads. (default: the CPUs this process may use)")]
-GpuLayers = Annotated[Optional[int], typer.Option(
-    "--gpu-layers", help="Layers to offload to the GPU; -1 = all (the default when the build supports a GPU), 0 = none.")]
-Verbose = Annotated[bool, typer.Option(
-    "--verbose", "-v", help="Show llama.cpp's own log on stderr.")]
 Offline = Annotated[bool, typer.Option(
     "--offline", help="Never use the network: only models already on disk (also HF_HUB_OFFLINE=1).")]
 Endpoint = Annotated[Optional[str], typer.Option(
     "--endpoint", envvar="HF_ENDPOINT", show_envvar=True, metavar="URL",
-    help="Hugging Face Hub endpoint or mirror, e.g. https://hf-mirror.com (default: https://huggingface.co).")]
+    show_default="https://huggingface.co",
+    help="Hugging Face Hub endpoint or mirror, e.g. https://hf-mirror.com.")]
+
+
+def parallel_option(what: str) -> Any:
+    """--parallel/-p for a command that decodes several sequences at once (``what`` they are)."""
+    return Annotated[Optional[int], typer.Option(
+        "--parallel", "-p", min=1, max=256, metavar="N", show_default="4 on a CPU, 8 with a GPU",
+        help=f"{what} decoded at once.")]
+
+
+# Per-sequence context, for the commands that decode several sequences in one context.
+SequenceCtx = Annotated[Optional[int], typer.Option(
+    "--ctx", "-c", min=64, metavar="TOKENS", show_default="the model's, at most 4096",
+    help="Context size of each parallel sequence, in tokens.")]
+
+
+# The machinery -----------------------------------------------------------------------------------
+
+class Group:
+    """One command's use of an option group: which options, with which defaults and declarations."""
+
+    def __init__(self, cls: type, omit: tuple[str, ...] = (), **changes: Any) -> None:
+        self.cls = cls
+        hints = typing.get_type_hints(cls, include_extras=True)
+        optional = getattr(cls, "OPTIONAL", ())
+        self.parameters: list[inspect.Parameter] = []
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            change = changes.pop(f.name, _UNSET)
+            is_declaration = typing.get_origin(change) is Annotated
+            if f.name in omit or (f.name in optional and change is _UNSET):
+                continue
+            annotation = change if is_declaration else hints[f.name]
+            default = f.default if change is _UNSET or is_declaration else change
+            self.parameters.append(inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                annotation=_in_panel(annotation, cls.PANEL)))
+        if changes:
+            raise TypeError(f"{cls.__name__} has no options {sorted(changes)}")
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.parameters]
+
+    def build(self, values: dict[str, Any]) -> Any:
+        return self.cls.from_options(**values)
+
+
+_UNSET: Any = object()
+
+
+def _in_panel(annotation: Any, panel: str) -> Any:
+    """The same ``Annotated[...]`` with its typer.Option shown under ``panel`` in --help."""
+    base, *meta = typing.get_args(annotation)
+    meta = [copy.copy(m) for m in meta]
+    for m in meta:
+        if isinstance(m, typer.models.OptionInfo) and m.rich_help_panel is None:
+            m.rich_help_panel = panel
+    return Annotated.__class_getitem__((base, *meta))  # type: ignore[attr-defined]
+
+
+class OptionGroup:
+    """Base of the groups: ``options()`` declares a command's use, ``from_options`` builds."""
+
+    PANEL: ClassVar[str] = "Options"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()  # left out unless a command declares them
+
+    @classmethod
+    def options(cls, omit: tuple[str, ...] = (), **changes: Any) -> Any:
+        # Any: it stands as the default of a parameter typed as what from_options builds
+        return Group(cls, omit, **changes)
+
+    @classmethod
+    def from_options(cls, **values: Any) -> Any:
+        return cls(**values)
+
+
+def with_options(func: F) -> F:
+    """Expand each parameter whose default is a ``Group`` into that group's options (for Typer),
+    and call ``func`` with the built object in their place."""
+    sig = inspect.signature(func, eval_str=True)
+    groups: dict[str, Group] = {}
+    params: list[inspect.Parameter] = []
+    for p in sig.parameters.values():
+        if isinstance(p.default, Group):
+            groups[p.name] = p.default
+            params.extend(p.default.parameters)
+        else:
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    names = [p.name for p in params]
+    clash = {n for n in names if names.count(n) > 1}
+    if clash:
+        raise TypeError(f"{func.__name__}: options declared twice: {sorted(clash)}")
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        for name, group in groups.items():
+            kwargs[name] = group.build({n: kwargs.pop(n) for n in group.names})
+        return func(**kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper  # type: ignore[return-value]
+
+
+# The groups ----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ModelArgs(OptionGroup):
+    """Which model, and how to load it: the options of every command that runs a model."""
+
+    PANEL: ClassVar[str] = "Model"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("parallel",)
+
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", envvar="CHATGLM3_MODEL", show_envvar=True, metavar="MODEL",
+        show_default="the config file's model, else chatglm3-6b:Q4_K_M", help=MODEL_HELP)] = None
+    ctx: Annotated[Optional[int], typer.Option(
+        "--ctx", "-c", min=16, metavar="TOKENS", show_default="the model's, at most 8192",
+        help="Context size in tokens.")] = None
+    parallel: Optional[int] = None  # declared per command with parallel_option(...)
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", min=1, metavar="N", show_default="the CPUs this process may use",
+        help="CPU threads.")] = None
+    gpu_layers: Annotated[Optional[int], typer.Option(
+        "--gpu-layers", metavar="N", show_default="all with a GPU build, else 0",
+        help="Layers to offload to the GPU; -1 = all, 0 = none.")] = None
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Show llama.cpp's own log on stderr.")] = False
+    offline: Offline = False
+    endpoint: Endpoint = None
+    _path: list[str] = dataclasses.field(default_factory=list, init=False, repr=False, compare=False)
+
+    def path(self) -> str:
+        """The model file: -m/CHATGLM3_MODEL, the config file, the default; a Hub model is
+        downloaded on first use (progress on stderr). Resolved once per command."""
+        if not self._path:
+            from .common import resolve_model_path
+
+            self._path.append(resolve_model_path(self.model, offline=self.offline, endpoint=self.endpoint))
+        return self._path[0]
+
+    def open(self) -> "Model":
+        from ..engine.model import Model  # loading llama.cpp is deferred to here
+
+        return Model(self.path(), n_ctx=self.ctx, n_threads=self.threads, n_gpu_layers=self.gpu_layers,
+                     verbose=self.verbose)
+
+    def default_parallel(self) -> int:
+        """Sequences decoded at once when --parallel is not given: more where a GPU does the work."""
+        from ..engine import backend
+
+        return 8 if backend.supports_gpu_offload() and self.gpu_layers != 0 else 4
+
+    def n_parallel(self) -> int:
+        return self.parallel if self.parallel is not None else self.default_parallel()
+
+    @property
+    def label(self) -> str:
+        """The model as the user named it (for saved conversations), else ""."""
+        return self.model or ""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingArgs(OptionGroup):
+    """How tokens are chosen; built into the engine's ``SamplingParams`` (validated)."""
+
+    PANEL: ClassVar[str] = "Sampling"
+
+    max_tokens: Annotated[Optional[int], typer.Option(
+        "--max-tokens", min=1, metavar="N", show_default="when the model ends its turn",
+        help="Stop after this many tokens.")] = None
+    temperature: Annotated[float, typer.Option(
+        "--temperature", "-t", min=0.0, metavar="T",
+        help="Sampling temperature; 0 = greedy and deterministic.")] = DEFAULT_TEMPERATURE
+    top_p: Annotated[float, typer.Option(
+        "--top-p", min=0.0, max=1.0, metavar="P", help="Nucleus sampling threshold.")] = DEFAULT_TOP_P
+    top_k: Annotated[int, typer.Option(
+        "--top-k", min=0, metavar="K", help="Keep only the K most likely tokens; 0 = off.")] = 0
+    repeat_penalty: Annotated[float, typer.Option(
+        "--repeat-penalty", min=0.0, metavar="X", help="Penalty for repeated tokens; 1 = off.")] = 1.0
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", metavar="N", show_default="random",
+        help="Random seed for reproducible sampling.")] = None
+
+    @classmethod
+    def from_options(cls, **values: Any) -> SamplingParams:
+        from .errors import UsageError
+
+        try:
+            return SamplingParams(**values)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemArgs(OptionGroup):
+    """The system prompt: given inline or read from a file (read when asked for)."""
+
+    PANEL: ClassVar[str] = "Prompt"
+
+    system: Annotated[Optional[str], typer.Option(
+        "--system", "-s", metavar="TEXT", help="System prompt.")] = None
+    system_file: Annotated[Optional[str], typer.Option(
+        "--system-file", metavar="PATH", help="Read the system prompt from a file.")] = None
+
+    def text(self) -> Optional[str]:
+        from ..textio import read_text_file
+        from .errors import UsageError
+
+        if self.system is not None and self.system_file is not None:
+            raise UsageError("use either --system or --system-file, not both")
+        if self.system_file is not None:
+            return read_text_file(self.system_file).strip("\n")
+        return self.system

@@ -7,38 +7,26 @@ from typing import Annotated, Optional
 import typer
 
 from . import console as console_mod
-from . import options as opt
-from .common import open_model, sampling, system_prompt
 from .errors import UsageError, handle_errors
+from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_options
 
 
 @handle_errors
+@with_options
 def run(
     prompt: Annotated[Optional[list[str]], typer.Argument(
         help="The prompt. Piped stdin comes first, then -f FILE, then these words.",
         show_default=False)] = None,
     file: Annotated[Optional[str], typer.Option(
         "--file", "-f", help="Read the prompt from a file ('-' for stdin).", metavar="PATH")] = None,
-    model: opt.Model = None,
-    system: opt.System = None,
-    system_file: opt.SystemFile = None,
-    max_tokens: opt.MaxTokens = None,
-    temperature: opt.Temperature = None,
-    top_p: opt.TopP = None,
-    top_k: opt.TopK = None,
-    repeat_penalty: opt.RepeatPenalty = None,
-    seed: opt.Seed = None,
-    ctx: opt.Ctx = None,
-    threads: opt.Threads = None,
-    gpu_layers: opt.GpuLayers = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object (response, metadata, usage, timings) instead of text.")] = False,
     stats: Annotated[bool, typer.Option("--stats", help="Print token counts and speed to stderr.")] = False,
     verbose_prompt: Annotated[bool, typer.Option(
         "--verbose-prompt", help="Print the exact prompt token ids and their text to stderr.")] = False,
-    verbose: opt.Verbose = False,
-    offline: opt.Offline = False,
-    endpoint: opt.Endpoint = None,
+    model: ModelArgs = ModelArgs.options(),
+    sampling: SamplingParams = SamplingArgs.options(),
+    system: SystemArgs = SystemArgs.options(),
 ) -> None:
     """Answer one prompt and exit.
 
@@ -72,19 +60,16 @@ def run(
         con.error("Try 'chatglm3 run --help' for help.")
         raise typer.Exit(2)
 
-    params = sampling(temperature=temperature, top_p=top_p, top_k=top_k,
-                      repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens)
-    sys_text = system_prompt(system, system_file)
+    sys_text = system.text()
     messages = ([Message("system", sys_text)] if sys_text else []) + [Message("user", text)]
 
-    with open_model(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, verbose=verbose,
-                    offline=offline, endpoint=endpoint) as m:
+    with model.open() as m:
         ids = m.prompt_ids(messages)
         if verbose_prompt:
             con.error(f"prompt: {len(ids)} tokens")
             con.error(" ".join(str(i) for i in ids))
             con.error("".join(f"[{t}]" for _, t in m.describe(ids)))
-        gen = m.generate(prompt_ids=ids, params=params)
+        gen = m.generate(prompt_ids=ids, params=sampling)
         if as_json:
             result = gen.complete()
         else:

@@ -7,22 +7,26 @@ stdin and --preview); progress, problems and the summary go to stderr.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from . import console as console_mod
-from . import options as opt
-from .common import resolve_model_path, sampling
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
+from .options import ModelArgs, SamplingArgs, SamplingParams, SequenceCtx, parallel_option, with_options
 from .progress import StderrBar, time_left
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..translate.pipeline import FileResult, FileTask, Summary
 
 PLAIN_EVERY_S = 5.0
+# --max-tokens means a cap per chunk's answer here; a longer answer is retried in smaller chunks.
+AnswerCap = Annotated[Optional[int], typer.Option(
+    "--max-tokens", min=1, metavar="N", show_default="3x the chunk's tokens + 32",
+    help="Stop each answer after this many tokens (a longer one is retried smaller).")]
 MAX_LISTED = 50  # failed units listed one by one in the summary
 
 
@@ -207,6 +211,7 @@ def _expand(paths: list[str], glob: Optional[str], fmt: Optional[str], target_co
 
 
 @handle_errors
+@with_options
 def translate(
     paths: Annotated[list[str], typer.Argument(
         help="Files or directories to translate ('-' for stdin to stdout).", metavar="PATH...",
@@ -240,28 +245,8 @@ def translate(
     preview: Annotated[Optional[int], typer.Option(
         "--preview", min=1, metavar="N",
         help="Translate only the first N chunks of each file and print them to stdout.")] = None,
-    parallel: Annotated[Optional[int], typer.Option(
-        "--parallel", "-p", min=1, max=256,
-        help="Chunks decoded at once. [default: 4 on a CPU, 8 with a GPU]")] = None,
-    model: opt.Model = None,
-    max_tokens: Annotated[Optional[int], typer.Option(
-        "--max-tokens", min=1, help="Stop each answer after this many tokens (a longer one is "
-                                    "retried smaller). [default: 3x the chunk's tokens + 32]")] = None,
-    temperature: Annotated[Optional[float], typer.Option(
-        "--temperature", "-t", min=0.0,
-        help="Sampling temperature. [default: 0 = greedy and deterministic]")] = None,
-    top_p: opt.TopP = None,
-    top_k: opt.TopK = None,
-    repeat_penalty: opt.RepeatPenalty = None,
-    seed: opt.Seed = None,
-    ctx: Annotated[Optional[int], typer.Option(
-        "--ctx", "-c", min=64, help="Context size of each parallel sequence, in tokens. "
-                                    "[default: the model's, at most 4096]")] = None,
-    threads: opt.Threads = None,
-    gpu_layers: opt.GpuLayers = None,
-    verbose: opt.Verbose = False,
-    offline: opt.Offline = False,
-    endpoint: opt.Endpoint = None,
+    model: ModelArgs = ModelArgs.options(ctx=SequenceCtx, parallel=parallel_option("Chunks")),
+    sampling: SamplingParams = SamplingArgs.options(temperature=0.0, max_tokens=AnswerCap),
 ) -> None:
     """Translate .txt, .md, .srt and .vtt files, keeping their structure: code, front matter,
     links and table layout in Markdown; cue numbers and timings in subtitles. Re-running the same
@@ -304,25 +289,15 @@ def translate(
 
     gloss = load_glossary(glossary) if glossary else Glossary()
     template = read_text_file(prompt_file) if prompt_file else None
-    params = sampling(temperature=0.0 if temperature is None else temperature, top_p=top_p,
-                      top_k=top_k, repeat_penalty=repeat_penalty, seed=seed, max_tokens=None)
-    if parallel is None:
-        from ..engine import backend
-
-        parallel = 8 if backend.supports_gpu_offload() and gpu_layers != 0 else 4
-
-    def open_model() -> Any:
-        # only once some input is known to be usable: a wrong file never costs a model download
-        model_path = resolve_model_path(model, offline=offline, endpoint=endpoint)
-        from ..engine.model import Model
-
-        return Model(model_path, n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers, verbose=verbose)
-
-    settings = Settings(target=target, source=source, params=params, n_parallel=parallel, n_ctx=ctx,
-                        bilingual=bilingual, glossary=gloss, prompt_template=template, preview=preview,
-                        max_answer_tokens=max_tokens)
+    # --max-tokens caps each chunk's answer (the pipeline sets each request's own cap)
+    settings = Settings(target=target, source=source, params=replace(sampling, max_tokens=None),
+                        n_parallel=model.n_parallel(), n_ctx=model.ctx, bilingual=bilingual,
+                        glossary=gloss, prompt_template=template, preview=preview,
+                        max_answer_tokens=sampling.max_tokens)
     progress = RichProgress(con) if con.stderr_isatty else PlainProgress(con)
-    summary = run_translate(tasks, open_model=open_model, settings=settings, progress=progress)
+    # model.open resolves the model only once some input is known to be usable: a wrong file
+    # never costs a model download
+    summary = run_translate(tasks, open_model=model.open, settings=settings, progress=progress)
     for r in summary.files:
         if r.text is not None:
             if preview is not None and len(summary.files) > 1:
