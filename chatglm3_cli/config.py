@@ -7,12 +7,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .errors import ChatGLM3Error
+from .errors import ConfigError
 from .paths import config_file
 
-
-class ConfigError(ChatGLM3Error):
-    hint = "fix or delete the config file"
+__all__ = ["ConfigError", "configured_model", "load"]
 
 
 _LINE = re.compile(r'^\s*([A-Za-z_][\w-]*)\s*=\s*(?:"([^"]*)"|\'([^\']*)\'|(true|false|-?\d+))\s*(?:#.*)?$')

@@ -17,6 +17,16 @@ class ChatGLM3Error(Exception):
     def message(self) -> str:
         return str(self.args[0]) if self.args else self.__class__.__name__
 
+    def describe(self) -> str:
+        """The message and, in parentheses, the hint: how every error is shown in one line."""
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(ChatGLM3Error):
+    """The user's config file cannot be read or parsed."""
+
+    hint = "fix or delete the config file"
+
 
 class ModelError(ChatGLM3Error):
     """A model file that cannot be used."""

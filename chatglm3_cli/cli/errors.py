@@ -13,15 +13,24 @@ from typing import Any, Callable, TypeVar
 
 import typer
 
-from ..errors import (BatchFailedError, ChatGLM3Error, DiskFullError, DownloadError, GenerationError,
-                      InputError, InvalidJobsError, ManifestMismatchError, ModelError, NetworkError,
-                      PromptTooLongError, ResultsInUseError, TranslationFailedError)
+from ..errors import (BatchFailedError, ChatGLM3Error, ConfigError, DiskFullError, DownloadError,
+                      GenerationError, InputError, InvalidJobsError, ManifestMismatchError, ModelError,
+                      NetworkError, OutputFormatError, OutputWriteError, PromptTooLongError,
+                      ResultsInUseError, TranslationFailedError)
 from . import console as console_mod
 from .exit_codes import ExitCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+class UsageError(ChatGLM3Error):
+    """Bad command-line use that Typer itself cannot see (e.g. no prompt at all)."""
+
+
+# Each typed error, or its nearest listed base, has a named code; tests check that every
+# ChatGLM3Error subclass finds one here other than FAILURE (which means a bug). Subclasses
+# come before their bases: the first match wins.
 _CODES: list[tuple[type[BaseException], ExitCode]] = [
+    (UsageError, ExitCode.USAGE),
     (InvalidJobsError, ExitCode.STRICT_INVALID_INPUT),  # before InputError, its base
     (ManifestMismatchError, ExitCode.MANIFEST_MISMATCH),
     (BatchFailedError, ExitCode.PARTIAL_FAILURE),
@@ -34,17 +43,13 @@ _CODES: list[tuple[type[BaseException], ExitCode]] = [
     (NetworkError, ExitCode.NETWORK_ERROR),
     (DiskFullError, ExitCode.DISK_FULL),
     (DownloadError, ExitCode.DOWNLOAD_ERROR),
-    (ChatGLM3Error, ExitCode.FAILURE),
+    (ConfigError, ExitCode.CONFIG_ERROR),
+    (OutputWriteError, ExitCode.OUTPUT_ERROR),
+    (OutputFormatError, ExitCode.GENERATION_ERROR),  # an answer that does not parse as asked
 ]
 
 
-class UsageError(ChatGLM3Error):
-    """Bad command-line use that Typer itself cannot see (e.g. no prompt at all)."""
-
-
 def exit_code_for(exc: BaseException) -> ExitCode:
-    if isinstance(exc, UsageError):
-        return ExitCode.USAGE
     for cls, code in _CODES:
         if isinstance(exc, cls):
             return code
@@ -52,10 +57,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
 
 
 def format_error(exc: ChatGLM3Error) -> str:
-    line = f"error: {exc.message}"
-    if exc.hint:
-        line += f" ({exc.hint})"
-    return line
+    return f"error: {exc.describe()}"
 
 
 def _silence_stdout() -> None:
@@ -96,4 +98,5 @@ def handle_errors(func: F) -> F:
                 con.error(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for details)")
             raise typer.Exit(ExitCode.FAILURE)
 
+    wrapper.handles_errors = True  # type: ignore[attr-defined]  # checked by tests/cli/test_errors.py
     return wrapper  # type: ignore[return-value]

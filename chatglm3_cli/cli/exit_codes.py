@@ -18,6 +18,8 @@ class ExitCode(IntEnum):
     PARTIAL_FAILURE = 10  # batch: the job ran, but some records failed (each has an error line)
     STRICT_INVALID_INPUT = 11  # batch --strict: invalid records in the input, nothing was run
     MANIFEST_MISMATCH = 12  # batch: resuming with another model or parameters (see --force)
+    CONFIG_ERROR = 13  # the config file cannot be read or is not valid TOML
+    OUTPUT_ERROR = 14  # an output file or directory cannot be written
     TRANSLATE_FAILED = 20  # translate: some files or units could not be translated (each is listed)
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
     BROKEN_PIPE = 141  # stdout closed early, e.g. `| head` (128 + SIGPIPE)

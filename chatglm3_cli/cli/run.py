@@ -8,6 +8,7 @@ import typer
 
 from . import console as console_mod
 from .errors import UsageError, handle_errors
+from .exit_codes import ExitCode
 from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_options
 
 
@@ -58,7 +59,7 @@ def run(
             raise UsageError("the prompt is empty")
         con.error("Usage: chatglm3 run [OPTIONS] [PROMPT]...  (or pipe text in: echo hi | chatglm3 run)")
         con.error("Try 'chatglm3 run --help' for help.")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
 
     sys_text = system.text()
     messages = ([Message("system", sys_text)] if sys_text else []) + [Message("user", text)]

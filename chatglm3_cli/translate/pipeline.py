@@ -472,7 +472,7 @@ class _Run:
                     write_atomic(r.task.output, text.encode("utf-8"))
                 except OSError as e:
                     r.status = "failed"
-                    r.error = _describe(OutputWriteError(f"cannot write {r.task.output}: {e.strerror or e}"))
+                    r.error = OutputWriteError(f"cannot write {r.task.output}: {e.strerror or e}").describe()
                     self.progress.file_done(r, self.summary)
                     return
             else:
@@ -551,10 +551,6 @@ def check_output(task: FileTask) -> None:
         raise OutputWriteError(f"cannot write {out}: {e.strerror or e}") from None
 
 
-def _describe(e: ChatGLM3Error) -> str:
-    return f"{e.message} ({e.hint})" if e.hint else e.message
-
-
 def _default_decoder(model: "Model", *, n_parallel: int, n_ctx: int) -> Any:
     from ..engine.decoder import ParallelDecoder
 
@@ -578,7 +574,7 @@ def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], s
         try:
             fmt, doc = load(r.task)
         except ChatGLM3Error as e:
-            r.status, r.error = "failed", _describe(e)
+            r.status, r.error = "failed", e.describe()
             continue
         loaded.append((r, fmt, doc))
     run: Optional[_Run] = None
@@ -601,7 +597,7 @@ def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], s
                     try:
                         run.plan(f)
                     except ChatGLM3Error as e:
-                        r.status, r.error = "failed", _describe(e)
+                        r.status, r.error = "failed", e.describe()
                         f.done = True
                         continue
                 progress.start(summary)
