@@ -6,13 +6,9 @@ HF_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub (huggingfac
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name, "").strip()
-    return Path(os.path.expanduser(os.path.expandvars(value))) if value else None
+from .env import path as _env_path
 
 
 def hf_home() -> Path:
@@ -37,6 +33,16 @@ def config_dir() -> Path:
 
 def config_file() -> Path:
     return config_dir() / "config.toml"
+
+
+def data_dir() -> Path:
+    """Saved conversations and the chat input history: CHATGLM3_DATA_DIR or the platform's."""
+    override = _env_path("CHATGLM3_DATA_DIR")
+    if override is not None:
+        return override
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("chatglm3", appauthor=False))
 
 
 def state_dir() -> Path:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -78,15 +79,21 @@ def q4km_model(fixtures):
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
-    """No test sees the developer's own model, debug settings, config, HF cache or token, and
-    none reaches the real Hub: HF_ENDPOINT points at a port where nothing listens."""
-    for var in ("CHATGLM3_MODEL", "CHATGLM3_DEBUG", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                "HF_TOKEN", "HF_TOKEN_PATH"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("CHATGLM3_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("CHATGLM3_STATE_DIR", str(tmp_path / "state"))
+    """No test sees the developer's own model, debug settings, config, data, HF cache or token,
+    and none reaches the real Hub: HF_ENDPOINT points at a port where nothing listens. Every
+    variable of chatglm3_cli.env.VARIABLES is cleared or given a fresh folder, and so is any
+    other CHATGLM3_* variable (one added to the code but not to the table)."""
+    from chatglm3_cli import env
+
+    for var in list(os.environ):
+        if var.startswith("CHATGLM3_") and env.BY_NAME.get(var, env.EnvVar(var, "", "")).in_tests != "keep":
+            monkeypatch.delenv(var)
+    for v in env.VARIABLES:
+        if v.in_tests == "unset":
+            monkeypatch.delenv(v.name, raising=False)
+        elif v.in_tests == "tmpdir":  # CHATGLM3_STATE_DIR -> tmp_path / "state", HF_HOME -> "hf-home"
+            folder = v.name.removeprefix("CHATGLM3_").removesuffix("_DIR").lower().replace("_", "-")
+            monkeypatch.setenv(v.name, str(tmp_path / folder))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     for var in ("NO_PROXY", "no_proxy"):  # the test Hub is local, even behind a proxy
         monkeypatch.setenv(var, "127.0.0.1,localhost")

@@ -12,17 +12,8 @@ from typing import Any
 from ..engine.prompt import ROLES, Message
 from ..errors import InputError
 from ..files import atomic_write_text
+from ..paths import data_dir
 from ..textio import read_text_file
-
-
-def data_dir() -> Path:
-    """The user data dir (platformdirs), or $CHATGLM3_DATA_DIR, read at call time."""
-    env = os.environ.get("CHATGLM3_DATA_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("chatglm3", appauthor=False))
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
+from .. import __version__, env
 from .batch import batch
 from .bench import bench
 from .chat import chat, history_app
@@ -18,6 +18,7 @@ from .translate import translate
 app = typer.Typer(
     name="chatglm3",
     help="Run the ChatGLM3 language model locally (llama.cpp on CPU, CUDA or Metal).",
+    epilog=env.help_epilog(),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -1,7 +1,6 @@
 """`chatglm3 chat` and `chatglm3 history`."""
 from __future__ import annotations
 
-import os
 from typing import Annotated, Optional
 
 import typer
@@ -28,7 +27,9 @@ def chat(
 
     Piped text becomes the first message: cat notes.md | chatglm3 chat
     """
-    from ..chat.history import Conversation, ConversationStore, data_dir
+    from .. import env
+    from ..chat.history import Conversation, ConversationStore
+    from ..paths import data_dir
     from ..chat.session import ChatSession
     from ..engine.prompt import Message
     from ..textio import decode_text
@@ -87,7 +88,7 @@ def chat(
         conversation = Conversation(id=store.new_id(), created=now, updated=now, model=model.label)
 
     history = None
-    if interactive and not os.environ.get("CHATGLM3_NOHISTORY"):
+    if interactive and not env.flag("CHATGLM3_NOHISTORY"):
         from prompt_toolkit.history import FileHistory
 
         path = data_dir() / "input_history"

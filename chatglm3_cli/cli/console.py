@@ -4,10 +4,11 @@ stdout carries the answer and nothing else; messages, stats and errors go to std
 """
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from typing import TextIO
+
+from .. import env
 
 
 def _isatty(stream: TextIO | None) -> bool:
@@ -57,4 +58,5 @@ def current() -> Console:
 
 
 def debug_enabled() -> bool:
-    return os.environ.get("CHATGLM3_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    value = (env.get("CHATGLM3_DEBUG") or "").lower()
+    return value not in ("", "0", "false", "no", "off")

@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from .. import env
 from ..errors import GenerationError, GrammarError, ModelLoadError
 
 _lock = threading.Lock()
@@ -99,7 +100,7 @@ def flash_attn_type(on_gpu: bool) -> int:
     sequences' tokens in the same call), so greedy answers could change with --parallel. Without
     it the same cuts differ by at most ~1e-5, and on 2 CPU cores it measured no slower at 128 and
     1536 tokens of context. CHATGLM3_FLASH_ATTN=on|off|auto overrides."""
-    want = os.environ.get("CHATGLM3_FLASH_ATTN", "").strip().lower()
+    want = (env.get("CHATGLM3_FLASH_ATTN") or "").lower()
     if want in ("1", "on", "true", "yes"):
         return _FA_ON
     if want in ("0", "off", "false", "no"):
@@ -166,7 +167,7 @@ def cpu_weight_placement(params: Any, tensors: Sequence[Any]) -> Any:
     CHATGLM3_CPU_EXTRA_BUFTS=1 restores llama.cpp's own choice. Returns what must be kept
     alive while the model loads.
     """
-    if os.environ.get("CHATGLM3_CPU_EXTRA_BUFTS", "") == "1":
+    if env.get("CHATGLM3_CPU_EXTRA_BUFTS") == "1":
         return None
     bufts = _cpu_extra_buffer_types()
     if "AMX" not in bufts:

@@ -22,33 +22,32 @@ from http.client import HTTPException, HTTPResponse
 from typing import Any, Optional
 from urllib.parse import quote, urljoin, urlparse
 
+from .. import env
 from ..errors import HubAccessError, ModelNotOnHubError, NetworkError
 from ..paths import hf_home
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TIMEOUT_S = 30.0  # per connect/read, not for the whole transfer
 _MAX_REDIRECTS = 8
-_TRUE = ("1", "on", "yes", "true")
 
 
 def endpoint(override: Optional[str] = None) -> str:
-    value = override or os.environ.get("HF_ENDPOINT", "").strip() or DEFAULT_ENDPOINT
+    value = override or env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
     return value.rstrip("/")
 
 
 def offline(override: Optional[bool] = None) -> bool:
     if override:
         return True
-    return any(os.environ.get(v, "").strip().lower() in _TRUE
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return env.flag("HF_HUB_OFFLINE") or env.flag("TRANSFORMERS_OFFLINE")
 
 
 def token() -> Optional[str]:
     """HF_TOKEN, else the token `hf auth login` stored (HF_TOKEN_PATH or HF_HOME/token)."""
-    value = os.environ.get("HF_TOKEN", "").strip()
+    value = env.get("HF_TOKEN")
     if value:
         return value
-    path = os.environ.get("HF_TOKEN_PATH", "").strip() or str(hf_home() / "token")
+    path = env.get("HF_TOKEN_PATH") or str(hf_home() / "token")
     try:
         with open(os.path.expanduser(path), encoding="utf-8") as f:
             return f.read().strip() or None

@@ -6,12 +6,11 @@ CHATGLM3_MODEL (for library callers), then `model = ...` in the config file, the
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .. import config
+from .. import config, env
 from ..errors import ModelNotFoundError, OfflineModelError
 from . import http
 from .download import Progress, download
@@ -21,7 +20,7 @@ from .store import find_cached, mark_used, repo_files
 
 def model_name(value: Optional[str] = None) -> str:
     """The model name in force: the value given, CHATGLM3_MODEL, the config file, the default."""
-    for candidate in (value, os.environ.get("CHATGLM3_MODEL"), config.configured_model()):
+    for candidate in (value, env.get("CHATGLM3_MODEL"), config.configured_model()):
         if candidate and candidate.strip():
             return candidate.strip()
     return DEFAULT_MODEL

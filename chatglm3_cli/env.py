@@ -1,0 +1,93 @@
+"""Every environment variable the tool reads, in one table (name, meaning, default).
+
+The table feeds ``paths.py`` and the other readers (through ``get``/``flag``/``path``, which
+refuse a name that is not listed), the test isolation (tests/conftest.py clears or redirects
+each ``CHATGLM3_*`` variable), the epilog of ``chatglm3 --help`` and the README's
+"Environment" table (a test keeps that one equal to ``markdown_table()``). Values are read at
+call time, never at import time, so a test or a user can change them with one variable.
+
+A new variable: add a row here, read it with ``env.get("NAME")``, and regenerate the README
+table (tests/test_env.py prints the expected text when it differs).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    meaning: str
+    default: str
+    # How tests isolate it: "unset", "tmpdir" (a fresh folder per test), or "keep" (test
+    # infrastructure such as the fixture cache).
+    in_tests: str = "unset"
+
+
+VARIABLES: tuple[EnvVar, ...] = (
+    EnvVar("CHATGLM3_MODEL", "the model used when -m is not given", "the config file's model, else chatglm3-6b:Q4_K_M"),
+    EnvVar("CHATGLM3_DEBUG", "1: show tracebacks on errors (like --debug)", "off"),
+    EnvVar("CHATGLM3_CONFIG_DIR", "the folder of config.toml", "~/.config/chatglm3 (the platform's config dir)",
+           "tmpdir"),
+    EnvVar("CHATGLM3_DATA_DIR", "saved conversations and the chat input history",
+           "~/.local/share/chatglm3 (the platform's data dir)", "tmpdir"),
+    EnvVar("CHATGLM3_STATE_DIR", "bookkeeping: when each model was last used, translate checkpoints",
+           "~/.local/state/chatglm3 (the platform's state dir)", "tmpdir"),
+    EnvVar("CHATGLM3_NOHISTORY", "1: chat keeps no input history", "off"),
+    EnvVar("CHATGLM3_FLASH_ATTN", "on, off or auto: llama.cpp's flash attention",
+           "off on a CPU, auto with a GPU"),
+    EnvVar("CHATGLM3_CPU_EXTRA_BUFTS", "1: llama.cpp's own choice of CPU weight buffers", "off (see README: AMX)"),
+    EnvVar("CHATGLM3_TEST_CACHE", "where the tests keep their generated GGUF fixtures", ".cache/test-models",
+           "keep"),
+    EnvVar("HF_ENDPOINT", "the Hugging Face Hub or a mirror (like --endpoint)", "https://huggingface.co"),
+    EnvVar("HF_TOKEN", "a Hub token for gated or private repos", "$HF_HOME/token, if any"),
+    EnvVar("HF_TOKEN_PATH", "the file that holds the Hub token", "$HF_HOME/token"),
+    EnvVar("HF_HUB_OFFLINE", "1: never use the network (like --offline)", "off"),
+    EnvVar("TRANSFORMERS_OFFLINE", "1: the same as HF_HUB_OFFLINE (its older name)", "off"),
+    EnvVar("HF_HOME", "the Hugging Face folder", "$XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface",
+           "tmpdir"),
+    EnvVar("HF_HUB_CACHE", "where models are stored (shared with huggingface_hub)", "$HF_HOME/hub", "tmpdir"),
+    EnvVar("XDG_CACHE_HOME", "the user cache folder", "~/.cache"),
+)
+
+BY_NAME = {v.name: v for v in VARIABLES}
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _check(name: str) -> None:
+    if name not in BY_NAME:
+        raise KeyError(f"{name} is not in chatglm3_cli.env.VARIABLES: add it there first")
+
+
+def get(name: str) -> Optional[str]:
+    """The stripped value, or None when unset or empty."""
+    _check(name)
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def flag(name: str) -> bool:
+    """True for 1/true/yes/on (any case)."""
+    return (get(name) or "").lower() in _TRUE
+
+
+def path(name: str) -> Optional[Path]:
+    """The value as a path, with ~ and $VARS expanded; None when unset or empty."""
+    value = get(name)
+    return Path(os.path.expanduser(os.path.expandvars(value))) if value else None
+
+
+def markdown_table() -> str:
+    rows = ["| variable | meaning | default |", "| --- | --- | --- |"]
+    rows += [f"| `{v.name}` | {v.meaning} | {v.default} |" for v in VARIABLES if v.in_tests != "keep"]
+    return "\n".join(rows)
+
+
+def help_epilog() -> str:
+    """For `chatglm3 --help`: the variables by name (their meaning is in the README)."""
+    ours = ", ".join(v.name for v in VARIABLES if v.name.startswith("CHATGLM3_") and v.in_tests != "keep")
+    hf = ", ".join(v.name for v in VARIABLES if v.name.startswith("HF_") and v.name != "HF_TOKEN_PATH")
+    return f"Environment: {ours}; {hf}. See the README's Environment table."
