@@ -47,7 +47,7 @@ class Job:
 
     def _has_system_message(self) -> bool:
         msgs = self.record.get("messages") or []
-        return any(isinstance(m, dict) and T.ROLE_ALIASES.get(m.get("role"), m.get("role")) == "system"
+        return any(isinstance(m, dict) and T.ROLE_ALIASES.get(str(m.get("role")), m.get("role")) == "system"
                    for m in msgs)
 
     def grammar(self) -> str | None:
@@ -279,7 +279,7 @@ def _check_task_fields(task: str, obj: Mapping[str, Any], errors: list[str]) -> 
         _check_tools(obj, errors)
         msgs = obj.get("messages")
         if obj.get("system") and isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) \
-                and T.ROLE_ALIASES.get(msgs[0].get("role"), msgs[0].get("role")) == "system":
+                and T.ROLE_ALIASES.get(str(msgs[0].get("role")), msgs[0].get("role")) == "system":
             errors.append('a system prompt both in "system" and in "messages": keep one')
     elif task == "summarize":
         length = obj.get("length")

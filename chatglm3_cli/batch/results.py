@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..files import atomic_write_bytes
 from ..errors import ManifestMismatchError, ResultsInUseError
+from ..files import atomic_write_bytes
 
 
 def line_key(obj: dict[str, Any]) -> str | None:
@@ -207,11 +207,11 @@ def check_manifest(old: dict[str, Any] | None, new: Manifest, results: Path, *, 
                 f"it was not written by chatglm3 batch, or by another version")
         return ["no manifest"] if has_results else []
     diffs: list[str] = []
-    old_model = old.get("model") if isinstance(old.get("model"), dict) else {}
+    old_model: dict[str, Any] = old["model"] if isinstance(old.get("model"), dict) else {}
     if old_model.get("sha256") != new.model_sha256:
         diffs.append(f"model: {old_model.get('path', '?')} (sha256 {str(old_model.get('sha256'))[:12]}) "
                      f"-> {new.model_path} (sha256 {new.model_sha256[:12]})")
-    old_params = old.get("params") if isinstance(old.get("params"), dict) else {}
+    old_params: dict[str, Any] = old["params"] if isinstance(old.get("params"), dict) else {}
     for k in sorted(set(old_params) | set(new.params)):
         if old_params.get(k) != new.params.get(k):
             diffs.append(f"{k}: {json.dumps(old_params.get(k))} -> {json.dumps(new.params.get(k))}")

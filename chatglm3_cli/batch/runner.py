@@ -15,12 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, TextIO
 
-from ..errors import (ChatGLM3Error, GenerationError, InputError, InvalidRecordError, OutputFormatError,
-                      PromptTooLongError)
-from .jobs import Job, JobFile, Problem
+from ..errors import (
+    ChatGLM3Error,
+    GenerationError,
+    InputError,
+    InvalidRecordError,
+    OutputFormatError,
+    PromptTooLongError,
+)
 from ..files import file_sha256
-from .results import (Manifest, ResultsFile, ScanReport, check_manifest, dumps_line,
-                      manifest_path, read_manifest)
+from .jobs import Job, JobFile, Problem
+from .results import Manifest, ResultsFile, ScanReport, check_manifest, dumps_line, manifest_path, read_manifest
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.generate import Completion
@@ -231,6 +236,7 @@ def run_batch(jobfile: JobFile, *, output: Optional[Path], stdout: Optional[Text
                 summary.done_now += 1
                 progress.advance(False, p.key, None, summary)  # listed already by validation
             if todo:
+                assert model is not None
                 _decode(todo, model, settings, summary, progress, write)
     except KeyboardInterrupt:
         summary.interrupted = True

@@ -216,9 +216,9 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
                                     (n_prompt + raw_gen) / raw_t, raw_gen / raw_t))
         if rows:
             base = next((r for r in rows if r.n == 1), rows[0])
-            for r in rows:
-                r.speedup_ours = r.ours_total_tps / base.ours_total_tps
-                r.speedup_raw = r.raw_total_tps / base.raw_total_tps
+            for row in rows:
+                row.speedup_ours = row.ours_total_tps / base.ours_total_tps
+                row.speedup_raw = row.raw_total_tps / base.raw_total_tps
         progress("measuring memory bandwidth")
         bw = measure_bandwidth(model.n_threads)
         return BenchReport(
@@ -254,7 +254,8 @@ def format_report(rep: BenchReport) -> str:
                  f"{r['decode'] if r['decode'] is not None else '-':>24}   (ours / raw)")
     if rep.parallel:
         lines += ["", f"parallel: {rep.records} records (prompt + up to {rep.gen_tokens} tokens each)",
-                  f"{'N':>3}{'raw tok/s':>12}{'ours tok/s':>12}{'ours gen tok/s':>16}{'raw xN1':>9}{'ours xN1':>10}{'ours/raw':>10}"]
+                  f"{'N':>3}{'raw tok/s':>12}{'ours tok/s':>12}{'ours gen tok/s':>16}"
+                  f"{'raw xN1':>9}{'ours xN1':>10}{'ours/raw':>10}"]
         for p in rep.parallel:
             lines.append(f"{p.n:>3}{p.raw_total_tps:>12.2f}{p.ours_total_tps:>12.2f}{p.ours_gen_tps:>16.2f}"
                          f"{p.speedup_raw:>9.2f}{p.speedup_ours:>10.2f}{p.ours_total_tps / p.raw_total_tps:>10.3f}")

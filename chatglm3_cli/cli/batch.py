@@ -82,8 +82,7 @@ class RichBatchProgress(PlainBatchProgress):
         super().start(todo, summary)
         if todo == 0:
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self._bar = StderrBar(
             self.con, TextColumn("batch"), BarColumn(), MofNCompleteColumn(),
@@ -156,9 +155,9 @@ def batch(
     · cat jobs.jsonl | chatglm3 batch - > results.jsonl
     """
     from ..batch.jobs import parse_jobs
-    from ..files import read_bytes
     from ..batch.runner import Settings, run_batch
     from ..errors import BatchFailedError, InvalidJobsError
+    from ..files import read_bytes
 
     con = console_mod.current()
     if jobs == "-":

@@ -14,9 +14,12 @@ from .options import ModelArgs, with_options
 @handle_errors
 @with_options
 def bench(
-    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", min=8, help="Prompt length for the single-stream runs.")] = 128,
-    gen_tokens: Annotated[int, typer.Option("--gen-tokens", min=2, help="Tokens to generate per run and per record.")] = 32,
-    parallel: Annotated[str, typer.Option("--parallel", help="Sequences in flight to compare, e.g. 1,2,4,8.")] = "1,2,4",
+    prompt_tokens: Annotated[int, typer.Option(
+        "--prompt-tokens", min=8, help="Prompt length for the single-stream runs.")] = 128,
+    gen_tokens: Annotated[int, typer.Option(
+        "--gen-tokens", min=2, help="Tokens to generate per run and per record.")] = 32,
+    parallel: Annotated[str, typer.Option(
+        "--parallel", help="Sequences in flight to compare, e.g. 1,2,4,8.")] = "1,2,4",
     records: Annotated[int, typer.Option("--records", min=1, help="Records in each parallel run.")] = 8,
     reps: Annotated[int, typer.Option("--reps", min=1, help="Single-stream runs (median and spread).")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (a stable schema).")] = False,

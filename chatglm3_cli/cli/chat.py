@@ -29,9 +29,9 @@ def chat(
     """
     from .. import env
     from ..chat.history import Conversation, ConversationStore
-    from ..paths import data_dir
     from ..chat.session import ChatSession
     from ..engine.prompt import Message
+    from ..paths import data_dir
     from ..textio import decode_text
     from .render import MarkdownRenderer, PlainRenderer
     from .repl import ChatREPL
@@ -47,7 +47,7 @@ def chat(
     tty_files = []
     if not con.stdin_isatty:
         try:
-            tty_in = open("/dev/tty", "r")
+            tty_in = open("/dev/tty")
             tty_files.append(tty_in)
             from prompt_toolkit.input import create_input
 
@@ -104,6 +104,7 @@ def chat(
             session.load(restored)
             if sys_text:
                 session.system = sys_text
+            assert conversation is not None
             con.error(f"resumed conversation {conversation.id} ({len(session.messages)} messages)")
         repl = ChatREPL(
             session, out=con.stdout, err=con.stderr,

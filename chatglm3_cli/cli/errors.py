@@ -13,10 +13,24 @@ from typing import Any, Callable, TypeVar
 
 import typer
 
-from ..errors import (BatchFailedError, ChatGLM3Error, ConfigError, DiskFullError, DownloadError,
-                      GenerationError, InputError, InvalidJobsError, ManifestMismatchError, ModelError,
-                      NetworkError, OutputFormatError, OutputWriteError, PromptTooLongError,
-                      ResultsInUseError, TranslationFailedError)
+from ..errors import (
+    BatchFailedError,
+    ChatGLM3Error,
+    ConfigError,
+    DiskFullError,
+    DownloadError,
+    GenerationError,
+    InputError,
+    InvalidJobsError,
+    ManifestMismatchError,
+    ModelError,
+    NetworkError,
+    OutputFormatError,
+    OutputWriteError,
+    PromptTooLongError,
+    ResultsInUseError,
+    TranslationFailedError,
+)
 from . import console as console_mod
 from .exit_codes import ExitCode
 
@@ -82,21 +96,21 @@ def handle_errors(func: F) -> F:
             raise
         except KeyboardInterrupt:
             con.error("interrupted")
-            raise typer.Exit(ExitCode.INTERRUPTED)
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
         except BrokenPipeError:
             _silence_stdout()
-            raise typer.Exit(ExitCode.BROKEN_PIPE)
+            raise typer.Exit(ExitCode.BROKEN_PIPE) from None
         except ChatGLM3Error as e:
             if debug:
                 traceback.print_exc(file=con.stderr)
             con.error(format_error(e))
-            raise typer.Exit(exit_code_for(e))
+            raise typer.Exit(exit_code_for(e)) from None
         except Exception as e:  # a bug: one line, unless asked for the traceback
             if debug:
                 traceback.print_exc(file=con.stderr)
             else:
                 con.error(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for details)")
-            raise typer.Exit(ExitCode.FAILURE)
+            raise typer.Exit(ExitCode.FAILURE) from None
 
     wrapper.handles_errors = True  # type: ignore[attr-defined]  # checked by tests/cli/test_errors.py
     return wrapper  # type: ignore[return-value]

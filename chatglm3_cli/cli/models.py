@@ -63,7 +63,8 @@ def pull(
 
     Examples: chatglm3 pull · chatglm3 pull chatglm3-6b:q8_0 · chatglm3 pull bartowski/glm-4-9b-chat-GGUF --list
     """
-    from ..hub.http import Hub, offline as is_offline
+    from ..hub.http import Hub
+    from ..hub.http import offline as is_offline
     from ..hub.resolve import fetch
     from .progress import make_progress
 
@@ -100,7 +101,7 @@ def _print_quants(con: console_mod.Console, hub: "Hub", repo_id: str) -> None:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
     return "\n".join(lines) + "\n"
 
 

@@ -77,12 +77,12 @@ SequenceCtx = Annotated[Optional[int], typer.Option(
 class Group:
     """One command's use of an option group: which options, with which defaults and declarations."""
 
-    def __init__(self, cls: type, omit: tuple[str, ...] = (), **changes: Any) -> None:
+    def __init__(self, cls: type[OptionGroup], omit: tuple[str, ...] = (), **changes: Any) -> None:
         self.cls = cls
         hints = typing.get_type_hints(cls, include_extras=True)
         optional = getattr(cls, "OPTIONAL", ())
         self.parameters: list[inspect.Parameter] = []
-        for f in dataclasses.fields(cls):
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # every group is a dataclass
             if not f.init:
                 continue
             change = changes.pop(f.name, _UNSET)

@@ -61,8 +61,7 @@ class RichProgress:
         self._task: Any = None
 
     def start(self, name: str, total: int, done: int) -> None:
-        from rich.progress import (BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
         self.end(True)
         self._bar = StderrBar(self.con, TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
 from ..chat.history import Conversation, ConversationStore, load_transcript, messages_to_json
-from ..files import atomic_write_text
 from ..chat.session import ChatSession
 from ..errors import ChatGLM3Error
+from ..files import atomic_write_text
 from ..textio import read_text_file
 from .errors import format_error
 from .render import Renderer

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -10,6 +10,9 @@ from . import console as console_mod
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
 from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_options
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.generate import Completion
 
 
 @handle_errors
@@ -71,6 +74,7 @@ def run(
             con.error(" ".join(str(i) for i in ids))
             con.error("".join(f"[{t}]" for _, t in m.describe(ids)))
         gen = m.generate(prompt_ids=ids, params=sampling)
+        result: Optional[Completion]
         if as_json:
             result = gen.complete()
         else:

@@ -13,14 +13,14 @@ either a Completion or the typed error that stopped that request (never the whol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from ..errors import ChatGLM3Error
 from .prompt import Message
 from .sampling import SamplingParams
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generate import Completion
+    from .generate import AnswerShaper, Completion, Utf8Stream
     from .model import Model
 
 
@@ -66,12 +66,12 @@ class _Slot:
     seq: int
     req: DecodeRequest
     prompt: list[int]
-    sampler: object
+    sampler: Any  # the model's sampler chain (backend.Sampler)
     pending: list[int]  # prompt tokens not evaluated yet
     n_past: int  # cells this sequence holds
     shared: int  # prompt tokens that came from the shared prefix
-    shaper: object
-    utf8: object
+    shaper: AnswerShaper
+    utf8: Utf8Stream
     generated: list[int] = field(default_factory=list)
     pieces: list[str] = field(default_factory=list)
     next_token: int | None = None  # sampled, to be evaluated in the next step
@@ -265,7 +265,8 @@ class ParallelDecoder:
                 for slot, reason, stop_tok in finished:
                     del slots[slot.seq]
                     free.append(slot.seq)
-                    yield DecodeResult(slot.req.key, completion=self._finish(slot, reason, stop_tok, time.perf_counter()))
+                    completion = self._finish(slot, reason, stop_tok, time.perf_counter())
+                    yield DecodeResult(slot.req.key, completion=completion)
         finally:
             for slot in slots.values():
                 slot.sampler.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import codecs
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Generator, Iterator, Sequence
 
 from ..errors import PromptTooLongError
 from .sampling import SamplingParams
@@ -213,7 +213,7 @@ class Generation:
         assert self.result is not None
         return self.result
 
-    def _run(self) -> Iterator[str]:
+    def _run(self) -> Generator[str, None, None]:
         cache, ctx, model = self._cache, self._cache.ctx, self._model
         timings = Timings()
         text = Utf8Stream()

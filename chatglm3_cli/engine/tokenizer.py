@@ -54,7 +54,7 @@ def _str(field: int, value: str) -> bytes:
 def build_model_proto(pieces: Sequence[str], scores: Sequence[float], types: Sequence[int]) -> bytes:
     """Serialize a SentencePiece BPE ModelProto with ChatGLM3's normalizer and trainer settings."""
     out = bytearray()
-    for piece, score, ptype in zip(pieces, scores, types):
+    for piece, score, ptype in zip(pieces, scores, types, strict=True):
         body = _str(1, piece) + _key(2, 5) + struct.pack("<f", score) + _int(3, ptype)
         out += _bytes(1, body)
     unk = types.index(UNKNOWN)
@@ -91,6 +91,8 @@ class SentencePieceTokenizer:
         types = info.get("tokenizer.ggml.token_type")
         if tokens is None or scores is None or types is None:
             raise UnsupportedModelError(f"{info.path}: the GGUF carries no SentencePiece vocabulary")
+        if not len(tokens) == len(scores) == len(types):  # a damaged or hostile file
+            raise UnsupportedModelError(f"{info.path}: the vocabulary's tokens, scores and types differ in length")
         n = sentencepiece_size(types)
         proto = build_model_proto(tokens[:n], list(scores[:n]), list(types[:n]))
         return cls(proto, n)

@@ -61,7 +61,7 @@ def _literal(node: ast.expr) -> Any:
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise ValueError("** in a dict")
-        return {_key(k): _literal(v) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
+        return {_key(k): _literal(v) for k, v in zip(node.keys, node.values, strict=True)}  # type: ignore[arg-type]
     value = ast.literal_eval(node)
     if isinstance(value, (set, frozenset, complex, bytes)):
         raise ValueError("not a JSON value")

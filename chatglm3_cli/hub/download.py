@@ -229,5 +229,5 @@ def _verify(partial: Path, meta: FileMeta, digest: _Digest, name: str) -> None:
     if size != meta.size or (got is not None and got != meta.etag):
         partial.unlink(missing_ok=True)
         what = (f"{size:,} bytes instead of {meta.size:,}" if size != meta.size
-                else f"{digest.kind} {got[:16]}… instead of {meta.etag[:16]}…")
+                else f"{digest.kind} {(got or '')[:16]}… instead of {meta.etag[:16]}…")
         raise IntegrityError(f"the download of {name} is corrupt ({what}); the bad data was deleted")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -124,7 +123,7 @@ class Hub:
                     url = target
                     continue
                 raise self._http_error(e, what) from None
-            except (urllib.error.URLError, socket.timeout, OSError, HTTPException) as e:
+            except (TimeoutError, urllib.error.URLError, OSError, HTTPException) as e:
                 reason = getattr(e, "reason", None) or e
                 raise NetworkError(f"cannot reach {self.endpoint}: {reason}") from e
         raise NetworkError(f"too many redirects from {url}")

@@ -112,7 +112,7 @@ def all_models(cache: Optional[Path] = None) -> list[CachedFile]:
     base = cache or hf_cache_dir()
     if not base.is_dir():
         return []
-    out = []
+    out: list[CachedFile] = []
     for rdir in sorted(base.glob("models--*")):
         repo = _repo_id(rdir)
         if repo:

@@ -195,9 +195,9 @@ def _check(piece: Piece, translation: str) -> str:
         extra = sorted(set(got) - set(want), key=int)
         what = []
         if missing:
-            what.append("missing " + ", ".join("{{%s}}" % m for m in missing))
+            what.append("missing " + ", ".join(f"{{{{{m}}}}}" for m in missing))
         if extra:
-            what.append("unknown " + ", ".join("{{%s}}" % m for m in extra))
+            what.append("unknown " + ", ".join(f"{{{{{m}}}}}" for m in extra))
         if not what:
             what.append("placeholders repeated or dropped")
         raise Mismatch(f"placeholders changed ({'; '.join(what)})")

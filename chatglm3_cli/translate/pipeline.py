@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Sequence
 
+from ..errors import ChatGLM3Error, InputError, OutputWriteError, PromptTooLongError, UnsupportedFormatError
 from ..files import read_bytes
-from ..errors import (ChatGLM3Error, InputError, OutputWriteError, PromptTooLongError,
-                      UnsupportedFormatError)
 from ..textio import decode_text
-from .checkpoint import Checkpoint, chunk_key, checkpoint_path
+from .checkpoint import Checkpoint, checkpoint_path, chunk_key
 from .chunks import Mismatch, Piece, build_chunks, format_request, join_parts, make_pieces, parse_answer
 from .formats import FORMATS, Document, format_for, parse, supported_list
 from .glossary import Glossary
@@ -320,7 +319,7 @@ class _Run:
 
     def apply(self, node: _Node, translations: Sequence[str]) -> None:
         f = node.file
-        for p, tr in zip(node.pieces, translations):
+        for p, tr in zip(node.pieces, translations, strict=True):
             f.parts.setdefault(p.unit, {})[p.part] = tr
         self.resolved(node)
 

@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from chatglm3_cli.chat.history import (Conversation, ConversationStore, load_transcript,
-                                       messages_to_json, to_markdown)
+from chatglm3_cli.chat.history import Conversation, ConversationStore, load_transcript, messages_to_json, to_markdown
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.errors import InputError
 

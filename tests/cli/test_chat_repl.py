@@ -9,7 +9,7 @@ from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from chatglm3_cli.chat.history import ConversationStore, Conversation
+from chatglm3_cli.chat.history import Conversation, ConversationStore
 from chatglm3_cli.chat.session import ChatSession
 from chatglm3_cli.cli.render import PlainRenderer
 from chatglm3_cli.cli.repl import ChatREPL

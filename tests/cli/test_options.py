@@ -10,8 +10,16 @@ from typer.testing import CliRunner
 from chatglm3_cli.cli.app import app
 from chatglm3_cli.cli.errors import handle_errors
 from chatglm3_cli.cli.exit_codes import ExitCode
-from chatglm3_cli.cli.options import (Group, ModelArgs, SamplingArgs, SamplingParams, SequenceCtx,
-                                      SystemArgs, parallel_option, with_options)
+from chatglm3_cli.cli.options import (
+    Group,
+    ModelArgs,
+    SamplingArgs,
+    SamplingParams,
+    SequenceCtx,
+    SystemArgs,
+    parallel_option,
+    with_options,
+)
 
 
 def _probe_app(**groups) -> tuple[typer.Typer, list]:

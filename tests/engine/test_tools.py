@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatglm3_cli.engine.prompt import Message
-from chatglm3_cli.engine.tools import (TOOLS_SYSTEM_PROMPT, call_message, format_call, function_specs,
-                                       parse_call, tools_message)
+from chatglm3_cli.engine.tools import (
+    TOOLS_SYSTEM_PROMPT,
+    call_message,
+    format_call,
+    function_specs,
+    parse_call,
+    tools_message,
+)
 
 FENCED = '```python\ntool_call(city="Paris", days=3, metric=true, units=None, tags=["a)", "b"])\n```'
 

@@ -6,8 +6,14 @@ import os
 
 import pytest
 
-from chatglm3_cli.errors import (DiskFullError, DownloadError, IntegrityError, ModelNotOnHubError,
-                                 NetworkError, OfflineModelError)
+from chatglm3_cli.errors import (
+    DiskFullError,
+    DownloadError,
+    IntegrityError,
+    ModelNotOnHubError,
+    NetworkError,
+    OfflineModelError,
+)
 from chatglm3_cli.hub import download as dl
 from chatglm3_cli.hub.registry import parse_spec
 from chatglm3_cli.hub.resolve import fetch, resolve_model

@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import pytest
 
-from chatglm3_cli.translate.chunks import (Mismatch, Piece, build_chunks, format_request, join_parts,
-                                           make_pieces, parse_answer, split_sentences, strip_chatter)
+from chatglm3_cli.translate.chunks import (
+    Mismatch,
+    Piece,
+    build_chunks,
+    format_request,
+    join_parts,
+    make_pieces,
+    parse_answer,
+    split_sentences,
+    strip_chatter,
+)
 from chatglm3_cli.translate.formats import parse
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatglm3_cli.errors import SubtitleFormatError
 from chatglm3_cli.translate.formats import format_for, parse
