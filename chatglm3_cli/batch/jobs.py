@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..engine.prompt import Message
 from ..errors import InputError
@@ -49,6 +49,12 @@ class Job:
         msgs = self.record.get("messages") or []
         return any(isinstance(m, dict) and T.ROLE_ALIASES.get(str(m.get("role")), m.get("role")) == "system"
                    for m in msgs)
+
+    def default_max_tokens(self, count: "Callable[[str], int]") -> int:
+        """The answer cap when neither the record nor the job sets one (see tasks)."""
+        if self.openai:
+            return T.DEFAULT_ANSWER_CAP
+        return T.default_max_tokens(self.task, self.record, count)
 
     def grammar(self) -> str | None:
         if self.openai:

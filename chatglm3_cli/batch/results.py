@@ -35,6 +35,16 @@ def line_failed(obj: dict[str, Any]) -> bool:
     return obj.get("error") is not None
 
 
+def line_cut_off(obj: dict[str, Any]) -> bool:
+    """An answer that stopped at max_tokens (task lines and OpenAI lines)."""
+    if obj.get("finish_reason") == "length":
+        return True
+    body = (obj.get("response") or {}).get("body") if isinstance(obj.get("response"), dict) else None
+    choices = body.get("choices") if isinstance(body, dict) else None
+    return bool(isinstance(choices, list) and choices and isinstance(choices[0], dict)
+                and choices[0].get("finish_reason") == "length")
+
+
 def dumps_line(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -42,6 +52,7 @@ def dumps_line(obj: dict[str, Any]) -> bytes:
 @dataclass
 class ScanReport:
     answered: dict[str, bool] = field(default_factory=dict)  # id -> succeeded
+    cut_off: set[str] = field(default_factory=set)  # ids answered, but cut off at max_tokens
     truncated_bytes: int = 0  # a half-written last line that was cut off
     dropped_corrupt: int = 0  # unreadable lines in the middle (never written by us)
     dropped_duplicates: int = 0
@@ -59,15 +70,11 @@ class ResultsFile:
 
     def lock(self) -> None:
         """Two runs of one job at once would answer the same ids twice: the second is refused.
-        (The hidden lock file stays: deleting a lock file races with its next user.)"""
-        from filelock import FileLock, Timeout
-
+        The hidden lock file beside the results is removed again by close()."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.path.with_name(f".{self.path.name}.lock")))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise ResultsInUseError(f"another chatglm3 batch is writing {self.path}") from None
+        lock = ExclusiveLock(self.path.with_name(f".{self.path.name}.lock"))
+        if not lock.acquire():
+            raise ResultsInUseError(f"another chatglm3 batch is writing {self.path}")
         self._lock = lock
 
     def prepare(self, *, retry_errors: bool) -> ScanReport:
@@ -123,6 +130,11 @@ class ResultsFile:
             report.dropped_retry = before - len(keep)
             rewrite = rewrite or report.dropped_retry > 0
         report.answered = {k: not failed for k, failed, _ in keep if k is not None}
+        for k, failed, raw in keep:
+            if k is not None and not failed:
+                obj = _loads(raw)
+                if obj is not None and line_cut_off(obj):
+                    report.cut_off.add(k)
         if rewrite:
             atomic_write_bytes(self.path, (raw for _, _, raw in keep))
         elif report.truncated_bytes:
@@ -145,6 +157,63 @@ class ResultsFile:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+class ExclusiveLock:
+    """A non-blocking lock file that is deleted when released.
+
+    Deleting a lock file races with a process that opened it just before: that process could
+    then lock the deleted file while a third creates and locks a new one. So the holder deletes
+    the file while it still holds the lock, and a taker checks after locking that the path still
+    names the file it locked, else it tries again. (Elsewhere than POSIX: filelock's lock, whose
+    file stays.)"""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._fallback: Any = None
+
+    def acquire(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            from filelock import FileLock, Timeout
+
+            lock = FileLock(str(self.path))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                return False
+            self._fallback = lock
+            return True
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return True
+            os.close(fd)  # the holder deleted it meanwhile: lock the new file instead
+        return False
+
+    def release(self) -> None:
+        if self._fallback is not None:
+            self._fallback.release()
+            self._fallback = None
+        if self._fd is not None:
+            try:
+                os.unlink(self.path)  # while still holding it, see the class comment
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
 
 
 def _loads(raw: bytes) -> dict[str, Any] | None:

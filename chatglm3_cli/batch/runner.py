@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import Counter
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -68,7 +69,9 @@ class Settings:
 class Summary:
     total: int = 0  # records in the input
     skipped: int = 0  # answered by an earlier run
-    succeeded: int = 0  # all answered successfully, earlier runs included
+    succeeded: int = 0  # all answered completely, earlier runs included
+    cut_off: int = 0  # answered, but cut off at max_tokens (finish_reason "length"), all runs
+    cut_off_now: int = 0
     failed: int = 0  # all with an error line, earlier runs included
     failed_now: int = 0
     done_now: int = 0  # written by this run
@@ -82,6 +85,7 @@ class Summary:
     interrupted: bool = False
     output: str = "-"
     notes: list[str] = field(default_factory=list)
+    failure_kinds: Counter = field(default_factory=Counter)  # error type -> records, this run
 
     @property
     def tokens_per_second(self) -> float:
@@ -159,6 +163,22 @@ def problem_line(p: Problem) -> dict[str, Any]:
     return line
 
 
+def retry_advice(summary: Summary, settings: Settings) -> str | None:
+    """What would change the outcome of failed records. At temperature 0 --retry-errors decodes
+    the same prompts the same way, so it only helps once something else changes."""
+    if settings.params.temperature > 0:
+        return None  # the default hint: --retry-errors samples other answers
+    tips = []
+    kinds = summary.failure_kinds
+    if kinds.get("PromptTooLongError"):
+        tips.append("a larger --ctx for prompts that do not fit")
+    if kinds.get("OutputFormatError"):
+        tips.append("a larger max_tokens for answers cut off")
+    tips.append("a larger model")
+    return ("see the error lines in the results; at temperature 0 --retry-errors repeats the same "
+            "answers: it helps with " + ", ".join(tips) + " (another model or --ctx needs --force)")
+
+
 # the job ------------------------------------------------------------------------------------
 
 def manifest_params(settings: Settings) -> dict[str, Any]:
@@ -202,10 +222,12 @@ def run_batch(jobfile: JobFile, *, output: Optional[Path], stdout: Optional[Text
     for job in jobfile.jobs:
         if job.key in answered:
             summary.skipped += 1
-            if answered[job.key]:
-                summary.succeeded += 1
-            else:
+            if not answered[job.key]:
                 summary.failed += 1
+            elif job.key in report.cut_off:
+                summary.cut_off += 1
+            else:
+                summary.succeeded += 1
         else:
             todo.append(job)
     problems = []
@@ -286,10 +308,14 @@ def _decode(todo: list[Job], model: "Model", settings: Settings, summary: Summar
 
     def fail(job: Job, exc: ChatGLM3Error, comp: "Completion | None" = None) -> None:
         write(result_line(job, model_name=model.name, comp=comp, error=exc))
+        summary.failure_kinds[type(exc).__name__] += 1
         summary.failed += 1
         summary.failed_now += 1
         summary.done_now += 1
         progress.advance(False, job.key, exc.message, summary)
+
+    def count(text: str) -> int:
+        return len(model.tokenize(text))
 
     def requests() -> Iterator[DecodeRequest]:
         for job in todo:
@@ -297,6 +323,8 @@ def _decode(todo: list[Job], model: "Model", settings: Settings, summary: Summar
                 ids = model.prompt_ids(job.messages(settings.system))
                 grammar = job.grammar()
                 params = settings.params.with_(**job.overrides)
+                if params.max_tokens is None:
+                    params = params.with_(max_tokens=job.default_max_tokens(count))
             except ChatGLM3Error as e:
                 fail(job, e)
                 continue
@@ -329,9 +357,17 @@ def _collect(decoder: Any, requests: Iterator[Any], by_key: dict[str, Job], summ
             tool = comp.metadata if comp.finish_reason == "tool_calls" else None
             output = job.parse(comp.text, tool)
         except OutputFormatError as e:
+            if comp.finish_reason == "length":  # say why it does not parse
+                e = OutputFormatError(
+                    f"the answer was cut off at max_tokens ({comp.completion_tokens} tokens) before "
+                    f"it was complete: {e.message}", hint="raise max_tokens")
             fail(job, e, comp)
             continue
         write(result_line(job, model_name=model_name, comp=comp, output=output, error=None))
-        summary.succeeded += 1
+        if comp.finish_reason == "length":
+            summary.cut_off += 1
+            summary.cut_off_now += 1
+        else:
+            summary.succeeded += 1
         summary.done_now += 1
         progress.advance(True, job.key, None, summary)

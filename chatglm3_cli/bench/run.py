@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 SCHEMA = 1
+# Runs whose fastest is more than this many times the slowest measured a busy machine, not the
+# tool: their medians and ratios are flagged instead of reported as facts.
+NOISY_RATIO = 1.5
 
 
 @dataclass
@@ -26,9 +29,23 @@ class Spread:
     def median(self) -> float:
         return statistics.median(self.runs) if self.runs else 0.0
 
+    @property
+    def ratio(self) -> float | None:
+        """max / min of the runs (None with fewer than two runs)."""
+        if len(self.runs) < 2:
+            return None
+        lo, hi = min(self.runs), max(self.runs)
+        return float("inf") if lo <= 0 < hi else (hi / lo if lo > 0 else 1.0)
+
+    @property
+    def noisy(self) -> bool:
+        r = self.ratio
+        return r is not None and r > NOISY_RATIO
+
     def to_dict(self) -> dict[str, Any]:
         return {"median": round(self.median, 4), "min": round(min(self.runs), 4) if self.runs else 0.0,
-                "max": round(max(self.runs), 4) if self.runs else 0.0, "runs": [round(x, 4) for x in self.runs]}
+                "max": round(max(self.runs), 4) if self.runs else 0.0, "runs": [round(x, 4) for x in self.runs],
+                "noisy": self.noisy}
 
 
 @dataclass
@@ -83,6 +100,23 @@ class BenchReport:
     bandwidth_gbps: float
     bytes_per_token: int
 
+    def warnings(self) -> list[str]:
+        """One line per figure whose runs spread too widely to trust."""
+        out = []
+        for side_name, side in (("raw", self.raw), ("ours", self.ours)):
+            for what, spread in (("prefill", side.prefill_tps), ("decode", side.decode_tps),
+                                 ("first token", side.ttft_s)):
+                if spread.noisy:
+                    r = spread.ratio
+                    times = "an unbounded factor" if r == float("inf") else f"{r:.1f}x"
+                    out.append(f"{side_name} {what}: runs from {min(spread.runs):.2f} to "
+                               f"{max(spread.runs):.2f} ({times} apart)")
+        if out:
+            out.insert(0, f"too noisy to trust: runs differ by more than {NOISY_RATIO}x, so the "
+                          f"machine was busy; the medians, ratios and parallel rows below may "
+                          f"measure other load, not the tool (rerun when idle, or with more --reps)")
+        return out
+
     @property
     def limit_tps(self) -> float:
         return self.bandwidth_gbps * 1e9 / self.bytes_per_token if self.bytes_per_token else 0.0
@@ -99,6 +133,8 @@ class BenchReport:
                        "ours_over_raw": {"prefill": round(ours_p / raw_p, 3) if raw_p else None,
                                          "decode": round(ours_d / raw_d, 3) if raw_d else None}},
             "parallel": [r.to_dict() for r in self.parallel],
+            "noisy": bool(self.warnings()),
+            "warnings": self.warnings(),
             "memory": {"peak_rss_bytes": self.peak_rss_bytes},
             "bandwidth": {"measured_read_gb_per_s": round(self.bandwidth_gbps, 2),
                           "model_bytes_per_token": self.bytes_per_token,
@@ -238,7 +274,9 @@ def format_report(rep: BenchReport) -> str:
     def sp(x: dict[str, Any]) -> str:
         return f"{x['median']:.2f} ({x['min']:.2f}-{x['max']:.2f})"
 
-    lines = [
+    warnings = rep.warnings()
+    lines = [f"warning: {w}" if i == 0 else f"  {w}" for i, w in enumerate(warnings)]
+    lines += [
         f"model: {rep.model} ({rep.family}, {rep.quant or '?'}, {rep.size_bytes / 1e9:.2f} GB) | "
         f"threads {rep.threads} | gpu layers {rep.gpu_layers}",
         f"single stream: prompt {rep.prompt_tokens} tokens, generate {rep.gen_tokens}, {rep.reps} runs "
@@ -250,8 +288,9 @@ def format_report(rep: BenchReport) -> str:
         lines.append(f"{side:6}{sp(x['prefill_tokens_per_s']):>24}{sp(x['decode_tokens_per_s']):>24}"
                      f"{sp(x['time_to_first_token_s']):>24}")
     r = s["ours_over_raw"]
+    noisy = " (noisy: see the warning)" if warnings else ""
     lines.append(f"{'ratio':6}{r['prefill'] if r['prefill'] is not None else '-':>24}"
-                 f"{r['decode'] if r['decode'] is not None else '-':>24}   (ours / raw)")
+                 f"{r['decode'] if r['decode'] is not None else '-':>24}   (ours / raw){noisy}")
     if rep.parallel:
         lines += ["", f"parallel: {rep.records} records (prompt + up to {rep.gen_tokens} tokens each)",
                   f"{'N':>3}{'raw tok/s':>12}{'ours tok/s':>12}{'ours gen tok/s':>16}"

@@ -112,7 +112,8 @@ class RichBatchProgress(PlainBatchProgress):
 
 
 def _summary_line(s: "Summary") -> str:
-    parts = [f"{s.total} records: {s.succeeded} succeeded, {s.failed} failed"]
+    cut = f", {s.cut_off} cut off at max_tokens" if s.cut_off else ""
+    parts = [f"{s.total} records: {s.succeeded} succeeded{cut}, {s.failed} failed"]
     if s.skipped:
         parts[0] += f" ({s.skipped} answered by an earlier run)"
     if s.todo:
@@ -155,7 +156,7 @@ def batch(
     · cat jobs.jsonl | chatglm3 batch - > results.jsonl
     """
     from ..batch.jobs import parse_jobs
-    from ..batch.runner import Settings, run_batch
+    from ..batch.runner import Settings, retry_advice, run_batch
     from ..errors import BatchFailedError, InvalidJobsError
     from ..files import read_bytes
 
@@ -194,6 +195,11 @@ def batch(
                         model_path=model_path, open_model=model.open, settings=settings,
                         progress=progress)
     con.error(_summary_line(summary))
+    if summary.cut_off_now:
+        n = summary.cut_off_now
+        con.error(f"batch: {n} answer{'s' if n != 1 else ''} stopped at max_tokens before the model "
+                  f"finished (finish_reason \"length\"): raise max_tokens in the records or with "
+                  f"--max-tokens, and write to another -o file")
     if summary.interrupted:
         again = ("run the same command again to resume" if out_path is not None
                  else "the results above are complete lines")
@@ -203,4 +209,4 @@ def batch(
         msg = f"{summary.failed} of {summary.total} records failed"
         if out_path is None:
             raise BatchFailedError(msg, hint="see the error lines in the results")
-        raise BatchFailedError(msg)
+        raise BatchFailedError(msg, hint=retry_advice(summary, settings))

@@ -42,5 +42,7 @@ def bench(
                        progress=lambda s: con.error(f"bench: {s}…"))
     if as_json:
         con.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        for w in report.warnings():  # the table carries them; JSON readers see "noisy" too
+            con.error(f"bench: warning: {w}")
     else:
         con.write(format_report(report) + "\n")

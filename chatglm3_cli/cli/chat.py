@@ -45,10 +45,12 @@ def chat(
     pt_input = pt_output = None
     interactive = con.stdin_isatty
     tty_files = []
+    tty_fd = _fileno(con.stdin) if con.stdin_isatty else None
     if not con.stdin_isatty:
         try:
             tty_in = open("/dev/tty")
             tty_files.append(tty_in)
+            tty_fd = tty_in.fileno()
             from prompt_toolkit.input import create_input
 
             pt_input = create_input(stdin=tty_in)
@@ -110,13 +112,21 @@ def chat(
             session, out=con.stdout, err=con.stderr,
             make_renderer=(lambda: MarkdownRenderer(con.stdout)) if rich_out else (lambda: PlainRenderer(con.stdout)),
             pt_input=pt_input, pt_output=pt_output, history=history, store=store,
-            conversation=conversation, stats=stats, model_label=model.label or str(m.path))
+            conversation=conversation, stats=stats, model_label=model.label or str(m.path),
+            tty_fd=tty_fd if interactive else None)
         if interactive and con.stderr_isatty:
             con.error(f"chatting with {m.name} · /help for commands · Ctrl-D or /exit to leave")
         code = repl.run(first, interactive=interactive)
     for f in tty_files:
         f.close()
     raise typer.Exit(code)
+
+
+def _fileno(f: object) -> Optional[int]:
+    try:
+        return f.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 history_app = typer.Typer(help="Saved conversations.", no_args_is_help=False, invoke_without_command=True)

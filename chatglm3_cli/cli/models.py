@@ -169,8 +169,10 @@ def _on_disk(model: Optional[str]) -> tuple["ModelSpec", list["CachedFile"]]:
 def models_info(
     model: Annotated[str, typer.Argument(help="A model name (as `chatglm3 models` shows it) or a .gguf path.")],
 ) -> None:
-    """Show a model's GGUF metadata: architecture, context, layers, quant, size, sha256."""
+    """Show a model's GGUF metadata: architecture, context, layers, quant, size, sha256, and
+    how its prompts are built (chat template) and where its answers stop (stop tokens)."""
     from ..engine.gguf_file import read_gguf
+    from ..engine.model import chat_facts
     from ..errors import ModelNotFoundError
     from ..hub import human_size
     from ..hub.registry import quant_of
@@ -187,6 +189,7 @@ def models_info(
     else:
         raise ModelNotFoundError(f"{spec.text} is not on disk", hint=f"download it with: chatglm3 pull {spec.text}")
     info = read_gguf(path)
+    facts = chat_facts(path, info)
     sha = blob_sha or _sha256(path, con)
     rows = [
         ("name", name), ("path", str(path)), ("architecture", info.architecture or "-"),
@@ -198,8 +201,11 @@ def models_info(
         ("tensors", str(len(info.tensors))),
         ("size", f"{human_size(info.file_size)} ({info.file_size:,} bytes)"),
         ("sha256", sha), ("gguf", f"version {info.version}"),
+        ("chat template", f"yes ({facts.template_chars:,} characters)" if facts.template_chars else "none"),
+        ("prompts", facts.prompt_format),
+        ("stop tokens", ", ".join(f"{text or '(empty)'} ({i})" for i, text in facts.stop_tokens) or "none"),
     ]
-    con.write("".join(f"{k + ':':<14}{v}\n" for k, v in rows))
+    con.write("".join(f"{k + ':':<15}{v}\n" for k, v in rows))
 
 
 def _one(spec: "ModelSpec", files: list["CachedFile"]) -> "CachedFile":

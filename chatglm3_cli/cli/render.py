@@ -2,12 +2,14 @@
 
 The Markdown view commits finished blocks (paragraphs, whole code blocks) above a small live
 area that holds only the block being written. The live area is never taller than one block,
-so long answers neither flicker nor lose lines that scrolled off the screen.
+so long answers neither flicker nor lose lines that scrolled off the screen. A single newline
+in an answer is a line break, as in a chat UI (CommonMark would join the lines of a poem into
+one paragraph).
 """
 from __future__ import annotations
 
 import re
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 
 class Renderer(Protocol):
@@ -68,11 +70,33 @@ class _Lines:
             yield Segment.line()
 
 
+def _line_break_parser():  # type: ignore[no-untyped-def]
+    """rich's own Markdown parser settings (markdown-it's ``breaks`` option only changes its
+    HTML output: _parse turns the soft breaks into hard ones itself)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"breaks": True}).enable("strikethrough").enable("table")
+
+
+def _with_hard_breaks(tokens: list) -> list:
+    """A newline inside a paragraph ("softbreak", shown by rich as a space) becomes a line break."""
+    for tok in tokens:
+        for child in tok.children or ():
+            if child.type == "softbreak":
+                child.type = "hardbreak"
+    return tokens
+
+
 class MarkdownRenderer:
     def __init__(self, out: TextIO) -> None:
         from rich.console import Console
         from rich.live import Live
+        from rich.markdown import Markdown
 
+        self._parser = _line_break_parser()
+        # A configured Markdown whose attributes each rendering copies: rich parses in
+        # __init__, and we parse with our own parser instead of twice.
+        self._proto = Markdown("", code_theme="monokai")
         self.console = Console(file=out, force_terminal=True)
         self.live = Live(console=self.console, auto_refresh=False, transient=True,
                          vertical_overflow="visible")
@@ -81,11 +105,17 @@ class MarkdownRenderer:
         self.block_done = 0  # rendered lines of the current block printed for good
         self.live.start()
 
-    def _lines(self, text: str) -> list:
+    def markdown(self, text: str) -> "Any":
         from rich.markdown import Markdown
 
-        return self.console.render_lines(Markdown(text, code_theme="monokai"),
-                                         self.console.options, pad=False)
+        md = Markdown.__new__(Markdown)
+        md.__dict__.update(self._proto.__dict__)
+        md.markup = text
+        md.parsed = _with_hard_breaks(self._parser.parse(text))
+        return md
+
+    def _lines(self, text: str) -> list:
+        return self.console.render_lines(self.markdown(text), self.console.options, pad=False)
 
     def _commit(self, lines: list) -> None:
         if lines:

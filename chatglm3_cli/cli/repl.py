@@ -5,9 +5,12 @@ Ctrl-C stops the answer, not the session; on an empty line it says how to leave.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from ..chat.history import Conversation, ConversationStore, load_transcript, messages_to_json
 from ..chat.session import ChatSession
@@ -47,7 +50,7 @@ class ChatREPL:
                  make_renderer: Callable[[], Renderer], pt_input: Any = None, pt_output: Any = None,
                  history: Any = None, store: ConversationStore | None = None,
                  conversation: Conversation | None = None, stats: bool = False,
-                 model_label: str = "") -> None:
+                 model_label: str = "", tty_fd: int | None = None) -> None:
         self.session = session
         self.out = out
         self.err = err
@@ -59,6 +62,7 @@ class ChatREPL:
         self.conversation = conversation
         self.stats = stats
         self.model_label = model_label
+        self.tty_fd = tty_fd  # the terminal typed on: no echo while an answer streams
         self.pending_files: list[tuple[str, str]] = []
         self._prompt: Any = None
 
@@ -178,20 +182,27 @@ class ChatREPL:
         notice = self.session.take_dropped_notice(turn.dropped)
         if notice:
             self.say(f"note: {notice}")
-        renderer = self.make_renderer()
         interrupted = False
-        try:
-            for piece in turn:
-                renderer.feed(piece)
-        except KeyboardInterrupt:
-            interrupted = True
-            turn.close()
-        except ChatGLM3Error as e:
-            turn.close()
-            renderer.finish()
-            self.say(format_error(e))
-            return
-        renderer.finish(interrupted=interrupted)
+        with _no_echo(self.tty_fd):
+            renderer = self.make_renderer()
+            try:
+                for piece in turn:
+                    # Ctrl-C lands between two pieces, never inside the renderer: a write cut
+                    # short there leaves its buffer to be written again (the answer's first
+                    # line shown twice above [interrupted]).
+                    with _sigint_deferred():
+                        renderer.feed(piece)
+            except KeyboardInterrupt:
+                interrupted = True
+                turn.close()
+            except ChatGLM3Error as e:
+                turn.close()
+                with _sigint_deferred(swallow=True):
+                    renderer.finish()
+                self.say(format_error(e))
+                return
+            with _sigint_deferred(swallow=True):  # a second Ctrl-C: the answer is stopped already
+                renderer.finish(interrupted=interrupted)
         if self.stats and turn.result is not None:
             self.say(stats_line(turn.result, self.session))
         self.autosave()
@@ -317,6 +328,51 @@ class ChatREPL:
             self.say("usage: /stats [on|off]")
             return
         self.say(f"stats {'on' if self.stats else 'off'}")
+
+
+@contextlib.contextmanager
+def _sigint_deferred(*, swallow: bool = False) -> Iterator[None]:
+    """Hold Ctrl-C until the block is done, then raise KeyboardInterrupt (or drop it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda sig, _frame: got.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if got and not swallow:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _no_echo(fd: int | None) -> Iterator[None]:
+    """Turn the terminal's echo off while an answer streams. Keys typed meanwhile still wait in
+    the terminal for the next prompt, but are not echoed into the middle of the answer, where
+    the extra line would throw off the live display's cursor arithmetic (an answer shown twice)."""
+    try:
+        import termios
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        old = termios.tcgetattr(fd) if fd is not None else None
+    except (termios.error, OSError):
+        old = None
+    if old is None:
+        yield
+        return
+    new = list(old)
+    new[3] &= ~termios.ECHO
+    try:
+        termios.tcsetattr(fd, termios.TCSANOW, new)  # TCSANOW: typed-ahead keys are kept
+        yield
+    finally:
+        try:
+            termios.tcsetattr(fd, termios.TCSANOW, old)
+        except (termios.error, OSError):
+            pass
 
 
 def _replace(params: Any, key: str, value: Any) -> Any:

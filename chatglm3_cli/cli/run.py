@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from ..engine.sampling import DEFAULT_ANSWER_CAP
 from . import console as console_mod
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
@@ -29,7 +30,9 @@ def run(
     verbose_prompt: Annotated[bool, typer.Option(
         "--verbose-prompt", help="Print the exact prompt token ids and their text to stderr.")] = False,
     model: ModelArgs = ModelArgs.options(),
-    sampling: SamplingParams = SamplingArgs.options(),
+    # A cap where no one watches the answer stream: a model that never ends its turn would
+    # otherwise fill the whole context (reported on stderr when it is reached).
+    sampling: SamplingParams = SamplingArgs.options(max_tokens=DEFAULT_ANSWER_CAP),
     system: SystemArgs = SystemArgs.options(),
 ) -> None:
     """Answer one prompt and exit.
@@ -99,6 +102,14 @@ def run(
                 "finish_reason": result.finish_reason, "usage": result.usage,
                 "timings": result.timings.to_dict(),
             }, ensure_ascii=False) + "\n")
+        if result.finish_reason == "length":
+            # Truncation is not success, but the text is still the answer: say so on stderr.
+            if sampling.max_tokens is not None and result.completion_tokens >= sampling.max_tokens:
+                con.error(f"note: the answer was cut off at {sampling.max_tokens} tokens (--max-tokens): "
+                          f"raise it to let the model finish")
+            else:
+                con.error(f"note: the answer was cut off: the context of {m.n_ctx} tokens is full "
+                          f"(raise --ctx)")
         if stats:
             t = result.timings
             pt = f"{t.prompt_tps:.1f} tok/s" if t.prompt_tps else "-"

@@ -153,7 +153,8 @@ def _summary_lines(s: "Summary") -> list[str]:
     for r in s.files:
         for fail in sorted(r.failures, key=lambda x: x.line):
             if listed < MAX_LISTED:
-                lines.append(f"  not translated (kept as is): {r.task.label}:{fail.line}: {fail.reason}: "
+                kept = "" if r.status == "failed" else " (kept as is)"
+                lines.append(f"  not translated{kept}: {r.task.label}:{fail.line}: {fail.reason}: "
                              f"{fail.excerpt}")
             listed += 1
     if listed > MAX_LISTED:
@@ -268,6 +269,11 @@ def translate(
         source = None if from_.strip().lower() in ("auto", "") else parse_language(from_)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    for lang, flag in ((target, "--to"), (source, "--from")):
+        if lang is not None and not lang.known:
+            con.error(f"warning: {flag} {lang.name!r} is not a language this tool knows: the model is "
+                      f"asked for {lang.name!r} as written" + (f", and outputs are named NAME.{lang.code}.EXT"
+                                                               if flag == "--to" else ""))
     if fmt is not None:
         fmt = {"markdown": "md", "text": "txt", "webvtt": "vtt"}.get(fmt.lower(), fmt.lower())
         if fmt not in FORMATS:
@@ -311,10 +317,14 @@ def translate(
     if not summary.ok:
         from ..errors import TranslationFailedError
 
-        nf, nu = len(summary.failed_files), summary.failed_units
+        nf = len(summary.failed_files)
+        nu = sum(len(r.failures) for r in summary.files if r.status != "failed")
         what = []
         if nf:
             what.append(f"{nf} of {len(summary.files)} file{'s' if len(summary.files) != 1 else ''} failed")
         if nu:
             what.append(f"{nu} unit{'s' if nu != 1 else ''} not translated (kept in the source language)")
-        raise TranslationFailedError("; ".join(what) or "the translation is incomplete")
+        from ..translate.pipeline import retry_advice
+
+        hint = retry_advice(summary, params) if summary.failed_units else None
+        raise TranslationFailedError("; ".join(what) or "the translation is incomplete", hint=hint)

@@ -188,14 +188,18 @@ def cpu_weight_placement(params: Any, tensors: Sequence[Any]) -> Any:
 class LlamaModel:
     """A loaded model (weights + vocabulary)."""
 
-    def __init__(self, path: str, n_gpu_layers: int | None, tensors: Sequence[Any] = ()) -> None:
+    def __init__(self, path: str, n_gpu_layers: int | None, tensors: Sequence[Any] = (), *,
+                 vocab_only: bool = False) -> None:
         L = llama()
         params = L.llama_model_default_params()
+        if vocab_only:  # the vocabulary alone (models info): no weights read, no GPU touched
+            n_gpu_layers = 0
+            params.vocab_only = True
         if n_gpu_layers is None or n_gpu_layers < 0:
             n_gpu_layers = 999 if supports_gpu_offload() else 0
         params.n_gpu_layers = n_gpu_layers
         self.n_gpu_layers = n_gpu_layers
-        keep = cpu_weight_placement(params, tensors) if n_gpu_layers == 0 else None
+        keep = cpu_weight_placement(params, tensors) if n_gpu_layers == 0 and not vocab_only else None
         _log_lines.clear()
         ptr = L.llama_model_load_from_file(os.fsencode(path), params)
         del keep
@@ -265,8 +269,44 @@ class LlamaModel:
     def bos_token(self) -> int:
         return int(llama().llama_vocab_bos(self.vocab))
 
+    def is_control(self, token: int) -> bool:
+        return bool(llama().llama_vocab_is_control(self.vocab, token))
+
     def add_bos(self) -> bool:
         return bool(llama().llama_vocab_get_add_bos(self.vocab))
+
+
+def builtin_chat_templates() -> list[str]:
+    """The names of the chat formats llama.cpp implements itself (chatml, llama3, gemma...)."""
+    L = llama()
+    n = L.llama_chat_builtin_templates(None, 0)
+    arr = (ctypes.c_char_p * max(1, n))()
+    n = L.llama_chat_builtin_templates(arr, n)
+    return sorted(arr[i].decode("utf-8") for i in range(max(0, n)))
+
+
+def apply_builtin_template(name: str, messages: Sequence[tuple[str, str]], *, add_assistant: bool) -> str:
+    """Render (role, content) pairs with one of llama.cpp's built-in chat formats.
+
+    C strings: content must not contain NUL (the caller checks). ValueError for a name that
+    llama.cpp does not know."""
+    L = llama()
+    keep = [(r.encode("utf-8"), c.encode("utf-8")) for r, c in messages]
+    chat = (L.llama_chat_message * max(1, len(keep)))()
+    for i, (r, c) in enumerate(keep):
+        chat[i].role = r
+        chat[i].content = c
+    tmpl = name.encode("utf-8")
+    size = sum(len(r) + len(c) for r, c in keep) * 2 + 1024
+    buf = ctypes.create_string_buffer(size)
+    n = L.llama_chat_apply_template(tmpl, chat, len(keep), add_assistant, buf, size)
+    if n < 0:
+        raise ValueError(f"llama.cpp has no built-in chat template {name!r}")
+    if n >= size:
+        size = n + 1
+        buf = ctypes.create_string_buffer(size)
+        n = L.llama_chat_apply_template(tmpl, chat, len(keep), add_assistant, buf, size)
+    return buf.raw[:n].decode("utf-8", errors="replace")
 
 
 class _AbortFlag:

@@ -4,11 +4,15 @@
 - ChatGLM3 (architecture ``chatglm`` with a SentencePiece vocabulary and ChatGLM3's control
   tokens): the exact path, whether or not the file carries a template;
 - any other model with an embedded chat template (GLM-4 included): that template, and the
-  file's own end-of-generation tokens.
+  file's own end-of-generation tokens;
+- a chat template given by the caller (a Jinja text or a llama.cpp built-in name, see
+  ``templates``) replaces the file's, or stands in for a missing one. ChatGLM3 files keep the
+  official format (the override is ignored, with a note).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -16,8 +20,10 @@ from ..errors import ModelFormatError, ModelLoadError, UnsupportedModelError
 from . import backend
 from .generate import Completion, Generation, KVCache
 from .gguf_file import GGUFInfo, read_gguf
-from .prompt import ChatGLM3Specials, Message, chatglm3_prompt_ids, template_prompt_ids
+from .prompt import (ChatGLM3Specials, Message, chatglm3_prompt_ids, render_template,
+                     template_prompt_ids)
 from .sampling import SamplingParams
+from .templates import ChatTemplate, builtin_prompt_ids, builtin_prompt_text, turn_end_token
 from .tokenizer import SentencePieceTokenizer
 
 CHATGLM3 = "chatglm3"
@@ -44,8 +50,10 @@ class Model:
 
     def __init__(self, path: str | os.PathLike[str], *, n_ctx: int | None = None,
                  n_threads: int | None = None, n_gpu_layers: int | None = None,
-                 n_batch: int = 512, verbose: bool = False) -> None:
+                 n_batch: int = 512, verbose: bool = False,
+                 chat_template: ChatTemplate | None = None) -> None:
         self.path = Path(path)
+        self.notes: list[str] = []  # things the caller may want to tell the user
         self.info = read_gguf(self.path)  # typed errors for missing, not-GGUF, truncated
         tokens = self.info.get("tokenizer.ggml.tokens")
         if tokens is not None and len(set(tokens)) != len(tokens):
@@ -73,14 +81,25 @@ class Model:
             self.stop_tokens = {EOS_ID, s.roles["user"], s.roles["observation"]}
             self._tool_stop: int | None = s.roles["observation"]
             self.chat_template = self.info.chat_template
+            self.template: ChatTemplate | None = None
+            if chat_template is not None:
+                self.notes.append(f"the chat template {chat_template.source} is not used: ChatGLM3 "
+                                  f"files always take the official prompt format")
         else:
-            self.chat_template = self._llama.chat_template()
-            if not self.chat_template:
+            own = self._llama.chat_template()
+            if chat_template is None and not own:
                 self.close()
                 raise UnsupportedModelError(
                     f"{self.path} is neither a ChatGLM3 model nor carries a chat template",
-                    hint="use a GGUF with an embedded chat template")
+                    hint="give one with --chat-template NAME|FILE (a llama.cpp built-in name such as "
+                         "chatml, llama3, gemma, or a Jinja file)")
+            self.template = chat_template or ChatTemplate(source="the file's template", text=own)
+            self.chat_template = self.template.text
             self.stop_tokens = self._llama.eog_tokens()
+            if chat_template is not None:
+                end = turn_end_token(self._render_text, self._tokenize_special, self._llama.is_control)
+                if end is not None and end not in self.stop_tokens:
+                    self.stop_tokens.add(end)
             self._tool_stop = None
         train_ctx = self._llama.n_ctx_train or DEFAULT_MAX_CTX
         self.n_ctx_train = train_ctx
@@ -127,16 +146,35 @@ class Model:
         if self.family == CHATGLM3:
             assert self._specials is not None and self.tokenizer is not None
             return chatglm3_prompt_ids(messages, self.tokenizer.encode, self._specials)
-        assert self.chat_template is not None
-        bos = self._llama.token_text(self._llama.bos_token()) if self._llama.bos_token() >= 0 else ""
-        eos_ids = sorted(self.stop_tokens)
-        eos = self._llama.token_text(eos_ids[0]) if eos_ids else ""
-        ids = template_prompt_ids(
-            messages, self.chat_template, bos_token=bos, eos_token=eos,
-            tokenize=lambda text, special: self._llama.tokenize(text, parse_special=special))
+        assert self.template is not None
+        if self.template.builtin is not None:
+            ids = builtin_prompt_ids(messages, self.template.builtin, tokenize=self._tokenize_special)
+        else:
+            assert self.chat_template is not None
+            bos, eos = self._bos_eos_text()
+            ids = template_prompt_ids(messages, self.chat_template, bos_token=bos, eos_token=eos,
+                                      tokenize=self._tokenize_special)
         if self._llama.add_bos() and self._llama.bos_token() >= 0 and (not ids or ids[0] != self._llama.bos_token()):
             ids.insert(0, self._llama.bos_token())
         return ids
+
+    def _tokenize_special(self, text: str, special: bool) -> list[int]:
+        return self._llama.tokenize(text, parse_special=special)
+
+    def _bos_eos_text(self) -> tuple[str, str]:
+        bos = self._llama.token_text(self._llama.bos_token()) if self._llama.bos_token() >= 0 else ""
+        eos_ids = sorted(self.stop_tokens)
+        eos = self._llama.token_text(eos_ids[0]) if eos_ids else ""
+        return bos, eos
+
+    def _render_text(self, messages: Sequence[Message]) -> str:
+        """The prompt as text (its contents unprotected): for finding a format's turn end."""
+        assert self.template is not None
+        if self.template.builtin is not None:
+            return builtin_prompt_text(self.template.builtin, messages, [m.content for m in messages])
+        assert self.template.text is not None
+        bos, eos = self._bos_eos_text()
+        return render_template(self.template.text, messages, bos_token=bos, eos_token=eos)
 
     # generation ----------------------------------------------------------------------------
 
@@ -189,3 +227,35 @@ class Model:
         self.close()
 
 
+
+
+@dataclass(frozen=True)
+class ChatFacts:
+    """How a file's prompts are built and where its answers stop (``models info``)."""
+
+    family: str
+    template_chars: int  # the embedded chat template's length; 0 when it has none
+    prompt_format: str  # in words
+    stop_tokens: list[tuple[int, str]]
+
+
+def chat_facts(path: str | os.PathLike[str], info: GGUFInfo | None = None) -> ChatFacts:
+    """Read from the file's metadata and its vocabulary alone (no weights are loaded)."""
+    info = info or read_gguf(Path(path))
+    template = info.chat_template or ""
+    family, specials = detect_family(info)
+    if family == CHATGLM3:
+        assert specials is not None
+        tokens = info.get("tokenizer.ggml.tokens") or []
+        ids = sorted({EOS_ID, specials.roles["user"], specials.roles["observation"]})
+        return ChatFacts(family, len(template), "ChatGLM3's official format (build_chat_input); "
+                         "--chat-template is not used", [(i, str(tokens[i])) for i in ids if i < len(tokens)])
+    vocab = backend.LlamaModel(str(path), 0, vocab_only=True)
+    try:
+        own = vocab.chat_template() or ""
+        stops = [(i, vocab.token_text(i)) for i in sorted(vocab.eog_tokens())]
+    finally:
+        vocab.close()
+    fmt = ("the file's chat template" if own else
+           "none: this file carries no chat template; give one with --chat-template NAME|FILE")
+    return ChatFacts(family, len(own), fmt, stops)

@@ -7,6 +7,9 @@ from typing import Any
 # THUDM/chatglm3-6b generation defaults: do_sample with temperature 0.8 and top_p 0.8.
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_P = 0.8
+# The cap of an answer nobody capped, where no one watches it stream (run, batch): a model that
+# never ends its turn (weak models repeat themselves) would otherwise fill the whole context.
+DEFAULT_ANSWER_CAP = 2048
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 class Language:
     code: str  # used in output names: notes.en.md
     name: str  # used in the instructions to the model
+    known: bool = True  # False: a name we have no entry for, passed to the model as written
 
     @property
     def spaced(self) -> bool:
@@ -38,6 +39,19 @@ _KNOWN: dict[str, tuple[str, tuple[str, ...]]] = {
     "vi": ("Vietnamese", ("vietnamese", "tiếng việt")),
     "th": ("Thai", ("thai", "ไทย")),
     "id": ("Indonesian", ("indonesian", "bahasa indonesia")),
+    "ms": ("Malay", ("malay", "bahasa melayu")),
+    "sv": ("Swedish", ("swedish", "svenska")),
+    "da": ("Danish", ("danish", "dansk")),
+    "no": ("Norwegian", ("norwegian", "norsk", "nb")),
+    "fi": ("Finnish", ("finnish", "suomi")),
+    "cs": ("Czech", ("czech", "čeština", "cestina")),
+    "el": ("Greek", ("greek", "ελληνικά")),
+    "he": ("Hebrew", ("hebrew", "עברית")),
+    "hu": ("Hungarian", ("hungarian", "magyar")),
+    "ro": ("Romanian", ("romanian", "română", "romana")),
+    "fa": ("Persian", ("persian", "farsi", "فارسی")),
+    "bn": ("Bengali", ("bengali", "bangla", "বাংলা")),
+    "sw": ("Swahili", ("swahili", "kiswahili")),
 }
 
 CODES = tuple(_KNOWN)
@@ -53,7 +67,24 @@ def parse_language(value: str) -> Language:
         if key == name.lower() or key in aliases:
             return Language(code, name)
     if len(key) > 3 and all(c.isalpha() or c in " -" for c in key):
-        # A language we have no entry for, named in full: the model knows it by name.
-        return Language(key.replace(" ", "-"), v[:1].upper() + v[1:])
+        # A misspelt language we know ("englsh") must not become a file name.englsh.md.
+        close = _close_name(key)
+        if close is not None:
+            raise ValueError(f"unknown language {value!r}: did you mean {close}?")
+        # A language we have no entry for, named in full: the model may know it by name (or
+        # not: "klingon"). The caller warns that it is unchecked.
+        return Language(key.replace(" ", "-"), v[:1].upper() + v[1:], known=False)
     raise ValueError(f"unknown language {value!r}: use a code ({', '.join(CODES)}) or a name "
                      f"such as English or 中文")
+
+
+def _close_name(key: str) -> str | None:
+    import difflib
+
+    spellings = {name.lower(): name for name, _ in _KNOWN.values()}
+    for name, aliases in _KNOWN.values():
+        for a in aliases:
+            if len(a) > 3:
+                spellings.setdefault(a, name)
+    hit = difflib.get_close_matches(key, list(spellings), n=1, cutoff=0.8)
+    return spellings[hit[0]] if hit else None

@@ -460,6 +460,14 @@ class _Run:
                 for pair in glossary.unused(f.doc.units[unit].text, translations[unit]):
                     self.summary.unused_terms[pair] += 1
         preview = self.settings.preview is not None
+        wanted = [u for u in f.n_parts if not preview or u <= f.last_unit]
+        if wanted and not translations:
+            # Every unit failed: the output would be the input under a new name. Write nothing.
+            r.status = "failed"
+            r.error = (f"{r.task.label}: nothing was translated (all {len(wanted)} units failed, "
+                       f"listed above); no output written")
+            self.progress.file_done(r, self.summary)
+            return
         text = f.doc.render(translations, bilingual=self.settings.bilingual,
                             upto=f.last_unit if preview else None)
         if preview:
@@ -480,6 +488,20 @@ class _Run:
             if not r.failures:
                 f.checkpoint.remove()
         self.progress.file_done(r, self.summary)
+
+
+def retry_advice(summary: Summary, params: "SamplingParams") -> str:
+    """What would change the outcome of a run with failed units. Units that failed were already
+    retried alone (chunks split down to one unit), so "smaller chunks" cannot help; at
+    temperature 0 the same command gives the same answers."""
+    reasons = [u.reason for f in summary.files for u in f.failures]
+    ctx = any("context" in r for r in reasons)
+    if params.temperature > 0:
+        return "see the list above; run the same command again to retry only what failed (sampling gives other answers)"
+    tips = (["raise --ctx for units that do not fit the context"] if ctx else []) + [
+        "use a larger model", "or a --temperature above 0 (which translates every chunk again)"]
+    return ("see the list above; at temperature 0 the same command repeats the same answers: "
+            + ", ".join(tips))
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -617,5 +639,5 @@ def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], s
     return summary
 
 
-__all__ = ["Settings", "FileTask", "FileResult", "Summary", "UnitFailure", "translate", "instructions",
+__all__ = ["Settings", "FileTask", "retry_advice", "FileResult", "Summary", "UnitFailure", "translate", "instructions",
            "load", "write_atomic", "Progress", "NoProgress", "Glossary", "Language"]

@@ -136,6 +136,8 @@ def test_an_answer_that_does_not_parse_is_a_record_error(scripted_model):
     s, lines = run(scripted_model, records)
     got = by_id(lines)
     assert got["cut"]["error"]["type"] == "OutputFormatError"
+    # not just "not valid JSON (Unterminated string...)": why it is not
+    assert got["cut"]["error"]["message"].startswith("the answer was cut off at max_tokens (3 tokens)")
     assert got["cut"]["finish_reason"] == "length" and got["cut"]["usage"]["completion_tokens"] == 3
     assert got["fine"]["error"] is None
 
@@ -163,7 +165,8 @@ def test_resume_skips_answered_ids_without_loading_the_model(scripted_model, tmp
     records = [{"id": f"g{i}", "task": "generate", "prompt": f"p{i}", "max_tokens": 2} for i in range(3)]
     run(scripted_model, records[:2], out=out)
     s, lines = run(scripted_model, records, out=out)
-    assert (s.skipped, s.done_now, s.succeeded) == (2, 1, 3)
+    # max_tokens 2 cuts every answer: counted apart from the complete ones, on resume too
+    assert (s.skipped, s.done_now, s.succeeded, s.cut_off, s.cut_off_now) == (2, 1, 0, 3, 1)
     assert sorted(by_id(lines)) == ["g0", "g1", "g2"] and len(lines) == 3
     jf = parse_jobs(jsonl(records), "jobs.jsonl")
 
@@ -172,7 +175,8 @@ def test_resume_skips_answered_ids_without_loading_the_model(scripted_model, tmp
 
     s = run_batch(jf, output=out, stdout=None, model_path=str(scripted_model.path), open_model=no_model,
                   settings=Settings(params=SamplingParams(temperature=0)))
-    assert (s.skipped, s.done_now, s.succeeded) == (3, 0, 3)
+    assert (s.skipped, s.done_now, s.succeeded, s.cut_off) == (3, 0, 0, 3)
+    assert not (tmp_path / ".r.jsonl.lock").exists()  # the lock file goes with the run
 
 
 class InterruptAfter(NoProgress):
@@ -192,3 +196,58 @@ def test_ctrl_c_keeps_complete_lines_and_resumes(scripted_model, tmp_path):
     s, lines = run(scripted_model, records, out=out)
     assert not s.interrupted and (s.skipped, s.done_now) == (3, 5)
     assert sorted(by_id(lines)) == sorted(r["id"] for r in records) and len(lines) == 8
+
+
+def test_records_without_max_tokens_get_a_cap_per_task(fixtures):
+    """A model that never ends its turn: each record stops at its task's cap, and the summary
+    counts the answers cut off apart from the complete ones."""
+    from chatglm3_cli.batch import tasks
+    from chatglm3_cli.engine.model import Model
+
+    text = "The cat sleeps on the warm roof."
+    records = [{"id": "tr", "task": "translate", "text": text, "to": "French"},
+               {"id": "qa", "task": "qa", "question": "Where?", "context": text},
+               {"id": "own", "task": "translate", "text": text, "to": "French", "max_tokens": 5}]
+    with Model(fixtures.path("scripted-loop"), n_ctx=2048) as loop:
+        s, lines = run(loop, records, ctx=1024)
+        n_text = len(loop.tokenize(text))
+        got = by_id(lines)
+        assert got["tr"]["finish_reason"] == "length" and got["tr"]["error"] is None
+        assert got["tr"]["usage"]["completion_tokens"] == 3 * n_text + 32  # translate's own rule
+        assert got["qa"]["usage"]["completion_tokens"] == tasks.default_max_tokens(
+            "qa", records[1], lambda t: len(loop.tokenize(t))) == 512
+        assert got["own"]["usage"]["completion_tokens"] == 5  # the record's max_tokens wins
+        assert (s.succeeded, s.cut_off, s.failed) == (0, 3, 0)
+        # the job's --max-tokens replaces the defaults too
+        jf = parse_jobs(jsonl(records[:1]), "jobs.jsonl")
+        buf = io.StringIO()
+        run_batch(jf, output=None, stdout=buf, model_path=str(loop.path), open_model=borrowed(loop),
+                  settings=Settings(params=SamplingParams(temperature=0, max_tokens=7)))
+        assert json.loads(buf.getvalue())["usage"]["completion_tokens"] == 7
+
+
+def test_default_caps_leave_room_for_complete_answers():
+    from chatglm3_cli.batch.tasks import default_max_tokens
+    from chatglm3_cli.engine.sampling import DEFAULT_ANSWER_CAP
+
+    words = lambda t: len(t.split())  # noqa: E731 - a stand-in tokenizer for the arithmetic
+    assert default_max_tokens("translate", {"text": "a b c"}, words) == 41
+    assert default_max_tokens("summarize", {"text": "a " * 5000, "length": 50}, words) == 214
+    assert default_max_tokens("summarize", {"text": "a " * 5000}, words) == DEFAULT_ANSWER_CAP
+    assert default_max_tokens("classify", {"text": "x", "labels": ["a", "b c d"]}, words) == 19
+    for task in ("generate", "chat"):
+        assert default_max_tokens(task, {}, words) == DEFAULT_ANSWER_CAP
+
+
+def test_the_lock_file_is_removed_and_a_held_lock_refuses_a_second_taker(tmp_path):
+    from chatglm3_cli.batch.results import ExclusiveLock
+
+    path = tmp_path / ".r.jsonl.lock"
+    a, b = ExclusiveLock(path), ExclusiveLock(path)
+    assert a.acquire() and path.exists()
+    assert not b.acquire()
+    a.release()
+    assert not path.exists()
+    assert b.acquire()
+    b.release()
+    assert not path.exists()

@@ -18,7 +18,10 @@ def test_bench_json_schema(fixtures):
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["schema"] == 1
-    assert set(d) == {"schema", "model", "settings", "single", "parallel", "memory", "bandwidth"}
+    assert set(d) == {"schema", "model", "settings", "single", "parallel", "memory", "bandwidth",
+                      "noisy", "warnings"}
+    assert isinstance(d["noisy"], bool) and d["noisy"] == bool(d["warnings"])
+    assert all(isinstance(d["single"]["ours"][k]["noisy"], bool) for k in d["single"]["ours"])
     for side in ("ours", "raw"):
         for k in ("prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s"):
             assert len(d["single"][side][k]["runs"]) == 2
@@ -44,3 +47,32 @@ def test_bytes_per_token_counts_one_embedding_row(fixtures):
     total = sum(t.nbytes() for t in info.tensors)
     embd = next(t for t in info.tensors if t.name == "token_embd.weight")
     assert bytes_per_token(info) == total - embd.nbytes() + embd.nbytes() // embd.shape[1]
+
+
+def _report(decode_runs):
+    from chatglm3_cli.bench.run import BenchReport, Side, Spread
+
+    def side(dec):
+        return Side(prefill_tps=Spread([20.0, 21.0]), decode_tps=Spread(dec), ttft_s=Spread([1.0, 1.1]))
+
+    return BenchReport(model="m.gguf", family="chatglm3", quant="Q4_0", size_bytes=10**9, threads=2,
+                       gpu_layers=0, prompt_tokens=64, gen_tokens=32, reps=len(decode_runs), records=4,
+                       ours=side(decode_runs), raw=side([3.0, 3.1]), parallel=[], peak_rss_bytes=1,
+                       bandwidth_gbps=10.0, bytes_per_token=10**9)
+
+
+def test_a_run_too_noisy_to_trust_is_flagged():
+    """The issue's run: decode from 0.47 to 55 tok/s, and a ratio reported as a fact."""
+    from chatglm3_cli.bench.run import format_report
+
+    noisy = _report([0.47, 30.0, 55.0])
+    assert noisy.ours.decode_tps.noisy and not noisy.raw.decode_tps.noisy
+    text = format_report(noisy)
+    assert text.startswith("warning: too noisy to trust")
+    assert "ours decode: runs from 0.47 to 55.00 (117.0x apart)" in text
+    assert "(ours / raw) (noisy: see the warning)" in text
+    d = noisy.to_dict()
+    assert d["noisy"] is True and d["single"]["ours"]["decode_tokens_per_s"]["noisy"] is True
+    calm = _report([3.0, 3.1, 3.05])
+    assert calm.warnings() == [] and "warning" not in format_report(calm) and calm.to_dict()["noisy"] is False
+    assert _report([3.0]).warnings() == []  # one run: no spread to judge

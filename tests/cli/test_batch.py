@@ -60,7 +60,10 @@ def test_results_beside_the_input(batch, tmp_path):
     manifest = json.loads((tmp_path / "jobs.results.jsonl.manifest.json").read_text())
     assert manifest["model"]["sha256"] and len(manifest["model"]["sha256"]) == 64
     assert manifest["params"]["temperature"] == 0 and manifest["version"]
-    assert "3 records: 3 succeeded, 0 failed" in r.stderr and "results: " in r.stderr
+    # gen() records stop at max_tokens 4: cut off, and counted so, not as successes
+    assert "3 records: 1 succeeded, 2 cut off at max_tokens, 0 failed" in r.stderr and "results: " in r.stderr
+    assert "batch: 2 answers stopped at max_tokens before the model finished" in r.stderr
+    assert not (tmp_path / ".jobs.results.jsonl.lock").exists()  # the lock goes with the run
 
 
 def test_stdin_to_stdout(batch):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -155,5 +156,122 @@ def test_piped_first_message_then_the_terminal(fixtures, tmp_path):
         convs = list((tmp_path / "data" / "conversations").glob("*.json"))
         users = [m["content"] for m in json.loads(convs[0].read_text())["messages"] if m["role"] == "user"]
         assert users == ["my piped notes", "follow up"]
+    finally:
+        t("kill-server")
+
+
+def _start(t, tmp_path, name, args, *, width=100, height=30, piped=None):
+    env = _env(tmp_path)
+    cmd = " ".join([sys.executable, "-m", "chatglm3_cli", "chat", *args])
+    envs = " ".join(f"{k}='{v}'" for k, v in [("CHATGLM3_DATA_DIR", env["CHATGLM3_DATA_DIR"]),
+                                                ("CHATGLM3_NOHISTORY", "1"),
+                                                ("PYTHONPATH", os.pathsep.join(sys.path))])
+    pipe = f"echo '{piped}' | " if piped else ""
+    t("new-session", "-d", "-s", name, "-x", str(width), "-y", str(height),
+      f"{pipe}env {envs} {cmd}; echo EXIT=$?; sleep 60")
+
+
+def _saved_answers(tmp_path):
+    convs = list((tmp_path / "data" / "conversations").glob("*.json"))
+    return [m for m in json.loads(convs[0].read_text())["messages"] if m["role"] == "assistant"]
+
+
+def _shown(screen, start, end):
+    """The text between the line that starts with `start` and the next line with `end`,
+    lines joined as rich wrapped them (at spaces)."""
+    lines = screen.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(start))
+    j = next(k for k in range(i + 1, len(lines)) if end in lines[k])
+    return " ".join(line.strip() for line in lines[i + 1:j] if line.strip())
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_ctrl_c_never_shows_a_line_of_the_answer_twice(fixtures, tmp_path):
+    """Ctrl-C lands while the answer is being drawn; what stays on screen is exactly the
+    answer as saved, once (it used to show its first line twice above [interrupted])."""
+    t = Tmux("intr", tmp_path)
+    _start(t, tmp_path, "intr", ["-m", str(fixtures.path("scripted-loop")), "--ctx", "60000"])
+    try:
+        t.wait_for(">>>")
+        rounds = 4
+        for k in range(rounds):
+            t("send-keys", "-t", "intr", f"question {k}", "Enter")
+            deadline = time.time() + 60
+            while time.time() < deadline:  # some answer text below this round's prompt
+                s = t.screen()
+                if f">>> question {k}" in s and s.split(f">>> question {k}", 1)[1].count("ChatGLM3") >= 2:
+                    break
+                time.sleep(0.05)
+            t("send-keys", "-t", "intr", "C-c")
+            deadline = time.time() + 60
+            while t.screen().count("[interrupted]") < k + 1 and time.time() < deadline:
+                time.sleep(0.1)
+        t.wait_for(">>>")
+        t("send-keys", "-t", "intr", "/exit", "Enter")
+        screen = t.wait_for("EXIT=")
+        assert "EXIT=0" in screen and "Traceback" not in screen
+        answers = _saved_answers(tmp_path)
+        assert len(answers) == rounds and all(a["interrupted"] for a in answers)
+        for k, saved in enumerate(answers):
+            shown = _shown(screen, f">>> question {k}", "[interrupted]")
+            assert shown and saved["content"].startswith(shown), (k, shown, saved["content"])
+    finally:
+        t("kill-server")
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_keys_typed_during_an_answer_are_not_echoed_into_it(fixtures, tmp_path):
+    """Typing ahead while an answer streams: the keys wait for the next prompt instead of
+    being echoed into the answer, where the extra line broke the live display (the flaky
+    test_piped_first_message_then_the_terminal saw the answer three times)."""
+    t = Tmux("ahead", tmp_path)
+    _start(t, tmp_path, "ahead", ["-m", str(fixtures.path("scripted-loop")), "--max-tokens", "600"])
+    try:
+        t.wait_for(">>>")
+        t("send-keys", "-t", "ahead", "go", "Enter")
+        t.wait_for("Hello! I am ChatGLM3 Hello!")
+        # Echo is off while the answer streams (a ^C or typed keys are not drawn into it) ...
+        tty = t("display", "-p", "-t", "ahead", "#{pane_tty}").stdout.strip()
+        assert re.search(r"(^|\s)-echo(\s|$)", _stty(tty))
+        t("send-keys", "-t", "ahead", "/show", "Enter")  # typed ahead, mid-answer
+        screen = t.wait_for("context:")
+        saved = _saved_answers(tmp_path)[0]["content"]
+        assert _shown(screen, ">>> go", ">>> /show") == saved  # once, whole, nothing mixed in
+        t("send-keys", "-t", "ahead", "/exit", "Enter")
+        assert "EXIT=0" in t.wait_for("EXIT=")
+        assert re.search(r"(^|\s)echo(\s|$)", _stty(tty))  # ... and back on afterwards
+    finally:
+        t("kill-server")
+
+
+def _stty(tty):
+    with open(tty) as f:
+        return subprocess.run(["stty", "-a"], stdin=f, capture_output=True, text=True, timeout=10).stdout
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_single_newlines_in_an_answer_keep_their_lines(tmp_path):
+    """As a chat UI shows them: a poem keeps its lines (CommonMark would join them)."""
+    script = tmp_path / "show.py"
+    script.write_text(
+        "import sys\n"
+        "from chatglm3_cli.cli.render import MarkdownRenderer\n"
+        "text = ('Roses are red,\\nviolets are blue,\\n**sugar** is sweet.\\n\\n'\n"
+        "        'Second paragraph\\nstill second.\\n\\n- item one\\n- item two\\n')\n"
+        "r = MarkdownRenderer(sys.stdout)\n"
+        "for i in range(0, len(text), 3):\n"
+        "    r.feed(text[i:i + 3])\n"
+        "r.finish()\n"
+        "print('DONE')\n")
+    t = Tmux("md", tmp_path)
+    env = f"PYTHONPATH='{os.pathsep.join(sys.path)}'"
+    t("new-session", "-d", "-s", "md", "-x", "80", "-y", "30", f"env {env} {sys.executable} {script}; sleep 60")
+    try:
+        screen = t.wait_for("DONE")
+        lines = [line.strip() for line in screen.splitlines() if line.strip()]
+        i = lines.index("Roses are red,")
+        assert lines[i:i + 4] == ["Roses are red,", "violets are blue,", "sugar is sweet.", "Second paragraph"]
+        assert lines[i + 4] == "still second."
+        assert [x for x in lines if "item" in x] == ["• item one", "• item two"]
     finally:
         t("kill-server")

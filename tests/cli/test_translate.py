@@ -144,6 +144,30 @@ def test_glossary_report_and_bilingual(tr, tmp_path):
     assert "glossary terms not used where they occurred: model → 模型 (1×)" in r.stderr
 
 
+def test_a_language_the_tool_does_not_know_is_warned_about(tr, tmp_path):
+    (tmp_path / "a.txt").write_text("Words.\n")
+    r = tr("a.txt", "--to", "klingon")
+    assert r.exit_code == 0, r.output
+    assert "warning: --to 'Klingon' is not a language this tool knows" in r.stderr
+    assert "NAME.klingon.EXT" in r.stderr and (tmp_path / "a.klingon.txt").exists()
+    r = tr("a.txt", "--to", "englsh")
+    assert r.exit_code == ExitCode.USAGE and "did you mean English?" in r.stderr
+
+
+def test_a_fully_failed_translation_writes_nothing_and_says_what_would_help(fixtures, tmp_path, monkeypatch):
+    """The loop model never ends its turn: every unit is cut off at its cap, even alone."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("One.\n\nTwo.\n")
+    r = CliRunner().invoke(app, ["translate", "-m", str(fixtures.path("scripted-loop")), "-c", "512",
+                                 "a.txt", "--to", "ja"])
+    assert r.exit_code == ExitCode.TRANSLATE_FAILED, r.output
+    assert not (tmp_path / "a.ja.txt").exists()
+    assert "a.txt: nothing was translated (all 2 units failed, listed above); no output written" in r.stderr
+    assert "not translated: a.txt:1: the answer was cut off" in r.stderr
+    assert "at temperature 0 the same command repeats the same answers" in r.stderr
+    assert "run the same command again to retry" not in r.stderr
+
+
 @pytest.mark.parametrize("args,needle", [
     (["a.txt", "--to", "klingonish-xx1"], "unknown language"),
     (["a.txt", "--to", "zh", "--format", "docx"], "--format must be one of"),

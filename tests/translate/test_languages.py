@@ -17,6 +17,13 @@ from chatglm3_cli.translate.pipeline import Settings, instructions
 def test_languages(value, code, name):
     lang = parse_language(value)
     assert (lang.code, lang.name) == (code, name)
+    assert lang.known == (value != "Esperanto")  # the CLI warns about the unchecked one
+
+
+@pytest.mark.parametrize("value,meant", [("englsh", "English"), ("Portugese", "Portuguese"), ("germna", "German")])
+def test_a_misspelt_known_language_is_refused_with_a_suggestion(value, meant):
+    with pytest.raises(ValueError, match=f"unknown language '{value}': did you mean {meant}"):
+        parse_language(value)
 
 
 def test_unknown_code_lists_the_known_ones():

@@ -105,6 +105,32 @@ def test_a_unit_that_keeps_failing_is_reported_and_kept(tmp_path):
     assert list(checkpoint_dir().glob("*.jsonl"))
 
 
+def test_a_file_where_every_unit_fails_writes_nothing(tmp_path):
+    """An output identical to the input under a new name is not a translation."""
+    def drops_code(units, system, user):
+        return numbered(units, lambda u: shout(u).replace("{{1}}", ""))
+
+    s, dec, outs = fake_run(tmp_path, {"a.md": "Use `x` here.\n\nAnd `y` there.\n"}, drops_code)
+    r = s.files[0]
+    assert r.status == "failed" and outs[r.task.label] is None
+    assert r.error == f"{r.task.label}: nothing was translated (all 2 units failed, listed above); no output written"
+    assert len(r.failures) == 2 and s.failed_files == [r]
+    assert list(checkpoint_dir().glob("*.jsonl"))  # kept: a rerun with a change redoes only these
+
+
+def test_retry_advice_says_what_would_change_the_outcome():
+    from chatglm3_cli.translate.pipeline import FileResult, Summary, UnitFailure, retry_advice
+
+    s = Summary(files=[FileResult(FileTask("a.txt"), failures=[
+        UnitFailure(1, "the unit does not fit the context (raise --ctx)", "x")])])
+    at_zero = retry_advice(s, SamplingParams(temperature=0))
+    assert "the same command repeats the same answers" in at_zero and "--ctx" in at_zero
+    assert "larger model" in at_zero and "run the same command again" not in at_zero
+    s.files[0].failures[0].reason = "placeholders changed (missing {{1}})"
+    assert "--ctx" not in retry_advice(s, SamplingParams(temperature=0))
+    assert "run the same command again" in retry_advice(s, SamplingParams(temperature=0.7))
+
+
 def test_resume_uses_the_checkpoint_and_a_glossary_change_invalidates_only_its_chunks(tmp_path):
     text = "".join(f"Paragraph {k} about {'GPUs' if k == 3 else 'text'}.\n\n" for k in range(6))
     kw = dict(max_chunk_units=1)
@@ -248,8 +274,10 @@ def test_parallel_and_sequential_give_the_same_files(tmp_path, fixtures, kind, s
         s = translate(tasks, open_model=lambda: _borrow(model),
                       settings=settings(n_parallel=n, n_ctx=512, max_chunk_units=3, max_answer_tokens=cap),
                       model_id=kind, make_decoder=Recording)
-        results[n] = {t.label: (d / f"out-{t.label}").read_bytes() for t in tasks}
-        results[n]["stats"] = (s.requests, s.retries, s.failed_units)
+        # (a file of which nothing could be translated is not written: None)
+        results[n] = {t.label: (d / f"out-{t.label}").read_bytes() if (d / f"out-{t.label}").exists() else None
+                      for t in tasks}
+        results[n]["stats"] = (s.requests, s.retries, s.failed_units, [r.status for r in s.files])
     assert results[1] == results[4]
     assert prompts[1] == prompts[4] and len(prompts[1]) == results[1]["stats"][0]
     if kind == "scripted":
