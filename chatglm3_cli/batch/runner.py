@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections import Counter
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, TextIO

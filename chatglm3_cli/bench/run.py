@@ -189,7 +189,7 @@ def _filler_prompt(model: Any, n: int) -> list[int]:
 
 def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tokens: int = 32,
               parallel: list[int] | None = None, reps: int = 3, records: int = 8,
-              threads: int | None = None, gpu_layers: int | None = None,
+              threads: int | None = None, gpu_layers: int | None = None, chat_template: Any = None,
               progress: Callable[[str], None] = lambda s: None) -> BenchReport:
     from ..engine.decoder import DecodeRequest, ParallelDecoder
     from ..engine.model import Model
@@ -200,7 +200,7 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
     parallel = parallel or [1, 2, 4]
     n_ctx = max(256, prompt_tokens + gen_tokens + 16)
     progress("loading the model")
-    model = Model(path, n_ctx=n_ctx, n_threads=threads, n_gpu_layers=gpu_layers)
+    model = Model(path, n_ctx=n_ctx, n_threads=threads, n_gpu_layers=gpu_layers, chat_template=chat_template)
     try:
         stops = set(model.stop_tokens)
         prompt = _filler_prompt(model, prompt_tokens)

@@ -20,6 +20,11 @@ from .progress import StderrBar, time_left
 if TYPE_CHECKING:  # pragma: no cover
     from ..batch.runner import Summary
 
+# A record without "max_tokens" gets its task's cap (batch/tasks.py), not an unbounded answer.
+RecordCap = Annotated[Optional[int], typer.Option(
+    "--max-tokens", min=1, metavar="N", show_default="each task's own cap, e.g. translate 3x the text + 32",
+    help="Stop each answer after this many tokens (a record's own max_tokens wins).")]
+
 MAX_REPORTED = 200  # invalid records listed on stderr (all of them with --strict)
 MAX_FAILURE_LINES = 20  # failures reported one by one while the job runs
 PLAIN_EVERY_S = 5.0
@@ -145,7 +150,7 @@ def batch(
         "--force", help="Resume even with another model or other parameters than the job was "
                         "started with.")] = False,
     model: ModelArgs = ModelArgs.options(ctx=SequenceCtx, parallel=parallel_option("Records")),
-    sampling: SamplingParams = SamplingArgs.options(),
+    sampling: SamplingParams = SamplingArgs.options(max_tokens=RecordCap),
     system: SystemArgs = SystemArgs.options(),
 ) -> None:
     """Run a JSONL file of tasks (chat, generate, translate, summarize, classify, extract, qa,

@@ -38,7 +38,7 @@ def bench(
     con = console_mod.current()
     report = run_bench(model.path(), prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
                        parallel=levels, reps=reps, records=records, threads=model.threads,
-                       gpu_layers=model.gpu_layers,
+                       gpu_layers=model.gpu_layers, chat_template=model.template(),
                        progress=lambda s: con.error(f"bench: {s}…"))
     if as_json:
         con.write(json.dumps(report.to_dict(), indent=2) + "\n")

@@ -42,6 +42,7 @@ from ..engine.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.model import Model
+    from ..engine.templates import ChatTemplate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -184,6 +185,11 @@ class ModelArgs(OptionGroup):
     gpu_layers: Annotated[Optional[int], typer.Option(
         "--gpu-layers", metavar="N", show_default="all with a GPU build, else 0",
         help="Layers to offload to the GPU; -1 = all, 0 = none.")] = None
+    chat_template: Annotated[Optional[str], typer.Option(
+        "--chat-template", metavar="FILE|NAME", show_default="the file's own",
+        help="Chat format for a GGUF without one (or to replace it): a Jinja file, or a llama.cpp "
+             "built-in name such as chatml, llama3, gemma, mistral-v7, phi3. ChatGLM3 files always "
+             "use the official format.")] = None
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Show llama.cpp's own log on stderr.")] = False
     offline: Offline = False
@@ -199,11 +205,24 @@ class ModelArgs(OptionGroup):
             self._path.append(resolve_model_path(self.model, offline=self.offline, endpoint=self.endpoint))
         return self._path[0]
 
+    def template(self) -> "ChatTemplate | None":
+        """--chat-template read and checked (a file is read, a name looked up in llama.cpp's)."""
+        if self.chat_template is None:
+            return None
+        from ..engine import backend
+        from ..engine.templates import load_chat_template
+
+        return load_chat_template(self.chat_template, backend.builtin_chat_templates())
+
     def open(self) -> "Model":
         from ..engine.model import Model  # loading llama.cpp is deferred to here
+        from . import console as console_mod
 
-        return Model(self.path(), n_ctx=self.ctx, n_threads=self.threads, n_gpu_layers=self.gpu_layers,
-                     verbose=self.verbose)
+        m = Model(self.path(), n_ctx=self.ctx, n_threads=self.threads, n_gpu_layers=self.gpu_layers,
+                  verbose=self.verbose, chat_template=self.template())
+        for note in m.notes:
+            console_mod.current().error(f"note: {note}")
+        return m
 
     def default_parallel(self) -> int:
         """Sequences decoded at once when --parallel is not given: more where a GPU does the work."""

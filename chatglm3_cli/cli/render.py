@@ -70,9 +70,9 @@ class _Lines:
             yield Segment.line()
 
 
-def _line_break_parser():  # type: ignore[no-untyped-def]
+def _line_break_parser() -> Any:
     """rich's own Markdown parser settings (markdown-it's ``breaks`` option only changes its
-    HTML output: _parse turns the soft breaks into hard ones itself)."""
+    HTML output: _with_hard_breaks turns the soft breaks into hard ones)."""
     from markdown_it import MarkdownIt
 
     return MarkdownIt("commonmark", {"breaks": True}).enable("strikethrough").enable("table")

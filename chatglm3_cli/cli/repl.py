@@ -356,11 +356,12 @@ def _no_echo(fd: int | None) -> Iterator[None]:
     except ImportError:  # pragma: no cover - Windows
         yield
         return
+    if fd is None:
+        yield
+        return
     try:
-        old = termios.tcgetattr(fd) if fd is not None else None
+        old = termios.tcgetattr(fd)
     except (termios.error, OSError):
-        old = None
-    if old is None:
         yield
         return
     new = list(old)

@@ -326,5 +326,5 @@ def translate(
             what.append(f"{nu} unit{'s' if nu != 1 else ''} not translated (kept in the source language)")
         from ..translate.pipeline import retry_advice
 
-        hint = retry_advice(summary, params) if summary.failed_units else None
+        hint = retry_advice(summary, sampling) if summary.failed_units else None
         raise TranslationFailedError("; ".join(what) or "the translation is incomplete", hint=hint)

@@ -20,8 +20,7 @@ from ..errors import ModelFormatError, ModelLoadError, UnsupportedModelError
 from . import backend
 from .generate import Completion, Generation, KVCache
 from .gguf_file import GGUFInfo, read_gguf
-from .prompt import (ChatGLM3Specials, Message, chatglm3_prompt_ids, render_template,
-                     template_prompt_ids)
+from .prompt import ChatGLM3Specials, Message, chatglm3_prompt_ids, render_template, template_prompt_ids
 from .sampling import SamplingParams
 from .templates import ChatTemplate, builtin_prompt_ids, builtin_prompt_text, turn_end_token
 from .tokenizer import SentencePieceTokenizer

@@ -61,7 +61,8 @@ def load_chat_template(value: str, builtin_names: Sequence[str]) -> ChatTemplate
 def builtin_prompt_text(name: str, messages: Sequence[Message], contents: Sequence[str]) -> str:
     from . import backend
 
-    pairs = [("tool" if m.role == "observation" else m.role, c) for m, c in zip(messages, contents)]
+    pairs = [("tool" if m.role == "observation" else m.role, c)
+             for m, c in zip(messages, contents, strict=True)]
     return backend.apply_builtin_template(name, pairs, add_assistant=True)
 
 
@@ -81,11 +82,11 @@ def builtin_prompt_ids(messages: Sequence[Message], name: str, *,
         return tokenize(builtin_prompt_text(name, messages, [m.content for m in messages]), True)
     ids: list[int] = []
     rest = text
-    for i, m in enumerate(marks):
-        before, rest = rest.split(m, 1)
+    for mark, message in zip(marks, messages, strict=True):
+        before, rest = rest.split(mark, 1)
         if before:
             ids += tokenize(before, True)
-        ids += tokenize(messages[i].content, False)
+        ids += tokenize(message.content, False)
     if rest:
         ids += tokenize(rest, True)
     return ids

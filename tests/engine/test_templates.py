@@ -10,7 +10,6 @@ from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
 from chatglm3_cli.engine.templates import MAX_TEMPLATE_BYTES, load_chat_template
 from chatglm3_cli.errors import InputError, UnsupportedModelError
-
 from tests.conftest import make_test_model
 
 GREEDY = SamplingParams(temperature=0, max_tokens=16)
