@@ -43,6 +43,8 @@ def _done_line(r: "FileResult") -> str:
     if r.status == "preview":
         return f"translate: {t.label}: preview of {r.chunks} chunk{'s' if r.chunks != 1 else ''} (stdout)"
     extra = f", {len(r.failures)} kept in the source language" if r.failures else ""
+    if r.unchanged:  # the model answered with the source text: probably not translated
+        extra += f", {r.unchanged} came back identical to the source"
     cached = f", {_n(r.cached, 'answer')} from the checkpoint" if r.cached else ""
     return (f"translate: {t.label} -> {where} ({_n(r.units, 'unit')}, {_n(r.chunks, 'chunk')}"
             f"{cached}{extra})")
@@ -326,5 +328,6 @@ def translate(
             what.append(f"{nu} unit{'s' if nu != 1 else ''} not translated (kept in the source language)")
         from ..translate.pipeline import retry_advice
 
-        hint = retry_advice(summary, sampling) if summary.failed_units else None
+        model_ran = summary.failed_units or any(r.wordy for r in summary.failed_files)
+        hint = retry_advice(summary, sampling) if model_ran else None
         raise TranslationFailedError("; ".join(what) or "the translation is incomplete", hint=hint)

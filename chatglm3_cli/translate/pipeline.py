@@ -84,6 +84,8 @@ class FileResult:
     chunks_done: int = 0
     cached: int = 0
     retries: int = 0
+    wordy: int = 0  # pieces with enough letters to tell whether they were translated
+    unchanged: int = 0  # of those, answers identical to the source (a weak model echoing it)
     requests: int = 0
     failures: list[UnitFailure] = field(default_factory=list)
     text: Optional[str] = None  # the rendered output when it is not written to a file
@@ -321,6 +323,10 @@ class _Run:
         f = node.file
         for p, tr in zip(node.pieces, translations, strict=True):
             f.parts.setdefault(p.unit, {})[p.part] = tr
+            if _wordy(p.text):
+                f.result.wordy += 1
+                if _same_text(p.text, tr):
+                    f.result.unchanged += 1
         self.resolved(node)
 
     def fail(self, node: _Node, reason: str) -> None:
@@ -468,6 +474,14 @@ class _Run:
                        f"listed above); no output written")
             self.progress.file_done(r, self.summary)
             return
+        if r.wordy and r.unchanged == r.wordy and not r.failures:
+            # A weak model may copy its input back: every answer the same as its source text.
+            r.status = "failed"
+            r.error = (f"{r.task.label}: the model returned the text untranslated (all {r.wordy} "
+                       f"units came back identical to the source; is it already in "
+                       f"{self.settings.target.name}?); no output written")
+            self.progress.file_done(r, self.summary)
+            return
         text = f.doc.render(translations, bilingual=self.settings.bilingual,
                             upto=f.last_unit if preview else None)
         if preview:
@@ -488,6 +502,15 @@ class _Run:
             if not r.failures:
                 f.checkpoint.remove()
         self.progress.file_done(r, self.summary)
+
+
+def _wordy(text: str) -> bool:
+    """Enough letters that an identical answer means "not translated", not a name or a number."""
+    return sum(c.isalpha() for c in text) >= 8
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
 
 
 def retry_advice(summary: Summary, params: "SamplingParams") -> str:

@@ -118,6 +118,24 @@ def test_a_file_where_every_unit_fails_writes_nothing(tmp_path):
     assert list(checkpoint_dir().glob("*.jsonl"))  # kept: a rerun with a change redoes only these
 
 
+def test_a_model_that_echoes_the_source_is_not_a_translation(tmp_path):
+    """What SmolLM2-135M did to an SRT file: every cue came back as it was (docs/real-model-findings.md)."""
+    text = "Good morning, everyone.\n\nWhere is the train station?\n\nOK.\n"
+    s, dec, outs = fake_run(tmp_path, {"a.txt": text}, lambda units, system, user: numbered(units, str))
+    r = s.files[0]
+    assert r.status == "failed" and outs[r.task.label] is None
+    assert (r.wordy, r.unchanged) == (2, 2)  # "OK." is too short to tell
+    assert "the model returned the text untranslated (all 2 units came back identical" in r.error
+
+    def half(units, system, user):  # echoes only the station
+        return numbered(units, lambda u: u if "station" in u else shout(u))
+
+    s, dec, outs = fake_run(tmp_path, {"b.txt": text}, half)
+    r = s.files[0]
+    assert r.status == "translated" and (r.wordy, r.unchanged) == (2, 1)
+    assert outs[r.task.label] == "GOOD MORNING, EVERYONE.\n\nWhere is the train station?\n\nOK.\n"
+
+
 def test_retry_advice_says_what_would_change_the_outcome():
     from chatglm3_cli.translate.pipeline import FileResult, Summary, UnitFailure, retry_advice
 
