@@ -40,6 +40,8 @@ VARIABLES: tuple[EnvVar, ...] = (
     EnvVar("CHATGLM3_FLASH_ATTN", "on, off or auto: llama.cpp's flash attention",
            "off on a CPU, auto with a GPU"),
     EnvVar("CHATGLM3_CPU_EXTRA_BUFTS", "1: llama.cpp's own choice of CPU weight buffers", "off (see README: AMX)"),
+    EnvVar("CHATGLM3_NO_MEMORY_CHECK", "1: make a context even when its estimated memory exceeds what is available",
+           "off: refused with the estimate"),
     EnvVar("CHATGLM3_TEST_CACHE", "where the tests keep their generated GGUF fixtures", ".cache/test-models",
            "keep"),
     EnvVar("HF_ENDPOINT", "the Hugging Face Hub or a mirror (like --endpoint)", "https://huggingface.co"),

@@ -50,6 +50,11 @@ class ModelLoadError(ModelError):
     """llama.cpp refused to load the file, or to create a context for it."""
 
 
+class InsufficientMemoryError(ModelLoadError):
+    """A context whose estimated KV cache and compute buffers do not fit in free memory
+    (refused before llama.cpp allocates them and the OOM killer ends the process)."""
+
+
 class PromptTooLongError(ChatGLM3Error):
     def __init__(self, n_prompt: int, n_ctx: int) -> None:
         super().__init__(

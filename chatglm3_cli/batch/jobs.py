@@ -12,6 +12,7 @@ Two shapes, one record per line (blank lines are skipped):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -36,6 +37,7 @@ class Job:
     record: dict[str, Any]  # the task's fields (OpenAI lines: messages and an optional schema)
     openai: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)  # per-record sampling settings
+    digest: str = ""  # the record's content hash: a resumed job redoes a record that changed
 
     def messages(self, default_system: str | None = None) -> list[Message]:
         """The record's prompt; ``default_system`` (the job's -s) applies to a record that has
@@ -87,6 +89,7 @@ class Problem:
     id: Any = None
     task: str | None = None
     openai: bool = False
+    digest: str = ""
 
     def describe(self) -> str:
         return f"line {self.line}: {self.message}"
@@ -97,6 +100,7 @@ class JobFile:
     source: str
     jobs: list[Job]
     problems: list[Problem]
+    sha256: str | None = None  # of the whole input, for the manifest
 
     @property
     def total(self) -> int:
@@ -132,6 +136,13 @@ def _lines(data: bytes, source: str) -> list[tuple[int, str | None, str | None]]
     return out
 
 
+def record_digest(text: str) -> str:
+    """A record's identity for resume: the sha256 of its line (surrounding whitespace and a
+    CRLF's CR aside). Hashing the text, not re-serialised JSON, works for any line, even one
+    too deep or too big to load."""
+    return hashlib.sha256(text.strip().encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
 def parse_jobs(data: bytes, source: str) -> JobFile:
     """Every record of the input, each either a Job or a Problem (InputError only for a binary
     or empty input)."""
@@ -151,10 +162,22 @@ def parse_jobs(data: bytes, source: str) -> JobFile:
         except json.JSONDecodeError as e:
             problems.append(Problem(n, f"invalid JSON ({e.msg} at column {e.colno})"))
             continue
+        except RecursionError:  # a line nested thousands deep: that record's error, not the job's
+            problems.append(Problem(n, "invalid JSON (nested too deeply)"))
+            continue
+        except ValueError as e:  # an integer of more than 4,300 digits, ...
+            problems.append(Problem(n, f"invalid JSON ({e})"))
+            continue
         if not isinstance(obj, dict):
             problems.append(Problem(n, f"expected a JSON object, got {_kind(obj)}"))
             continue
-        item = _check_record(n, obj)
+        try:
+            item = _check_record(n, obj)
+        except (RecursionError, ValueError) as e:  # a schema nested too deeply, ...
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            problems.append(Problem(n, f"unusable record ({why})"))
+            continue
+        item.digest = record_digest(text)
         key = item.key
         if key is not None:
             if key in seen:
@@ -163,7 +186,7 @@ def parse_jobs(data: bytes, source: str) -> JobFile:
                 continue
             seen[key] = n
         (jobs if isinstance(item, Job) else problems).append(item)  # type: ignore[arg-type]
-    return JobFile(source, jobs, problems)
+    return JobFile(source, jobs, problems, hashlib.sha256(data).hexdigest())
 
 
 def _kind(v: Any) -> str:

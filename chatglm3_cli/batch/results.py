@@ -6,7 +6,9 @@
   a half-written last line, and rewrites the file through a temp file + os.replace when lines
   must go (ids to retry, duplicates, reports of records without an id).
 - The manifest (``RESULTS.jsonl.manifest.json``) records the model (its sha256), the
-  parameters and the tool version. It is written before the first result line.
+  parameters, the tool version, the input (its path and sha256) and each record's content
+  hash. It is written before the first result line. A resume refuses another job's results
+  file and redoes a record whose content changed since it was answered.
 """
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import __version__
-from ..errors import ManifestMismatchError, ResultsInUseError
+from ..errors import ManifestMismatchError, OutputWriteError, ResultsInUseError
 from ..files import atomic_write_bytes
 
 
@@ -58,6 +60,7 @@ class ScanReport:
     dropped_duplicates: int = 0
     dropped_retry: int = 0  # failed lines removed to be run again
     dropped_keyless: int = 0  # reports of id-less records (re-reported by this run)
+    dropped_stale: int = 0  # answers to records that changed since (or that no manifest vouches for)
 
 
 class ResultsFile:
@@ -70,16 +73,23 @@ class ResultsFile:
 
     def lock(self) -> None:
         """Two runs of one job at once would answer the same ids twice: the second is refused.
-        The hidden lock file beside the results is removed again by close()."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = ExclusiveLock(self.path.with_name(f".{self.path.name}.lock"))
-        if not lock.acquire():
+        The lock is keyed on the real file, so a symlink's name (or a ../ path) to the same
+        results cannot bypass it. The hidden lock file beside it is removed again by close()."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            real = self.path.resolve()
+            lock = ExclusiveLock(real.with_name(f".{real.name}.lock"))
+            taken = lock.acquire()
+        except OSError as e:  # a read-only or missing directory, ...
+            raise _write_error(self.path, e) from None
+        if not taken:
             raise ResultsInUseError(f"another chatglm3 batch is writing {self.path}")
         self._lock = lock
 
-    def prepare(self, *, retry_errors: bool) -> ScanReport:
+    def prepare(self, *, retry_errors: bool, stale: Callable[[str], bool] | None = None) -> ScanReport:
         """Read what is answered and repair the file so that it holds each id at most once,
-        only complete lines, and (with retry_errors) no failed ones."""
+        only complete lines, (with retry_errors) no failed ones, and no answer for which
+        ``stale(id)`` is true (a record that changed since it was answered)."""
         report = ScanReport()
         try:
             data = self.path.read_bytes()
@@ -124,6 +134,11 @@ class ResultsFile:
                 rewrite = True
             else:
                 report.truncated_bytes = len(tail)
+        if stale is not None:
+            before = len(keep)
+            keep = [k for k in keep if k[0] is None or not stale(k[0])]
+            report.dropped_stale = before - len(keep)
+            rewrite = rewrite or report.dropped_stale > 0
         if retry_errors:
             before = len(keep)
             keep = [k for k in keep if not k[1]]
@@ -135,20 +150,40 @@ class ResultsFile:
                 obj = _loads(raw)
                 if obj is not None and line_cut_off(obj):
                     report.cut_off.add(k)
-        if rewrite:
-            atomic_write_bytes(self.path, (raw for _, _, raw in keep))
-        elif report.truncated_bytes:
-            os.truncate(self.path, len(data) - len(tail))
+        try:
+            if rewrite:
+                atomic_write_bytes(self.path, (raw for _, _, raw in keep))
+            elif report.truncated_bytes:
+                os.truncate(self.path, len(data) - len(tail))
+        except OSError as e:
+            raise _write_error(self.path, e) from None
         return report
 
+    def answered_ids(self) -> set[str]:
+        """The ids the file holds an answer (or an error line) for, without repairing it."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return set()
+        out: set[str] = set()
+        for raw in data.split(b"\n"):
+            obj = _loads(raw) if raw.strip() else None
+            key = line_key(obj) if obj is not None else None
+            if key is not None:
+                out.add(key)
+        return out
+
     def append(self, obj: dict[str, Any]) -> None:
-        if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        data = dumps_line(obj)
-        while data:  # one write() for the whole line (a regular file takes it at once)
-            n = os.write(self._fd, data)
-            data = data[n:]
+        try:
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            data = dumps_line(obj)
+            while data:  # one write() for the whole line (a regular file takes it at once)
+                n = os.write(self._fd, data)
+                data = data[n:]
+        except OSError as e:  # disk full, ...: the lines written so far stay
+            raise _write_error(self.path, e) from None
 
     def close(self) -> None:
         if self._fd is not None:
@@ -216,10 +251,15 @@ class ExclusiveLock:
             self._fd = None
 
 
+def _write_error(path: Path, e: OSError) -> OutputWriteError:
+    return OutputWriteError(f"cannot write {path}: {e.strerror or e}",
+                            hint="check the directory's permissions, or write elsewhere with -o FILE")
+
+
 def _loads(raw: bytes) -> dict[str, Any] | None:
     try:
         obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # not ours: too deep, huge ints...
         return None
     return obj if isinstance(obj, dict) else None
 
@@ -232,28 +272,41 @@ def manifest_path(results: Path) -> Path:
 
 
 
+def input_path(source: str) -> str:
+    """How a manifest names its input: the absolute path of a file, or "stdin"."""
+    return source if source == "stdin" else str(Path(source).resolve())
+
+
 @dataclass
 class Manifest:
     model_sha256: str
     model_path: str
     model_size: int
     params: dict[str, Any]
-    input: str
+    input: str  # as given; the manifest stores input_path(input)
     version: str = __version__
     created: float = field(default_factory=time.time)
     previous: list[dict[str, Any]] = field(default_factory=list)
+    input_sha256: str | None = None
+    # id -> content hash of the record each answer belongs to (records of earlier inputs
+    # that still have an answer in the results stay listed)
+    records: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "tool": "chatglm3 batch", "version": self.version,
-            "created": self.created, "updated": time.time(), "input": self.input,
+            "created": self.created, "updated": time.time(),
+            "input": {"path": input_path(self.input), "sha256": self.input_sha256},
             "model": {"path": self.model_path, "size": self.model_size, "sha256": self.model_sha256},
-            "params": self.params, "previous": self.previous,
+            "params": self.params, "previous": self.previous, "records": self.records,
         }
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, [(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, [(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()])
+        except OSError as e:
+            raise _write_error(path, e) from None
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
@@ -276,6 +329,9 @@ def check_manifest(old: dict[str, Any] | None, new: Manifest, results: Path, *, 
                 f"it was not written by chatglm3 batch, or by another version")
         return ["no manifest"] if has_results else []
     diffs: list[str] = []
+    old_input = old_input_path(old)
+    if old_input is not None and old_input != new.input and input_path(old_input) != input_path(new.input):
+        diffs.append(f"input: {old_input} -> {input_path(new.input)}")
     old_model: dict[str, Any] = old["model"] if isinstance(old.get("model"), dict) else {}
     if old_model.get("sha256") != new.model_sha256:
         diffs.append(f"model: {old_model.get('path', '?')} (sha256 {str(old_model.get('sha256'))[:12]}) "
@@ -285,6 +341,27 @@ def check_manifest(old: dict[str, Any] | None, new: Manifest, results: Path, *, 
         if old_params.get(k) != new.params.get(k):
             diffs.append(f"{k}: {json.dumps(old_params.get(k))} -> {json.dumps(new.params.get(k))}")
     if diffs and not force:
+        if len(diffs) == 1 and diffs[0].startswith("input: "):
+            raise ManifestMismatchError(
+                f"{results} holds the results of another job ({diffs[0]})")
         raise ManifestMismatchError(
             f"{results} was started with other settings ({'; '.join(diffs)})")
     return diffs
+
+
+def old_input_path(old: dict[str, Any]) -> str | None:
+    """The input an existing manifest names (a plain string in manifests before 0.x)."""
+    v = old.get("input")
+    if isinstance(v, dict):
+        v = v.get("path")
+    return v if isinstance(v, str) else None
+
+
+def old_records(old: dict[str, Any] | None) -> dict[str, str] | None:
+    """id -> content hash from an existing manifest; None when it has none (an older version)."""
+    if not old:
+        return None
+    recs = old.get("records")
+    if not isinstance(recs, dict):
+        return None
+    return {str(k): v for k, v in recs.items() if isinstance(v, str)}

@@ -21,12 +21,22 @@ from ..errors import (
     GenerationError,
     InputError,
     InvalidRecordError,
+    ManifestMismatchError,
     OutputFormatError,
     PromptTooLongError,
 )
 from ..files import file_sha256
 from .jobs import Job, JobFile, Problem
-from .results import Manifest, ResultsFile, ScanReport, check_manifest, dumps_line, manifest_path, read_manifest
+from .results import (
+    Manifest,
+    ResultsFile,
+    ScanReport,
+    check_manifest,
+    dumps_line,
+    manifest_path,
+    old_records,
+    read_manifest,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.generate import Completion
@@ -195,6 +205,9 @@ def run_batch(jobfile: JobFile, *, output: Optional[Path], stdout: Optional[Text
     """Run every job not answered yet; write results to ``output`` (resumable) or ``stdout``."""
     progress = progress or NoProgress()
     summary = Summary(total=jobfile.total, output=str(output) if output else "-")
+    # The real file, not a symlink's name: one lock and one manifest per results file.
+    if output is not None:
+        output = output.resolve()
     store = ResultsFile(output) if output is not None else None
     report = ScanReport()
     manifest: Manifest | None = None
@@ -274,13 +287,35 @@ def _resume(store: ResultsFile, output: Path, jobfile: JobFile, model_path: str,
             settings: Settings, summary: Summary) -> tuple[Manifest, ScanReport]:
     """Check the manifest (refusing another model or parameters) and repair the results file."""
     sha = file_sha256(model_path)
+    records = {j.key: j.digest for j in jobfile.jobs}
+    records.update({p.key: p.digest for p in jobfile.problems if p.key is not None})
     new = Manifest(model_sha256=sha, model_path=str(Path(model_path).resolve()),
                    model_size=Path(model_path).stat().st_size,
-                   params=manifest_params(settings), input=jobfile.source)
+                   params=manifest_params(settings), input=jobfile.source,
+                   input_sha256=jobfile.sha256, records=records)
     has_results = output.exists() and output.stat().st_size > 0
     # Without results there is nothing to be consistent with: a stale manifest is replaced.
     old = read_manifest(manifest_path(output)) if has_results else None
     diffs = check_manifest(old, new, output, has_results=has_results, force=settings.force)
+    known = old_records(old)
+    if old is not None and known is None:
+        # A manifest of an earlier version lists no records: its answers are taken as they are.
+        stale = None
+    else:
+        known = known or {}  # no manifest at all (--force): no answer in the file is ours
+
+        def stale(key: str) -> bool:
+            return key in records and known.get(key) != records[key]
+
+        if has_results and known and not diffs and not settings.force:
+            # Not one answered record of this input is in the results: another job's file.
+            answered = store.answered_ids()
+            if answered and not any(known.get(k) == records.get(k) for k in answered):
+                raise ManifestMismatchError(
+                    f"{output} holds the results of another job (none of its {len(answered)} "
+                    f"answers belongs to a record of {jobfile.source} as it is now)")
+    # Answers of records no longer in the input keep their hashes for a later resume.
+    new.records = {**{k: v for k, v in (known or {}).items() if k not in records}, **records}
     if diffs and old:
         new.created = old.get("created", new.created)
         new.previous = list(old.get("previous") or []) + [
@@ -289,7 +324,11 @@ def _resume(store: ResultsFile, output: Path, jobfile: JobFile, model_path: str,
     elif old:
         new.created = old.get("created", new.created)
         new.previous = list(old.get("previous") or [])
-    report = store.prepare(retry_errors=settings.retry_errors)
+    report = store.prepare(retry_errors=settings.retry_errors, stale=stale)
+    if report.dropped_stale:
+        why = ("no manifest vouches for them" if old is None
+               else "their records changed since they were answered")
+        summary.notes.append(f"{report.dropped_stale} answers in {output} are redone: {why}")
     if report.truncated_bytes:
         summary.notes.append(f"repaired {output}: removed a half-written last line "
                              f"({report.truncated_bytes} bytes)")

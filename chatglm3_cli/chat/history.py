@@ -42,17 +42,60 @@ class Conversation:
                           ensure_ascii=False, indent=1)
 
 
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+MAX_CONVERSATION_BYTES = 64 << 20  # a saved conversation bigger than this is not ours
+
+
+def parse_conversation(text: str, where: str) -> Conversation:
+    """A saved conversation from its JSON text; InputError (naming ``where``) for anything
+    that is not one: bad JSON, nesting too deep, fields of the wrong type."""
+    try:
+        d = json.loads(text)
+    except RecursionError:
+        raise InputError(f"{where} is not a valid saved conversation (nested too deeply)") from None
+    except ValueError as e:
+        raise InputError(f"{where} is not a valid saved conversation ({e})") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{where} is not a valid saved conversation (not a JSON object)")
+    why = None
+    msgs = d.get("messages")
+    if not isinstance(d.get("id"), str):
+        why = '"id" is not a string'
+    elif not all(isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool)
+                 for k in ("created", "updated")):
+        why = '"created" and "updated" must be numbers'
+    elif not isinstance(msgs, list):
+        why = '"messages" is not a list'
+    elif not isinstance(d.get("model", ""), str):
+        why = '"model" is not a string'
+    else:
+        for i, m in enumerate(msgs):
+            role = m.get("role") if isinstance(m, dict) else None
+            if not isinstance(m, dict) or (role if role != "tool" else "observation") not in ROLES \
+                    or not isinstance(m.get("content", ""), str):
+                why = f"message {i + 1} is not a {{role, content}} object"
+                break
+    if why:
+        raise InputError(f"{where} is not a valid saved conversation ({why})")
+    return Conversation(id=d["id"], created=float(d["created"]), updated=float(d["updated"]),
+                        model=d.get("model", ""), messages=list(msgs or []))
+
+
 class ConversationStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root or data_dir()) / "conversations"
+        # Files list() and latest() passed over, with why: reported, never fatal.
+        self.skipped: list[tuple[Path, str]] = []
 
     @staticmethod
     def new_id() -> str:
         return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
     def path(self, conv_id: str) -> Path:
-        if not conv_id or "/" in conv_id or "\\" in conv_id or conv_id.startswith("."):
-            raise InputError(f"not a conversation id: {conv_id!r}")
+        # Ids are ours (see new_id): anything else, glob characters and paths included, is refused.
+        if not conv_id or conv_id.startswith(".") or not set(conv_id) <= _ID_CHARS:
+            raise InputError(f"not a conversation id: {conv_id!r}",
+                             hint="see `chatglm3 history` for the ids")
         return self.root / f"{conv_id}.json"
 
     def save(self, conv: Conversation) -> Path:
@@ -64,28 +107,45 @@ class ConversationStore:
     def load(self, conv_id: str) -> Conversation:
         p = self.path(conv_id)
         if not p.exists():
-            matches = sorted(self.root.glob(f"{conv_id}*.json")) if self.root.exists() else []
+            matches = sorted(q for q in self.root.glob(f"{conv_id}*.json")) if self.root.is_dir() else []
             if len(matches) == 1:  # a unique prefix is enough, as with git
                 p = matches[0]
+            elif len(matches) > 1:
+                shown = ", ".join(q.stem for q in matches[:5]) + (", …" if len(matches) > 5 else "")
+                raise InputError(f"ambiguous id {conv_id!r}: {shown}",
+                                 hint="give more of the id")
             else:
                 raise InputError(f"no saved conversation {conv_id!r}",
                                  hint="see `chatglm3 history` for the ids")
+        return self._read(p)
+
+    def _read(self, p: Path) -> Conversation:
         try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-            return Conversation(id=d["id"], created=d["created"], updated=d["updated"],
-                                model=d.get("model", ""), messages=list(d["messages"]))
-        except (ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{p} is not a valid saved conversation ({e})") from e
+            if not p.is_file():
+                raise InputError(f"{p} is not a valid saved conversation (not a regular file)")
+            if p.stat().st_size > MAX_CONVERSATION_BYTES:
+                raise InputError(f"{p} is not a valid saved conversation (over "
+                                 f"{MAX_CONVERSATION_BYTES >> 20} MiB)")
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{p} is not a valid saved conversation (not UTF-8)") from None
+        except OSError as e:
+            raise InputError(f"cannot read {p}: {e.strerror or e}") from None
+        return parse_conversation(text, str(p))
 
     def list(self) -> list[Conversation]:
-        if not self.root.exists():
+        """Every readable conversation, newest first; unreadable files go to ``skipped``."""
+        self.skipped = []
+        try:
+            paths = sorted(self.root.glob("*.json")) if self.root.is_dir() else []
+        except OSError:
             return []
         out = []
-        for p in self.root.glob("*.json"):
+        for p in paths:
             try:
-                out.append(self.load(p.stem))
-            except InputError:
-                continue  # a damaged file must not hide the others
+                out.append(self._read(p))
+            except InputError as e:
+                self.skipped.append((p, e.message))  # a damaged file must not hide the others
         return sorted(out, key=lambda c: c.updated, reverse=True)
 
     def latest(self) -> Conversation | None:
@@ -103,6 +163,8 @@ def load_transcript(path: str | os.PathLike[str]) -> list[Message]:
     text = read_text_file(path)
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise InputError(f"{path} is not a usable transcript (JSON nested too deeply)") from None
     except ValueError as e:
         raise InputError(f"{path} is not valid JSON (line {getattr(e, 'lineno', '?')})") from e
     if isinstance(data, dict) and isinstance(data.get("messages"), list):

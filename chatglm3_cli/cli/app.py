@@ -54,4 +54,7 @@ app.command(name="bench")(bench)
 
 
 def main() -> None:
+    from .console import plug_closed_std_streams
+
+    plug_closed_std_streams()
     app()

@@ -197,7 +197,7 @@ def batch(
     settings = Settings(params=sampling, n_parallel=model.n_parallel(), n_ctx=model.ctx, retry_errors=retry_errors,
                         force=force, system=sys_text)
     summary = run_batch(jobfile, output=out_path, stdout=con.stdout if out_path is None else None,
-                        model_path=model_path, open_model=model.open, settings=settings,
+                        model_path=model_path, open_model=model.open_for_decoder, settings=settings,
                         progress=progress)
     con.error(_summary_line(summary))
     if summary.cut_off_now:

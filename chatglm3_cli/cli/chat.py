@@ -1,13 +1,16 @@
 """`chatglm3 chat` and `chatglm3 history`."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import console as console_mod
 from .errors import UsageError, handle_errors
 from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_options
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..chat.history import ConversationStore
 
 
 @handle_errors
@@ -80,6 +83,7 @@ def chat(
     if cont or resume:
         src_store = store or ConversationStore()
         conversation = src_store.load(resume) if resume else src_store.latest()
+        _report_skipped(src_store)
         if conversation is None:
             raise UsageError("there is no saved conversation to continue")
         restored = [Message.from_dict(d) for d in conversation.messages]
@@ -94,8 +98,15 @@ def chat(
         from prompt_toolkit.history import FileHistory
 
         path = data_dir() / "input_history"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        history = FileHistory(str(path))
+        try:  # a read-only data dir: say so once and chat without saving
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab"):
+                pass
+            history = FileHistory(str(path))
+        except OSError as e:
+            con.error(f"warning: cannot write to {path.parent} ({e.strerror or e}): "
+                      f"input history and this conversation are not saved")
+            store = None
 
     rich_out = con.stdout_isatty and not plain
     if con.stderr_isatty:
@@ -143,13 +154,24 @@ def history_list(ctx: typer.Context) -> None:
     from ..chat.history import ConversationStore
 
     con = console_mod.current()
-    convs = ConversationStore().list()
+    store = ConversationStore()
+    convs = store.list()
+    _report_skipped(store)
     if not convs:
         con.error("no saved conversations yet")
         return
     for c in convs:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated))
         con.write(f"{c.id}  {when}  {c.turns:>3} turns  {c.title}\n")
+
+
+def _report_skipped(store: "ConversationStore") -> None:
+    """One line per conversation file that could not be read (the others still work)."""
+    con = console_mod.current()
+    for path, why in store.skipped[:10]:
+        con.error(f"warning: skipped {path.name}: {why.replace(str(path), path.name)}")
+    if len(store.skipped) > 10:
+        con.error(f"warning: skipped {len(store.skipped) - 10} more unreadable conversation files")
 
 
 @history_app.command("show")
@@ -173,6 +195,7 @@ def history_export(
     from pathlib import Path
 
     from ..chat.history import ConversationStore, to_markdown
+    from ..errors import OutputWriteError
     from ..files import atomic_write_text
 
     if fmt not in ("md", "json"):
@@ -181,7 +204,10 @@ def history_export(
     text = to_markdown(conv) if fmt == "md" else json.dumps(
         {"id": conv.id, "model": conv.model, "messages": conv.messages}, ensure_ascii=False, indent=2) + "\n"
     if output:
-        atomic_write_text(Path(output), text)
+        try:
+            atomic_write_text(Path(output), text)
+        except OSError as e:
+            raise OutputWriteError(f"cannot write {output}: {e.strerror or e}") from None
         console_mod.current().error(f"wrote {output}")
     else:
         console_mod.current().write(text)

@@ -4,6 +4,7 @@ stdout carries the answer and nothing else; messages, stats and errors go to std
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import TextIO
@@ -50,6 +51,50 @@ class Console:
             return buf.read()
         data = self.stdin.read()
         return data.encode("utf-8") if isinstance(data, str) else data
+
+
+class ClosedStdout:
+    """sys.stdout when the process was started with stdout closed (``>&-``): every write is a
+    broken pipe (exit 141, with one line that says why)."""
+
+    closed_at_start = True
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "stdout is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return 1
+
+
+def plug_closed_std_streams() -> None:
+    """Started with fd 0, 1 or 2 closed (``<&-``, ``>&-``): point the fd at /dev/null, so that
+    the next file we or llama.cpp open cannot become "stdout" by taking the free number, and
+    give Python a stream for it (stdin reads as empty; stdout raises BrokenPipeError)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        try:
+            got = os.open(os.devnull, os.O_RDWR)
+        except OSError:  # pragma: no cover - no /dev/null
+            return
+        if got != fd:
+            os.dup2(got, fd)
+            os.close(got)
+        if fd == 0:
+            sys.stdin = open(0, encoding="utf-8", closefd=False)
+        elif fd == 1:
+            sys.stdout = ClosedStdout()
+        else:
+            sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
 
 
 def current() -> Console:

@@ -50,6 +50,7 @@ _CODES: list[tuple[type[BaseException], ExitCode]] = [
     (BatchFailedError, ExitCode.PARTIAL_FAILURE),
     (ResultsInUseError, ExitCode.USAGE),  # the same job started twice at once
     (TranslationFailedError, ExitCode.TRANSLATE_FAILED),
+    (OutputWriteError, ExitCode.OUTPUT_ERROR),
     (ModelError, ExitCode.MODEL_ERROR),
     (InputError, ExitCode.INPUT_ERROR),
     (PromptTooLongError, ExitCode.PROMPT_TOO_LONG),
@@ -58,7 +59,6 @@ _CODES: list[tuple[type[BaseException], ExitCode]] = [
     (DiskFullError, ExitCode.DISK_FULL),
     (DownloadError, ExitCode.DOWNLOAD_ERROR),
     (ConfigError, ExitCode.CONFIG_ERROR),
-    (OutputWriteError, ExitCode.OUTPUT_ERROR),
     (OutputFormatError, ExitCode.GENERATION_ERROR),  # an answer that does not parse as asked
 ]
 
@@ -98,7 +98,10 @@ def handle_errors(func: F) -> F:
             con.error("interrupted")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         except BrokenPipeError:
-            _silence_stdout()
+            if getattr(sys.stdout, "closed_at_start", False):  # `>&-`: say why nothing came out
+                con.error("error: stdout is closed: there is nowhere to write the answer")
+            else:  # `| head` closed it on purpose: nothing to report
+                _silence_stdout()
             raise typer.Exit(ExitCode.BROKEN_PIPE) from None
         except ChatGLM3Error as e:
             if debug:

@@ -214,15 +214,20 @@ class ModelArgs(OptionGroup):
 
         return load_chat_template(self.chat_template, backend.builtin_chat_templates())
 
-    def open(self) -> "Model":
+    def open(self, *, chat_context: bool = True) -> "Model":
+        """``chat_context=False`` for batch and translate: they decode through the parallel
+        decoder's own context, and the chat one would only take memory."""
         from ..engine.model import Model  # loading llama.cpp is deferred to here
         from . import console as console_mod
 
         m = Model(self.path(), n_ctx=self.ctx, n_threads=self.threads, n_gpu_layers=self.gpu_layers,
-                  verbose=self.verbose, chat_template=self.template())
+                  verbose=self.verbose, chat_template=self.template(), chat_context=chat_context)
         for note in m.notes:
             console_mod.current().error(f"note: {note}")
         return m
+
+    def open_for_decoder(self) -> "Model":
+        return self.open(chat_context=False)
 
     def default_parallel(self) -> int:
         """Sequences decoded at once when --parallel is not given: more where a GPU does the work."""

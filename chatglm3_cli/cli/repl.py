@@ -214,7 +214,10 @@ class ChatREPL:
         try:
             self.store.save(self.conversation)
         except OSError as e:
-            self.say(f"warning: could not save the conversation: {e.strerror}")
+            # Once, not after every answer: the chat goes on without saving.
+            self.say(f"warning: could not save the conversation ({e.strerror or e}): "
+                     f"it is not saved from now on (/save FILE still works)")
+            self.store = None
 
     # commands ----------------------------------------------------------------------------
 

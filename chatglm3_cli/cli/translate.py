@@ -305,7 +305,7 @@ def translate(
     progress = RichProgress(con) if con.stderr_isatty else PlainProgress(con)
     # model.open resolves the model only once some input is known to be usable: a wrong file
     # never costs a model download
-    summary = run_translate(tasks, open_model=model.open, settings=settings, progress=progress)
+    summary = run_translate(tasks, open_model=model.open_for_decoder, settings=settings, progress=progress)
     for r in summary.files:
         if r.text is not None:
             if preview is not None and len(summary.files) > 1:

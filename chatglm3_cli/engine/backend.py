@@ -358,10 +358,13 @@ class LlamaContext:
             raise ModelLoadError(f"cannot create a context of {n_ctx} tokens: {reason}")
         self.ptr = ptr
         self.n_ctx = int(L.llama_n_ctx(ptr))
-        self.n_batch = n_batch
+        # What llama.cpp made, not what we asked for: it caps the batch at the context it was
+        # asked for (a -c below 512) and rounds the context up; a decode call over its batch
+        # size is a GGML_ASSERT that kills the process.
+        self.n_batch = max(1, min(n_batch, int(L.llama_n_batch(ptr))))
         self.n_threads = threads
         self.memory = L.llama_get_memory(ptr)
-        self._batch = L.llama_batch_init(n_batch, 0, n_seq_max)
+        self._batch = L.llama_batch_init(self.n_batch, 0, n_seq_max)
         self._abort = _AbortFlag()
 
     def close(self) -> None:
@@ -410,6 +413,7 @@ class LlamaContext:
                     b.logits[i] = 0
                 b.logits[len(chunk) - 1] = 1 if off + len(chunk) == n_total else 0
                 b.n_tokens = len(chunk)
+                _log_lines.clear()
                 rc = L.llama_decode(self.ptr, b)
                 if rc != 0:
                     self._raise_decode(rc)
@@ -421,9 +425,13 @@ class LlamaContext:
         """Give sequence dst the cells [start, end) of src (shared, on a unified KV cache)."""
         llama().llama_memory_seq_cp(self.memory, src, dst, start, end)
 
-    def decode_entries(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+    def decode_entries(self, entries: Sequence[tuple[int, int, int, bool]], *,
+                       interruptible: bool = False) -> None:
         """One llama_decode over (token, position, sequence, wants_logits) entries, at most
-        n_batch of them. Logits of row i are then read with Sampler.sample(ctx, i)."""
+        n_batch of them. Logits of row i are then read with Sampler.sample(ctx, i).
+
+        ``interruptible``: Ctrl-C aborts the call (for steps that carry prompt chunks) and
+        raises KeyboardInterrupt once llama.cpp has returned."""
         b = self._batch
         for i, (tok, pos, seq, logits) in enumerate(entries):
             b.token[i] = tok
@@ -432,9 +440,16 @@ class LlamaContext:
             b.seq_id[i][0] = seq
             b.logits[i] = 1 if logits else 0
         b.n_tokens = len(entries)
-        rc = _L.llama_decode(self.ptr, b)
-        if rc != 0:
-            self._raise_decode(rc)
+        _log_lines.clear()  # a failure is explained by its own log lines, not an older one's
+        if interruptible:
+            self._install_abort()
+        try:
+            rc = _L.llama_decode(self.ptr, b)
+            if rc != 0:
+                self._raise_decode(rc)
+        finally:
+            if interruptible:
+                self._remove_abort()
 
     def decode_one(self, token: int, pos: int, seq: int = 0) -> None:
         """The per-token hot path: one token, logits kept."""
@@ -445,6 +460,7 @@ class LlamaContext:
         b.seq_id[0][0] = seq
         b.logits[0] = 1
         b.n_tokens = 1
+        _log_lines.clear()
         rc = _L.llama_decode(self.ptr, b)
         if rc != 0:
             self._raise_decode(rc)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-from ..errors import ChatGLM3Error
+from ..errors import ChatGLM3Error, GenerationError
 from .prompt import Message
 from .sampling import SamplingParams
 
@@ -89,7 +89,7 @@ class ParallelDecoder:
 
     def __init__(self, model: "Model", *, n_parallel: int = 4, n_ctx: int | None = None,
                  n_batch: int = 512) -> None:
-        from . import backend
+        from . import backend, memory
 
         if n_parallel < 1:
             raise ValueError("n_parallel must be >= 1")
@@ -97,10 +97,14 @@ class ParallelDecoder:
         self.n_parallel = n_parallel
         self.n_ctx = n_ctx or min(model.n_ctx, 4096)
         self.prefix_seq = n_parallel  # the extra sequence that holds the shared prefix
+        memory.check_context(model.info, n_cells=self.n_ctx * (n_parallel + 1), n_batch=n_batch,
+                             what=f"{n_parallel} parallel sequences of {self.n_ctx} tokens "
+                                  f"(and one for shared prompts)",
+                             lower="--parallel or --ctx", on_cpu=model.n_gpu_layers == 0)
         self.ctx = backend.LlamaContext(model._llama, n_ctx=self.n_ctx * (n_parallel + 1),
                                         n_batch=n_batch, n_threads=model.n_threads,
                                         n_seq_max=n_parallel + 1, kv_unified=True)
-        self.n_batch = n_batch
+        self.n_batch = self.ctx.n_batch  # what llama.cpp made (a small context caps it)
         self.prefix: list[int] = []
         self.stats = DecoderStats()
 
@@ -128,7 +132,8 @@ class ParallelDecoder:
         self.prefix = []
         for off in range(0, len(tokens), self.n_batch):
             chunk = tokens[off:off + self.n_batch]
-            self.ctx.decode_entries([(t, off + i, self.prefix_seq, False) for i, t in enumerate(chunk)])
+            self.ctx.decode_entries([(t, off + i, self.prefix_seq, False) for i, t in enumerate(chunk)],
+                                    interruptible=True)
             self.stats.decode_calls += 1
         self.stats.evaluated_prompt_tokens += len(tokens)
         self.prefix = list(tokens)
@@ -142,21 +147,29 @@ class ParallelDecoder:
             raise PromptTooLongError(len(prompt), self.n_ctx)
         if not prompt:
             raise ChatGLM3Error("empty prompt")
-        limit = len(prompt) - 1  # the last prompt token is always evaluated, for its logits
-        shared = min(_lcp(self.prefix, prompt), limit)
-        if shared < MIN_SHARED_PREFIX and upcoming is not None:
-            # The next request starts like this one: evaluate what they share once.
-            candidate = min(_lcp(prompt, upcoming), limit)
-            if candidate >= MIN_SHARED_PREFIX:
-                self._set_prefix(prompt[:candidate])
-                shared = candidate
-        if shared < MIN_SHARED_PREFIX:
-            shared = 0
-        if shared:
-            self.ctx.copy_seq(self.prefix_seq, seq, 0, shared)
+        # What can fail (an invalid grammar) is built before any cell is given to this
+        # sequence; whatever fails after that clears the sequence, so that its next request
+        # starts from an empty one (left-over cells make llama_decode fail for the whole run).
         sampler = self.model._make_sampler(req.params, req.grammar)
-        if req.params.repeat_penalty != 1.0:
-            sampler.accept_prompt(prompt)
+        try:
+            limit = len(prompt) - 1  # the last prompt token is always evaluated, for its logits
+            shared = min(_lcp(self.prefix, prompt), limit)
+            if shared < MIN_SHARED_PREFIX and upcoming is not None:
+                # The next request starts like this one: evaluate what they share once.
+                candidate = min(_lcp(prompt, upcoming), limit)
+                if candidate >= MIN_SHARED_PREFIX:
+                    self._set_prefix(prompt[:candidate])
+                    shared = candidate
+            if shared < MIN_SHARED_PREFIX:
+                shared = 0
+            if shared:
+                self.ctx.copy_seq(self.prefix_seq, seq, 0, shared)
+            if req.params.repeat_penalty != 1.0:
+                sampler.accept_prompt(prompt)
+        except BaseException:
+            sampler.close()
+            self.ctx.remove(seq, 0, -1)
+            raise
         self.stats.prompt_tokens += len(prompt)
         return _Slot(seq=seq, req=req, prompt=prompt, sampler=sampler, pending=prompt[shared:],
                      n_past=shared, shared=shared,
@@ -230,6 +243,7 @@ class ParallelDecoder:
                     if slot.next_token is not None:
                         slot.row = len(entries)
                         entries.append((slot.next_token, slot.n_past, slot.seq, True))
+                n_generating = len(entries)
                 for slot in slots.values():
                     room = self.n_batch - len(entries)
                     if not slot.pending or room <= 0:
@@ -241,7 +255,19 @@ class ParallelDecoder:
                             slot.row = len(entries)
                         entries.append((t, slot.n_past + i, slot.seq, last))
                     self.stats.evaluated_prompt_tokens += len(take)
-                self.ctx.decode_entries(entries)
+                try:
+                    # Prompt chunks take long: Ctrl-C may abort them (never a single-token step,
+                    # where a Python call per graph node would cost a few percent).
+                    self.ctx.decode_entries(entries, interruptible=len(entries) > n_generating)
+                except GenerationError as e:
+                    # The requests of this step fail; the run goes on with the others.
+                    for slot in list(slots.values()):
+                        slot.sampler.close()
+                        self.ctx.remove(slot.seq, 0, -1)
+                        del slots[slot.seq]
+                        free.append(slot.seq)
+                        yield DecodeResult(slot.req.key, error=e)
+                    continue
                 self.stats.decode_calls += 1
                 now = time.perf_counter()
                 for slot in slots.values():

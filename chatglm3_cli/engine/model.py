@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import ModelFormatError, ModelLoadError, UnsupportedModelError
-from . import backend
+from . import backend, memory
 from .generate import Completion, Generation, KVCache
 from .gguf_file import GGUFInfo, read_gguf
 from .prompt import ChatGLM3Specials, Message, chatglm3_prompt_ids, render_template, template_prompt_ids
@@ -50,7 +50,10 @@ class Model:
     def __init__(self, path: str | os.PathLike[str], *, n_ctx: int | None = None,
                  n_threads: int | None = None, n_gpu_layers: int | None = None,
                  n_batch: int = 512, verbose: bool = False,
-                 chat_template: ChatTemplate | None = None) -> None:
+                 chat_template: ChatTemplate | None = None, chat_context: bool = True) -> None:
+        """``chat_context=False``: do not create the single-sequence context now (batch and
+        translate decode through their own ParallelDecoder context; the chat one would only
+        take memory). It is then made on first use."""
         self.path = Path(path)
         self.notes: list[str] = []  # things the caller may want to tell the user
         self.info = read_gguf(self.path)  # typed errors for missing, not-GGUF, truncated
@@ -102,13 +105,29 @@ class Model:
             self._tool_stop = None
         train_ctx = self._llama.n_ctx_train or DEFAULT_MAX_CTX
         self.n_ctx_train = train_ctx
-        want = n_ctx if n_ctx else min(train_ctx, DEFAULT_MAX_CTX)
-        try:
-            self._ctx = backend.LlamaContext(self._llama, n_ctx=want, n_batch=n_batch, n_threads=n_threads)
-        except ModelLoadError:
-            self.close()
-            raise
-        self._cache = KVCache(self._ctx)
+        self._want_ctx = n_ctx if n_ctx else min(train_ctx, DEFAULT_MAX_CTX)
+        self._n_batch = n_batch
+        self._n_threads = n_threads or backend.default_threads()
+        self._ctx: backend.LlamaContext | None = None
+        self._kv: KVCache | None = None
+        if chat_context:
+            try:
+                self._cache  # noqa: B018 - made now, so that load errors come from the constructor
+            except ModelLoadError:
+                self.close()
+                raise
+
+    @property
+    def _cache(self) -> KVCache:
+        """The chat context's KV cache, made on first use (after a memory check)."""
+        if self._kv is None:
+            memory.check_context(self.info, n_cells=self._want_ctx, n_batch=self._n_batch,
+                                 what=f"{self._want_ctx} tokens", lower="--ctx",
+                                 on_cpu=self.n_gpu_layers == 0)
+            self._ctx = backend.LlamaContext(self._llama, n_ctx=self._want_ctx, n_batch=self._n_batch,
+                                             n_threads=self._n_threads)
+            self._kv = KVCache(self._ctx)
+        return self._kv
 
     # facts ---------------------------------------------------------------------------------
 
@@ -118,11 +137,12 @@ class Model:
 
     @property
     def n_ctx(self) -> int:
-        return self._ctx.n_ctx
+        """The chat context's size (what llama.cpp made, once made)."""
+        return self._ctx.n_ctx if self._ctx is not None else self._want_ctx
 
     @property
     def n_threads(self) -> int:
-        return self._ctx.n_threads
+        return self._n_threads
 
     @property
     def n_gpu_layers(self) -> int:
@@ -202,7 +222,8 @@ class Model:
 
     def reset(self) -> None:
         """Forget the KV cache (the next prompt is evaluated from scratch)."""
-        self._cache.reset()
+        if self._kv is not None:
+            self._kv.reset()
 
     def describe(self, ids: Iterable[int]) -> list[tuple[int, str]]:
         return [(i, self._llama.token_text(i)) for i in ids]
@@ -213,7 +234,8 @@ class Model:
         ctx = getattr(self, "_ctx", None)
         if ctx is not None:
             ctx.close()
-            self._ctx = None  # type: ignore[assignment]
+            self._ctx = None
+            self._kv = None
         llm = getattr(self, "_llama", None)
         if llm is not None:
             llm.close()

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import UnsupportedModelError
+from .jinja_render import render_template
 
 ROLES = ("system", "user", "assistant", "observation")
 
@@ -95,36 +95,6 @@ def chatglm3_prompt_ids(messages: Sequence[Message], encode: Callable[[str], lis
         ids += encode(content)
     ids.append(specials.roles["assistant"])
     return ids
-
-
-def render_template(template: str, messages: Sequence[Message], *, bos_token: str, eos_token: str,
-                    sentinel: Callable[[int], str] | None = None) -> str:
-    """Render a file's Jinja chat template (as llama-cpp-python and transformers do)."""
-    try:
-        import jinja2
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError as e:  # pragma: no cover - jinja2 comes with llama-cpp-python
-        raise UnsupportedModelError("rendering this model's chat template needs jinja2") from e
-
-    def raise_exception(message: str) -> None:
-        raise UnsupportedModelError(f"the model's chat template refused the messages: {message}")
-
-    def strftime_now(fmt: str) -> str:
-        import datetime
-
-        return datetime.datetime.now().strftime(fmt)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
-    msgs = []
-    for i, m in enumerate(messages):
-        role = "tool" if m.role == "observation" else m.role
-        msgs.append({"role": role, "content": sentinel(i) if sentinel else m.content})
-    try:
-        return env.from_string(template).render(
-            messages=msgs, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token)
-    except jinja2.TemplateError as e:
-        raise UnsupportedModelError(f"the model's chat template cannot be rendered: {e}") from e
 
 
 def template_prompt_ids(messages: Sequence[Message], template: str, *, bos_token: str, eos_token: str,

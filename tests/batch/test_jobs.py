@@ -150,3 +150,25 @@ def test_openai_response_format_json_schema_is_checked():
     body["response_format"]["json_schema"]["schema"] = {"type": 5}
     jf = parse_jobs(jsonl({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}), "x")
     assert "json_schema.schema" in jf.problems[0].message
+
+
+def test_unloadable_lines_are_problems_of_their_own():
+    huge_id = '{"id": ' + "7" * 5000 + ', "task": "generate", "prompt": "x"}'
+    deep = '{"id": "d", "task": "generate", "prompt": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    deep_schema = ('{"id": "s", "task": "extract", "text": "t", "schema": '
+                   + '{"type": "object", "properties": {"a": ' * 2000 + "{}" + "}}" * 2000 + "}")
+    jf = parse_jobs(jsonl({"id": "a", "task": "generate", "prompt": "x"}, huge_id, deep, deep_schema,
+                          {"id": "b", "task": "generate", "prompt": "y"}), "jobs.jsonl")
+    assert [j.key for j in jf.jobs] == ["a", "b"]
+    assert [p.line for p in jf.problems] == [2, 3, 4]
+    assert "invalid JSON" in jf.problems[0].message and "digits" in jf.problems[0].message
+    assert "nested too deeply" in jf.problems[1].message and "nested too deeply" in jf.problems[2].message
+
+
+def test_each_record_has_a_content_hash():
+    a = parse_jobs(jsonl({"id": "a", "task": "generate", "prompt": "x"},
+                         {"id": "b", "task": "generate", "prompt": "y"}), "jobs.jsonl")
+    b = parse_jobs(jsonl({"id": "a", "task": "generate", "prompt": "x"},
+                         {"id": "b", "task": "generate", "prompt": "z"}), "jobs.jsonl")
+    assert a.jobs[0].digest == b.jobs[0].digest and a.jobs[1].digest != b.jobs[1].digest
+    assert len(a.jobs[0].digest) == 64 and a.sha256 != b.sha256

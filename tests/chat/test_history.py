@@ -59,3 +59,47 @@ def test_markdown_export():
                      messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "interrupted": True}])
     md = to_markdown(c)
     assert "## User\n\nq" in md and "## Assistant (interrupted)\n\na" in md
+
+
+@pytest.mark.parametrize("name, content, why", [
+    ("20260101-000002-cccc", '{"id": "x", "created": 1, "updated": 1, "messages": "abc"}',
+     '"messages" is not a list'),
+    ("20260101-000003-dddd", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("20260101-000004-eeee", '{"id": "x", "created": 1, "updated": 1, "messages": [1]}',
+     "message 1 is not"),
+    ("20260101-000005-ffff", None, "not a regular file"),  # a directory named *.json
+])
+def test_a_malformed_conversation_is_skipped_and_reported(tmp_path, name, content, why):
+    store = ConversationStore(tmp_path)
+    good = Conversation(id="20260101-000000-aaaa", created=1, updated=1,
+                        messages=[{"role": "user", "content": "hi"}])
+    store.save(good)
+    bad = store.root / f"{name}.json"
+    if content is None:
+        bad.mkdir()
+    else:
+        bad.write_text(content)
+    assert [c.id for c in store.list()] == [good.id]
+    assert [(p.name, w) for p, w in store.skipped if why in w] == [(bad.name, store.skipped[0][1])]
+    assert store.latest().id == good.id
+    with pytest.raises(InputError, match="not a valid saved conversation"):
+        store.load(name)
+
+
+def test_ids_are_never_glob_patterns_and_prefixes_must_be_unique(tmp_path):
+    store = ConversationStore(tmp_path)
+    for i in (1, 2):
+        store.save(Conversation(id=f"20260101-00000{i}-a{i}", created=i, updated=i))
+    for bad in ("*", "2026*", "[0-9]*", "?"):
+        with pytest.raises(InputError, match="not a conversation id"):
+            store.load(bad)
+    with pytest.raises(InputError, match="ambiguous id '20260101': 20260101-000001-a1, 20260101-000002-a2"):
+        store.load("20260101")
+    assert store.load("20260101-000002").id == "20260101-000002-a2"
+
+
+def test_deeply_nested_transcript_is_an_input_error(tmp_path):
+    p = tmp_path / "deep.json"
+    p.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match="nested too deeply"):
+        load_transcript(p)

@@ -168,15 +168,114 @@ def test_rerun_resumes_and_repairs_a_half_written_last_line(batch, tmp_path):
 
 def test_retry_errors(batch, tmp_path):
     jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text(jsonl([gen(0), {"id": "x", "task": "summarise", "text": "t"}]))
-    assert batch(str(jobs)).exit_code == ExitCode.PARTIAL_FAILURE
-    jobs.write_text(jsonl([gen(0), {"id": "x", "task": "summarize", "text": "t", "max_tokens": 4}]))
+    jobs.write_text(jsonl([gen(0), gen(1)]))
+    assert batch(str(jobs)).exit_code == 0
+    out = tmp_path / "jobs.results.jsonl"
+    lines = read(out)  # g1 failed, as a transient llama.cpp error would leave it
+    failed = next(line for line in lines if line["id"] == "g1")
+    failed.update(output=None, error={"type": "GenerationError", "message": "llama_decode failed"})
+    out.write_text(jsonl(lines))
     r = batch(str(jobs))  # failed ids are kept without --retry-errors
     assert r.exit_code == ExitCode.PARTIAL_FAILURE and "(2 answered by an earlier run)" in r.stderr
     r = batch(str(jobs), "--retry-errors")
     assert r.exit_code == 0, r.output
+    lines = read(out)
+    assert sorted(ids(lines)) == ["g0", "g1"] and all(line["error"] is None for line in lines)
+
+
+def test_a_record_edited_since_its_answer_is_redone(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0), gen(1), {"id": "x", "task": "summarise", "text": "t"}]))
+    assert batch(str(jobs)).exit_code == ExitCode.PARTIAL_FAILURE
+    out = tmp_path / "jobs.results.jsonl"
+    before = {line["id"]: line for line in read(out)}
+    manifest = json.loads((tmp_path / "jobs.results.jsonl.manifest.json").read_text())
+    assert manifest["input"]["path"] == str(jobs) and len(manifest["input"]["sha256"]) == 64
+    assert sorted(manifest["records"]) == ["g0", "g1", "x"]
+    # g1 now asks something else, x is fixed: both are answered again, g0 is kept.
+    jobs.write_text(jsonl([gen(0), gen(1, prompt="a much longer prompt than before, really"),
+                           {"id": "x", "task": "summarize", "text": "t", "max_tokens": 4}]))
+    r = batch(str(jobs))
+    assert r.exit_code == 0, r.output
+    assert "(1 answered by an earlier run)" in r.stderr
+    assert "2 answers in" in r.stderr and "their records changed" in r.stderr
+    after = {line["id"]: line for line in read(out)}
+    assert sorted(after) == ["g0", "g1", "x"] and after["g0"] == before["g0"]
+    assert after["g1"]["usage"]["prompt_tokens"] > before["g1"]["usage"]["prompt_tokens"]
+    assert after["x"]["error"] is None
+
+
+def test_another_jobs_results_file_is_refused(batch, tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(jsonl([gen(0), gen(1)]))
+    b.write_text(jsonl([gen(0, prompt="other"), gen(1, prompt="other")]))
+    assert batch(str(a)).exit_code == 0
+    out = tmp_path / "a.results.jsonl"
+    kept = out.read_bytes()
+    r = batch(str(b), "-o", str(out))
+    assert r.exit_code == ExitCode.MANIFEST_MISMATCH, r.output
+    assert "holds the results of another job" in r.stderr and "a.jsonl -> " in r.stderr
+    assert out.read_bytes() == kept
+    r = batch("-", "-o", str(out), input=a.read_text())
+    assert r.exit_code == ExitCode.MANIFEST_MISMATCH  # the path differs: a.jsonl -> stdin
+    r = batch("-", "-o", str(out), "--force", input=a.read_text())
+    assert r.exit_code == 0 and "(2 answered by an earlier run)" in r.stderr
+    # a.jsonl overwritten with another job: the name cannot tell, the records do.
+    a.write_text(b.read_text())
+    r = batch(str(a))
+    assert r.exit_code == ExitCode.MANIFEST_MISMATCH and "none of its 2 answers" in r.stderr
+    assert out.read_bytes() == kept
+    r = batch(str(b), "-o", str(out), "--force")  # forced: every answer is redone for b
+    assert r.exit_code == 0, r.output
+    assert "answered by an earlier run" not in r.stderr
+    assert sorted(ids(read(out))) == ["g0", "g1"]
+
+
+def test_the_lock_is_taken_on_the_real_file(batch, tmp_path):
+    from chatglm3_cli.batch.results import ResultsFile
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0)]))
+    real = tmp_path / "real" / "results.jsonl"
+    real.parent.mkdir()
+    (tmp_path / "link.jsonl").symlink_to(real)
+    other = ResultsFile(real)
+    other.lock()  # a run writing the real name
+    try:
+        r = batch(str(jobs), "-o", str(tmp_path / "link.jsonl"))
+        r2 = batch(str(jobs), "-o", str(tmp_path / "real" / ".." / "real" / "results.jsonl"))
+    finally:
+        other.close()
+    assert r.exit_code == ExitCode.USAGE and "another chatglm3 batch is writing" in r.stderr
+    assert r2.exit_code == ExitCode.USAGE
+    assert not real.exists()
+
+
+def test_force_on_a_foreign_file_does_not_count_its_lines(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0), gen(1)]))
+    out = tmp_path / "jobs.results.jsonl"
+    out.write_text(jsonl([{"id": "g0", "output": "not ours", "error": None},
+                          {"id": "zz", "note": "unrelated"}]))
+    r = batch(str(jobs), "--force")
+    assert r.exit_code == 0, r.output
+    assert "answered by an earlier run" not in r.stderr and "no manifest vouches" in r.stderr
+    lines = {line["id"]: line for line in read(out)}
+    assert lines["g0"]["output"] != "not ours" and lines["g0"]["error"] is None
+    assert lines["g1"]["error"] is None and lines["g0"]["usage"]["completion_tokens"] > 0
+
+
+def test_unloadable_lines_are_that_records_error(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    deep = "[" * 100_000 + "]" * 100_000
+    jobs.write_text(jsonl([gen(0)]) + '{"id": ' + "9" * 5000 + ', "task": "generate", "prompt": "x"}\n'
+                    + '{"id": "d", "task": "chat", "messages": ' + deep + '}\n' + jsonl([gen(1)]))
+    r = batch(str(jobs))
+    assert r.exit_code == ExitCode.PARTIAL_FAILURE, r.output
+    assert "line 2: invalid JSON" in r.stderr and "line 3: invalid JSON (nested too deeply)" in r.stderr
     lines = read(tmp_path / "jobs.results.jsonl")
-    assert sorted(ids(lines)) == ["g0", "x"] and all(line["error"] is None for line in lines)
+    assert sorted(str(i) for i in ids(lines)) == ["None", "None", "g0", "g1"]
+    assert sorted(line.get("line", 0) for line in lines if line["error"]) == [2, 3]
 
 
 def test_manifest_mismatch_and_force(batch, fixtures, tmp_path):
@@ -257,10 +356,10 @@ def _wait_for_lines(path, n, proc, timeout=60):
     pytest.fail("no progress")
 
 
-def _job_on_tiny(tmp_path, n=40):
+def _job_on_tiny(tmp_path, n=40, max_tokens=6):
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(jsonl([{"id": f"r{i:02d}", "task": "summarize", "text": f"record number {i}",
-                            "max_tokens": 6} for i in range(n)]))
+                            "max_tokens": max_tokens} for i in range(n)]))
     return jobs
 
 
@@ -284,7 +383,10 @@ def test_sigkill_mid_run_then_rerun_gives_every_id_once(fixtures, tmp_path):
 
 
 def test_ctrl_c_stops_between_lines_and_exits_130(fixtures, tmp_path):
-    jobs = _job_on_tiny(tmp_path)
+    # A job that cannot finish between the third line and the signal, however busy the
+    # machine: thousands of records of 64 tokens each (minutes of decoding).
+    n = 3000
+    jobs = _job_on_tiny(tmp_path, n=n, max_tokens=64)
     out = tmp_path / "jobs.results.jsonl"
     p = _start([str(jobs), "-m", str(fixtures.path("tiny")), "-t", "0", "-c", "256"], tmp_path)
     _wait_for_lines(out, 3, p)
@@ -293,7 +395,7 @@ def test_ctrl_c_stops_between_lines_and_exits_130(fixtures, tmp_path):
     assert p.returncode == ExitCode.INTERRUPTED, err
     assert b"run the same command again to resume" in err
     assert out.read_bytes().endswith(b"\n")
-    assert len(set(ids(read(out)))) == len(read(out)) < 40
+    assert len(set(ids(read(out)))) == len(read(out)) < n
 
 
 def test_batch_help_does_not_import_llama_cpp():
@@ -324,3 +426,20 @@ def test_job_system_prompt_applies_to_records_without_their_own(batch, tmp_path)
     # Another system prompt changes the answers: resuming with it is refused.
     r = batch(str(tmp_path / "b.jsonl"), "-s", "Something else.")
     assert r.exit_code == ExitCode.MANIFEST_MISMATCH and "system" in r.stderr
+
+
+def test_an_unwritable_output_dir_is_one_line_and_exit_13(batch, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0)]))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    targets = [blocker / "out" / "r.jsonl", "/proc/nope/r.jsonl"]
+    if os.geteuid() != 0:  # root writes into a read-only directory anyway
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        targets.append(ro / "r.jsonl")
+    for target in targets:
+        r = batch(str(jobs), "-o", str(target))
+        assert r.exit_code == ExitCode.OUTPUT_ERROR, r.output
+        assert r.stderr.startswith(f"error: cannot write {target}") and r.stderr.count("\n") == 1

@@ -128,6 +128,13 @@ def test_read_binary_and_malformed_load(h, tmp_path):
     assert h.session.messages[0].content == "hello"
 
 
+def test_load_of_deeply_nested_json_is_a_message_not_the_end(h, tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    h.run(f"/load {tmp_path / 'deep.json'}\rhello\r/exit\r")
+    assert "nested too deeply" in h.said
+    assert h.session.messages[0].content == "hello"
+
+
 def test_read_attaches_file_to_next_message(h, tmp_path):
     (tmp_path / "notes.txt").write_text("the notes", encoding="utf-8")
     h.run(f"/read {tmp_path / 'notes.txt'}\rsummarize\r/exit\r")

@@ -275,3 +275,76 @@ def test_single_newlines_in_an_answer_keep_their_lines(tmp_path):
         assert [x for x in lines if "item" in x] == ["• item one", "• item two"]
     finally:
         t("kill-server")
+
+
+def test_history_and_continue_survive_a_malformed_conversation(fixtures, tmp_path):
+    env = _env(tmp_path)
+    model = str(fixtures.path("scripted"))
+    subprocess.run(CMD + ["chat", "-m", model], input=b"first session", env=env,
+                   capture_output=True, timeout=120, start_new_session=True, check=True)
+    convs = tmp_path / "data" / "conversations"
+    (convs / "99999999-999999-bad1.json").write_text('{"id": "x", "created": 9e9, "updated": 9e9, '
+                                                     '"messages": "abc"}')
+    (convs / "99999999-999999-bad2.json").mkdir()
+    (convs / "99999999-999999-bad3.json").write_text("{" * 50_000)
+    p = subprocess.run(CMD + ["chat", "-m", model, "--continue"], input=b"second session", env=env,
+                       capture_output=True, timeout=120, start_new_session=True)
+    assert p.returncode == 0, p.stderr
+    assert b"resumed conversation" in p.stderr and p.stderr.count(b"warning: skipped") == 3
+    runner = CliRunner()
+    denv = {"CHATGLM3_DATA_DIR": env["CHATGLM3_DATA_DIR"]}
+    listing = runner.invoke(app, ["history"], env=denv)
+    assert listing.exit_code == 0 and "first session" in listing.stdout
+    assert "skipped 99999999-999999-bad1.json" in listing.stderr and "Traceback" not in listing.output
+    for args, code, needle in [
+        (["history", "show", "*"], ExitCode.INPUT_ERROR, "not a conversation id: '*'"),
+        (["history", "show", "99999999"], ExitCode.INPUT_ERROR, "ambiguous id '99999999': 99999999-999999-bad1"),
+        (["history", "show", "99999999-999999-bad1"], ExitCode.INPUT_ERROR, "not a valid saved conversation"),
+        (["history", "export", listing.stdout.split()[0], "-o", "/proc/nope/x.md"], ExitCode.OUTPUT_ERROR,
+         "cannot write /proc/nope/x.md"),
+    ]:
+        r = runner.invoke(app, args, env=denv)
+        assert r.exit_code == code, (args, r.output)
+        assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_closed_stdout_and_stdin(fixtures, tmp_path):
+    env = _env(tmp_path)
+    model = str(fixtures.path("scripted"))
+    # `run >&-`: nowhere to write the answer is a broken pipe, said in one line.
+    p = subprocess.run(CMD + ["run", "-m", model, "hello"], stderr=subprocess.PIPE, env=env, timeout=120,
+                       stdin=subprocess.DEVNULL, pass_fds=(), close_fds=True,
+                       preexec_fn=lambda: os.close(1))
+    assert p.returncode == ExitCode.BROKEN_PIPE, p.stderr
+    assert p.stderr.decode().strip() == "error: stdout is closed: there is nowhere to write the answer"
+    # `run <&-`: no stdin is no piped text; the prompt argument is answered.
+    p = subprocess.run(CMD + ["run", "-m", model, "hello"], capture_output=True, env=env, timeout=120,
+                       preexec_fn=lambda: os.close(0))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode() == ANSWER + "\n"
+    p = subprocess.run(CMD + ["run", "-m", model], capture_output=True, env=env, timeout=120,
+                       preexec_fn=lambda: os.close(0))
+    assert p.returncode == ExitCode.USAGE and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_unwritable_data_dir_warns_once_and_chat_goes_on(fixtures, tmp_path):
+    t = Tmux("rodata", tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cmd = " ".join([sys.executable, "-m", "chatglm3_cli", "chat", "-m", str(fixtures.path("scripted"))])
+    envs = " ".join(f"{k}='{v}'" for k, v in [("CHATGLM3_DATA_DIR", str(blocker / "data")),
+                                                ("PYTHONPATH", os.pathsep.join(sys.path))])
+    t("new-session", "-d", "-s", "rodata", "-x", "120", "-y", "40", f"env {envs} {cmd}; echo EXIT=$?; sleep 60")
+    try:
+        t.wait_for(">>>")
+        for word in ("one", "two"):
+            t("send-keys", "-t", "rodata", word, "Enter")
+            t.wait_for(f">>> {word}\n{ANSWER}")
+        t("send-keys", "-t", "rodata", "/exit", "Enter")
+        screen = t.wait_for("EXIT=")
+        assert "EXIT=0" in screen, screen
+        assert screen.count("warning: cannot write to") == 1, screen
+        assert "Traceback" not in screen and "Press ENTER" not in screen
+    finally:
+        t("kill-server")

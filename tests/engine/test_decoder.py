@@ -208,3 +208,70 @@ def test_sequence_context_limit(fixtures):
     for r in results:
         assert r.completion.finish_reason == "length"
         assert r.completion.prompt_tokens + r.completion.completion_tokens == 64
+
+
+def test_a_failed_request_leaves_its_sequence_clean(fixtures):
+    """An invalid grammar on a request that shares the job's prefix: before the fix, the copied
+    prefix cells stayed in its sequence, and the next request there (one that shares nothing)
+    made llama_decode fail and the whole run stop."""
+    from chatglm3_cli.engine.model import Model
+
+    system = Message("system", SYSTEM)
+    params = SamplingParams(temperature=0, max_tokens=8)
+
+    def req(i, kind):
+        msgs = [system, Message("user", f"review {i}")] if kind != "plain" else [Message("user", f"x{i}")]
+        return DecodeRequest(f"r{i}", messages=msgs, params=params,
+                             grammar="root ::= (" if kind == "bad" else None)
+
+    kinds = ["shared", "bad", "plain", "shared", "bad", "plain", "shared", "shared"]
+    reqs = [req(i, k) for i, k in enumerate(kinds)]
+    with Model(fixtures.path("scripted"), n_ctx=512) as m, ParallelDecoder(m, n_parallel=2, n_ctx=256) as d:
+        results = {r.key: r for r in d.run(reqs)}
+        assert sorted(results) == [f"r{i}" for i in range(8)]
+        for i, kind in enumerate(kinds):
+            r = results[f"r{i}"]
+            if kind == "bad":
+                assert isinstance(r.error, GrammarError)
+            else:
+                assert r.error is None and r.completion.text, (i, r.error)
+        assert results["r0"].completion.cached_tokens >= 16  # the shared prefix was used
+        # every sequence is empty again: a second run on the same decoder works as well
+        again = sorted(d.run(reqs[:3]), key=lambda r: r.key)
+        assert [r.error is None for r in again] == [True, False, True]
+
+
+def test_decode_errors_name_their_own_cause(tiny_model):
+    from chatglm3_cli.engine import backend
+    from chatglm3_cli.errors import GenerationError
+
+    with ParallelDecoder(tiny_model, n_parallel=1, n_ctx=64) as d:
+        backend._log_lines.append((backend._GGML_ERROR, "error: an old failure"))
+        with pytest.raises(GenerationError) as e:
+            d.ctx.decode_entries([(tiny_model._llama.n_vocab + 7, 0, 0, True)])  # no such token
+        assert "old failure" not in e.value.message and "token" in e.value.message
+
+
+def test_ctrl_c_interrupts_the_prompt_chunks_of_the_batch_decoder(tiny_model):
+    """Ctrl-C while llama_decode evaluates prompt chunks: llama.cpp's abort callback is the only
+    way in. Here the callback itself plays the SIGINT handler (sets the flag on its first call)."""
+    from chatglm3_cli.engine import backend
+
+    with ParallelDecoder(tiny_model, n_parallel=2, n_ctx=512) as d:
+        calls = []
+
+        def pressed(_data):
+            calls.append(1)
+            d.ctx._abort.requested = True
+            return True
+
+        d.ctx._abort.cb = backend.llama().ggml_abort_callback(pressed)
+        reqs = [DecodeRequest(str(i), messages=[Message("user", "long text " * 60)],
+                              params=SamplingParams(temperature=0, max_tokens=4)) for i in range(3)]
+        with pytest.raises(KeyboardInterrupt):
+            list(d.run(reqs))
+        assert calls
+        # the interrupted sequences were cleared: the decoder still answers
+        d.ctx._abort = backend._AbortFlag()
+        results = list(d.run(reqs[:2]))
+        assert all(r.error is None for r in results)
