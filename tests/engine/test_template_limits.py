@@ -11,8 +11,8 @@ import pytest
 
 from chatglm3_cli.cli.exit_codes import ExitCode
 from chatglm3_cli.engine import jinja_render as P
-from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.jinja_render import render_template
+from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.errors import UnsupportedModelError
 
 MSGS = [Message("system", "Be brief."), Message("user", "hi")]
