@@ -428,7 +428,7 @@ def test_job_system_prompt_applies_to_records_without_their_own(batch, tmp_path)
     assert r.exit_code == ExitCode.MANIFEST_MISMATCH and "system" in r.stderr
 
 
-def test_an_unwritable_output_dir_is_one_line_and_exit_13(batch, tmp_path):
+def test_an_unwritable_output_dir_is_one_line_and_output_error(batch, tmp_path):
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(jsonl([gen(0)]))
     blocker = tmp_path / "a-file"
