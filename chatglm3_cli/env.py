@@ -37,6 +37,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     EnvVar("CHATGLM3_STATE_DIR", "bookkeeping: when each model was last used, translate checkpoints",
            "~/.local/state/chatglm3 (the platform's state dir)", "tmpdir"),
     EnvVar("CHATGLM3_NOHISTORY", "1: chat keeps no input history", "off"),
+    EnvVar("CHATGLM3_API_KEY", "the key `serve` requires as `Authorization: Bearer KEY` (like --api-key)", "none"),
     EnvVar("CHATGLM3_FLASH_ATTN", "on, off or auto: llama.cpp's flash attention",
            "off on a CPU, auto with a GPU"),
     EnvVar("CHATGLM3_CPU_EXTRA_BUFTS", "1: llama.cpp's own choice of CPU weight buffers", "off (see README: AMX)"),

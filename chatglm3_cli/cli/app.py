@@ -13,6 +13,7 @@ from .bench import bench
 from .chat import chat, history_app
 from .models import models_app, pull
 from .run import run
+from .serve import serve
 from .translate import translate
 
 app = typer.Typer(
@@ -51,6 +52,7 @@ app.add_typer(history_app, name="history")
 app.command(name="pull")(pull)
 app.add_typer(models_app, name="models")
 app.command(name="bench")(bench)
+app.command(name="serve")(serve)
 
 
 def main() -> None:

@@ -9,11 +9,18 @@ request (llama_memory_seq_cp on a unified KV cache), so only the rest is evaluat
 
 Results come out in the order requests finish; every request yields exactly one result, with
 either a Completion or the typed error that stopped that request (never the whole run).
+
+A server feeds ``run`` from a queue that is empty most of the time: its iterator yields ``WAIT``
+for "nothing to admit now" (the running sequences go on), and ``idle`` blocks until there is
+(only called when nothing is in flight). A request can stream its text (``on_text``), be
+cancelled between steps (``cancelled``), and ``retain=True`` keeps each finished conversation
+(prompt and answer) as the shared prefix, so the next turn of it is evaluated only from where
+it differs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import ChatGLM3Error, GenerationError
 from .prompt import Message
@@ -31,6 +38,33 @@ class DecodeRequest:
     prompt_ids: Sequence[int] | None = None  # instead of messages
     params: SamplingParams = field(default_factory=SamplingParams)
     grammar: str | None = None  # GBNF constraining the generated text (metadata line included)
+    # Called (in the decoding thread) with each new piece of answer text and the metadata line
+    # read so far; returning True ends the answer there (finish_reason "stop").
+    on_text: Callable[[str, str], bool | None] | None = None
+    # Polled between steps: True frees the sequence at once (finish_reason "cancelled").
+    cancelled: Callable[[], bool] | None = None
+    raw: bool = False  # text as generated: no metadata line, no stripping (raw completions)
+
+
+class _Wait:
+    def __repr__(self) -> str:
+        return "WAIT"
+
+
+# Yielded by a request iterator: nothing to admit right now, keep decoding what is in flight.
+WAIT = _Wait()
+
+
+class _Verbatim:
+    """The answer shaper of a raw completion: text passes unchanged."""
+
+    metadata = ""
+
+    def feed(self, text: str) -> str:
+        return text
+
+    def finish(self) -> str:
+        return ""
 
 
 @dataclass
@@ -70,7 +104,7 @@ class _Slot:
     pending: list[int]  # prompt tokens not evaluated yet
     n_past: int  # cells this sequence holds
     shared: int  # prompt tokens that came from the shared prefix
-    shaper: AnswerShaper
+    shaper: AnswerShaper | _Verbatim
     utf8: Utf8Stream
     generated: list[int] = field(default_factory=list)
     pieces: list[str] = field(default_factory=list)
@@ -107,6 +141,7 @@ class ParallelDecoder:
         self.n_batch = self.ctx.n_batch  # what llama.cpp made (a small context caps it)
         self.prefix: list[int] = []
         self.stats = DecoderStats()
+        self.live = 0  # sequences in flight in the current run (read by other threads)
 
     def close(self) -> None:
         self.ctx.close()
@@ -171,14 +206,15 @@ class ParallelDecoder:
             self.ctx.remove(seq, 0, -1)
             raise
         self.stats.prompt_tokens += len(prompt)
+        shaper = _Verbatim() if req.raw else AnswerShaper(metadata_line=self.model.family == "chatglm3")
         return _Slot(seq=seq, req=req, prompt=prompt, sampler=sampler, pending=prompt[shared:],
-                     n_past=shared, shared=shared,
-                     shaper=AnswerShaper(metadata_line=self.model.family == "chatglm3"),
-                     utf8=Utf8Stream())
+                     n_past=shared, shared=shared, shaper=shaper, utf8=Utf8Stream())
 
     # the loop ----------------------------------------------------------------------------
 
-    def run(self, requests: Iterable[DecodeRequest]) -> Iterator[DecodeResult]:
+    def run(self, requests: Iterable[DecodeRequest], *, idle: Callable[[], None] | None = None,
+            retain: bool = False) -> Iterator[DecodeResult]:
+        """Decode every request; ``requests`` may yield WAIT (see the module's docstring)."""
         import time
         from collections import deque
 
@@ -198,7 +234,7 @@ class ParallelDecoder:
             r = next(queue, None)
             if r is None:
                 exhausted = True
-            return r
+            return None if r is WAIT else r
 
         def peek_prompt() -> list[int] | None:
             nonlocal exhausted
@@ -206,7 +242,7 @@ class ParallelDecoder:
                 r = next(queue, None)
                 if r is None:
                     exhausted = True
-                else:
+                elif r is not WAIT:
                     lookahead.append(r)
             if not lookahead:
                 return None
@@ -234,8 +270,19 @@ class ParallelDecoder:
                         continue
                     slot.t0 = time.perf_counter()
                     slots[free.pop()] = slot
+                # Cancelled requests leave before the step (a client that went away).
+                for slot in [s for s in slots.values() if s.req.cancelled is not None and s.req.cancelled()]:
+                    del slots[slot.seq]
+                    free.append(slot.seq)
+                    yield DecodeResult(slot.req.key, completion=self._finish(
+                        slot, "cancelled", None, time.perf_counter()))
+                self.live = len(slots)
                 if not slots:
-                    return
+                    if exhausted and not lookahead:
+                        return
+                    if idle is not None and not lookahead:
+                        idle()
+                    continue
                 # One step: a token for every generating sequence, then prompt chunks.
                 entries: list[tuple[int, int, int, bool]] = []
                 for slot in slots.values():
@@ -291,12 +338,26 @@ class ParallelDecoder:
                 for slot, reason, stop_tok in finished:
                     del slots[slot.seq]
                     free.append(slot.seq)
+                    if retain:
+                        self._retain(slot)
                     completion = self._finish(slot, reason, stop_tok, time.perf_counter())
                     yield DecodeResult(slot.req.key, completion=completion)
+                self.live = len(slots)
         finally:
+            self.live = 0
             for slot in slots.values():
                 slot.sampler.close()
                 self.ctx.remove(slot.seq, 0, -1)
+
+    def _retain(self, slot: _Slot) -> None:
+        """Keep the latest finished conversation's cells as the shared prefix: its next turn
+        starts with them, and so do other requests with the same system prompt."""
+        held = (slot.prompt + slot.generated)[:slot.n_past]  # the cells it holds, in order
+        if len(held) < MIN_SHARED_PREFIX:
+            return
+        self.ctx.remove(self.prefix_seq, 0, -1)
+        self.ctx.copy_seq(slot.seq, self.prefix_seq, 0, len(held))
+        self.prefix = held
 
     def _advance(self, slot: _Slot, tok: int) -> str | None:
         """Take a sampled token; return the finish reason when the sequence ends."""
@@ -307,6 +368,8 @@ class ParallelDecoder:
         out = slot.shaper.feed(slot.utf8.feed(model._llama.token_bytes(tok)))
         if out:
             slot.pieces.append(out)
+            if slot.req.on_text is not None and slot.req.on_text(out, slot.shaper.metadata):
+                return "stop"
         limit = slot.req.params.max_tokens
         if (limit is not None and len(slot.generated) >= limit) or slot.n_past + 1 >= self.n_ctx:
             return "length"
@@ -319,6 +382,8 @@ class ParallelDecoder:
         tail = slot.shaper.feed(slot.utf8.finish()) + slot.shaper.finish()
         if tail:
             slot.pieces.append(tail)
+            if slot.req.on_text is not None and reason != "cancelled":
+                slot.req.on_text(tail, slot.shaper.metadata)
         slot.sampler.close()
         self.ctx.remove(slot.seq, 0, -1)
         self.stats.generated_tokens += len(slot.generated)

@@ -1,0 +1,447 @@
+"""The ASGI app: OpenAI's endpoints on the scheduler (Starlette, validation in protocol.py).
+
+Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models(/{id}), GET /health,
+GET /metrics (Prometheus text). With an API key, every endpoint but /health wants
+``Authorization: Bearer KEY`` (compared in constant time). Bodies over the cap are refused
+before they are read whole. A client that goes away, streaming or not, has its request
+cancelled at once: queued, it never runs; running, its sequence is freed before the next step.
+No endpoint reads or writes files.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..errors import ChatGLM3Error, GrammarError, PromptTooLongError
+from . import protocol as P
+from .metrics import render_metrics
+from .scheduler import Event, Job, QueueFullError, Scheduler, ShuttingDownError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.model import Model
+
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+
+
+@dataclass
+class ServerState:
+    model: "Model"
+    scheduler: Scheduler
+    model_id: str
+    n_ctx: int  # per sequence
+    limits: P.Limits
+    api_key: str | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    created: int = field(default_factory=lambda: int(time.time()))
+    responses: dict[int, int] = field(default_factory=dict)  # HTTP status -> count, for /metrics
+
+
+def error_response(err: P.APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def _engine_error(e: ChatGLM3Error) -> P.APIError:
+    if isinstance(e, PromptTooLongError):
+        return P.APIError(400, e.message, param="messages", code="context_length_exceeded")
+    if isinstance(e, GrammarError):
+        return P.APIError(400, e.message, param="response_format", code="invalid_grammar")
+    return P.APIError(500, e.message, type="server_error", code="generation_error")
+
+
+# request helpers ------------------------------------------------------------------------------
+
+def _authorize(state: ServerState, request: Request) -> None:
+    if state.api_key is None:
+        return
+    given = request.headers.get("authorization", "").encode("utf-8", "replace")
+    if not hmac.compare_digest(given, f"Bearer {state.api_key}".encode()):
+        raise P.APIError(401, "Incorrect or missing API key: send Authorization: Bearer KEY",
+                         code="invalid_api_key")
+
+
+async def _read_json(state: ServerState, request: Request) -> dict[str, Any]:
+    too_big = P.APIError(413, f"the request body is larger than {state.max_body} bytes",
+                         code="request_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > state.max_body:
+        raise too_big
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > state.max_body:
+            raise too_big
+    try:
+        body = json.loads(bytes(data))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise P.APIError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise P.APIError(400, "the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+async def _until_disconnect(request: Request, job: Job) -> None:
+    """Cancel the job when the client goes away (the body has been read: the next message
+    is http.disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            job.cancel()
+            return
+
+
+class _Watch:
+    """Runs _until_disconnect beside the handler for as long as the job lives."""
+
+    def __init__(self, request: Request, job: Job) -> None:
+        self.task = asyncio.ensure_future(_until_disconnect(request, job))
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+def _submit(state: ServerState, job: Job) -> None:
+    try:
+        state.scheduler.submit(job)
+    except QueueFullError as e:
+        raise P.APIError(429, f"{e.message}; retry in {e.retry_after}s", type="rate_limit_error",
+                         code="rate_limit_exceeded", headers={"Retry-After": str(e.retry_after)}) from None
+    except ShuttingDownError as e:
+        raise P.APIError(503, e.message, type="service_unavailable_error", code="server_is_overloaded",
+                         headers={"Retry-After": "5"}) from None
+
+
+# answers --------------------------------------------------------------------------------------
+
+def _tool_answer(req: P.ChatRequest, text: str, metadata: str, finish: str) -> tuple[dict[str, Any] | None, str]:
+    """The tool call an answer ended with, when the request offered that tool and its
+    arguments read as literals; else None, and the finish reason for a plain answer."""
+    from ..engine.tools import function_specs, parse_call
+
+    if finish != "tool_calls":
+        return None, finish
+    if req.tools and metadata:
+        offered = {f["name"] for f in function_specs(req.tools)}
+        args = parse_call(text)
+        if metadata in offered and args is not None:
+            return P.tool_call(metadata, args), "tool_calls"
+    return None, "stop"  # the turn ended, but not with a call we can hand back
+
+
+def _with_ids(out: dict[str, Any], req: P.GenerationRequest, ev: Event) -> dict[str, Any]:
+    """``return_token_ids`` (as vLLM): the generated ids in the (last) choice."""
+    if req.return_token_ids and ev.completion is not None and out.get("choices"):
+        out["choices"][0]["token_ids"] = list(ev.completion.tokens)
+    return out
+
+
+def _usage(ev: Event) -> dict[str, Any]:
+    c = ev.completion
+    assert c is not None
+    return P.usage(c.prompt_tokens, c.completion_tokens, c.cached_tokens)
+
+
+async def _first_event(job: Job) -> Event:
+    ev = await job.events.get()
+    if ev.kind == "done" and ev.completion is None:
+        if ev.error is not None:
+            raise _engine_error(ev.error)
+        raise P.APIError(499, "the request was cancelled", code="cancelled")
+    return ev
+
+
+async def _collect(job: Job, first: Event) -> tuple[str, str, Event]:
+    """The whole answer: (text, metadata, the done event)."""
+    pieces, metadata, ev = [], "", first
+    while ev.kind == "text":
+        pieces.append(ev.text)
+        metadata = ev.metadata
+        ev = await job.events.get()
+    if ev.completion is None:
+        if ev.error is not None:
+            raise _engine_error(ev.error)
+        raise P.APIError(499, "the request was cancelled", code="cancelled")
+    return "".join(pieces), ev.completion.metadata or metadata, ev
+
+
+class SSEResponse(StreamingResponse):
+    """Server-sent events from an async iterator; the job is cancelled however the stream ends
+    (finished, client gone, server stopping), and a disconnect is noticed while no token is
+    being written."""
+
+    def __init__(self, events: AsyncIterator[bytes], job: Job) -> None:
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.events = events
+        self.job = job
+
+    async def __call__(self, scope: Any, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        async def watch() -> None:
+            while True:
+                if (await receive())["type"] == "http.disconnect":
+                    self.job.cancel()
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.events:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the client went away while we wrote
+            pass
+        finally:
+            watcher.cancel()
+            self.job.cancel()
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _chat_stream(state: ServerState, req: P.ChatRequest, job: Job, first: Event) -> AsyncIterator[bytes]:
+    rid, model, created = P.new_id("chatcmpl"), state.model_id, int(time.time())
+
+    def chunk(delta: dict[str, Any] | None, finish: str | None = None, use: Any = None,
+              done: Event | None = None) -> bytes:
+        out = P.chat_chunk(rid, model, created, delta, finish, usage_field=req.include_usage, use=use)
+        return P.sse(_with_ids(out, req, done) if done is not None else out)
+
+    yield chunk({"role": "assistant", "content": ""})
+    held: list[str] | None = None  # a tool call's text, held until it is whole
+    ev = first
+    while ev.kind == "text":
+        if held is None and req.tools and ev.metadata:
+            held = []
+        if held is not None:
+            held.append(ev.text)
+        else:
+            yield chunk({"content": ev.text})
+        ev = await job.events.get()
+    if ev.completion is None:  # failed after the first token, or cancelled
+        if ev.error is not None:
+            yield P.sse(_engine_error(ev.error).body())
+        yield P.sse("[DONE]")
+        return
+    call, finish = _tool_answer(req, "".join(held or []), ev.completion.metadata, ev.finish_reason or "stop")
+    if call is not None:
+        yield chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                     "function": {"name": call["function"]["name"], "arguments": ""}}]})
+        yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]})
+    elif held:
+        yield chunk({"content": "".join(held)})
+    yield chunk({}, finish, done=ev)
+    if req.include_usage:
+        yield chunk(None, use=_usage(ev))
+    yield P.sse("[DONE]")
+
+
+async def _completion_stream(state: ServerState, req: P.CompletionRequest, job: Job,
+                             first: Event) -> AsyncIterator[bytes]:
+    rid, model, created = P.new_id("cmpl"), state.model_id, int(time.time())
+    ev = first
+    while ev.kind == "text":
+        yield P.sse(P.text_completion(rid, model, created, ev.text, None, None, chunk=True,
+                                      usage_field=req.include_usage))
+        ev = await job.events.get()
+    if ev.completion is None:
+        if ev.error is not None:
+            yield P.sse(_engine_error(ev.error).body())
+    else:
+        yield P.sse(_with_ids(P.text_completion(rid, model, created, "", ev.finish_reason, None, chunk=True,
+                                                usage_field=req.include_usage), req, ev))
+        if req.include_usage:
+            out = P.text_completion(rid, model, created, "", None, _usage(ev), chunk=True)
+            yield P.sse(out)
+    yield P.sse("[DONE]")
+
+
+# endpoints ------------------------------------------------------------------------------------
+
+async def _run_job(state: ServerState, request: Request, prompt_ids: list[int], params: Any, *,
+                   grammar: str | None, raw: bool, stops: list[str]) -> tuple[Job, Event, _Watch]:
+    if len(prompt_ids) + 1 > state.n_ctx:
+        raise P.APIError(400, f"the prompt is {len(prompt_ids)} tokens but the context holds {state.n_ctx} "
+                         "(at least one token must be left for the answer)", param="messages",
+                         code="context_length_exceeded")
+    job = Job(prompt_ids, params, grammar=grammar, raw=raw, stops=stops)
+    _submit(state, job)
+    watch = _Watch(request, job)
+    try:
+        return job, await _first_event(job), watch
+    except BaseException:
+        watch.stop()
+        job.cancel()
+        raise
+
+
+async def chat_completions(request: Request) -> Response:
+    from ..batch.tasks import chat_messages, check_schema, check_tools, schema_grammar
+
+    state: ServerState = request.app.state.server
+    _authorize(state, request)
+    body = await _read_json(state, request)
+    req = P.parse_chat(body, state.limits, check_schema=check_schema, check_tools=check_tools)
+
+    def prepare() -> tuple[list[int], str | None]:
+        try:
+            messages = chat_messages(req.messages, tools=req.tools)
+        except ValueError as e:
+            raise P.bad("messages", str(e)) from None
+        try:
+            ids = state.model.prompt_ids(messages)
+        except (ChatGLM3Error, ValueError) as e:
+            raise P.bad("messages", f"cannot build the prompt: {getattr(e, 'message', e)}") from None
+        return ids, (schema_grammar(req.schema) if req.schema is not None else None)
+
+    ids, grammar = await asyncio.to_thread(prepare)
+    job, first, watch = await _run_job(state, request, ids, req.params, grammar=grammar, raw=False, stops=req.stops)
+    if req.stream:
+        watch.stop()  # SSEResponse watches from here on
+        return SSEResponse(_chat_stream(state, req, job, first), job)
+    try:
+        text, metadata, done = await _collect(job, first)
+    finally:
+        watch.stop()
+        job.cancel()
+    call, finish = _tool_answer(req, text, metadata, done.finish_reason or "stop")
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if call is not None:
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return JSONResponse(_with_ids(P.chat_completion(P.new_id("chatcmpl"), state.model_id, message, finish,
+                                                    _usage(done)), req, done))
+
+
+def raw_prompt_ids(model: "Model", text: str) -> list[int]:
+    """A raw completion's prompt: the text as the model's own tokenizer encodes it for
+    generation (ChatGLM3 prepends [gMASK] sop; others their BOS)."""
+    ids = model.tokenize(text)
+    specials = getattr(model, "_specials", None)
+    if specials is not None:
+        return [specials.gmask, specials.sop] + ids
+    llama = model._llama
+    if llama.add_bos() and llama.bos_token() >= 0:
+        return [llama.bos_token()] + ids
+    return ids
+
+
+async def completions(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    _authorize(state, request)
+    body = await _read_json(state, request)
+    req = P.parse_completion(body, state.limits)
+    ids = await asyncio.to_thread(raw_prompt_ids, state.model, req.prompt)
+    job, first, watch = await _run_job(state, request, ids, req.params, grammar=None, raw=True, stops=req.stops)
+    if req.stream:
+        watch.stop()
+        return SSEResponse(_completion_stream(state, req, job, first), job)
+    try:
+        text, _, done = await _collect(job, first)
+    finally:
+        watch.stop()
+        job.cancel()
+    created = int(time.time())
+    return JSONResponse(_with_ids(P.text_completion(P.new_id("cmpl"), state.model_id, created, text,
+                                                    done.finish_reason, _usage(done)), req, done))
+
+
+def _model_card(state: ServerState) -> dict[str, Any]:
+    return {"id": state.model_id, "object": "model", "created": state.created, "owned_by": "chatglm3",
+            "context_length": state.n_ctx}
+
+
+async def list_models(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    _authorize(state, request)
+    return JSONResponse({"object": "list", "data": [_model_card(state)]})
+
+
+async def get_model(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    _authorize(state, request)
+    if request.path_params["model_id"] != state.model_id:
+        raise P.APIError(404, f"The model '{request.path_params['model_id']}' does not exist",
+                         param="model", code="model_not_found")
+    return JSONResponse(_model_card(state))
+
+
+async def health(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    if not state.scheduler.accepting:
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ok", "model": state.model_id})
+
+
+async def metrics(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    _authorize(state, request)
+    return PlainTextResponse(render_metrics(state.scheduler.snapshot(), state.responses),
+                             media_type="text/plain; version=0.0.4")
+
+
+# the app --------------------------------------------------------------------------------------
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, P.APIError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        err = P.APIError(404, f"Invalid URL ({request.method} {request.url.path})", code="not_found")
+    elif exc.status_code == 405:
+        err = P.APIError(405, f"Method not allowed ({request.method} {request.url.path})",
+                         code="method_not_allowed")
+    else:
+        err = P.APIError(exc.status_code, str(exc.detail), code=None)
+    return error_response(err)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return error_response(P.APIError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error",
+                                     code="internal_error"))
+
+
+class _CountStatus:
+    """ASGI middleware: counts response statuses for /metrics."""
+
+    def __init__(self, app: Any, state: ServerState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def counting_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                self.state.responses[status] = self.state.responses.get(status, 0) + 1
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def create_app(state: ServerState, *, lifespan: Any = None) -> Any:
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        exception_handlers={P.APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    return _CountStatus(app, state)

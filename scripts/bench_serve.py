@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Benchmark `chatglm3 serve` against llama-cpp-python's own server, side by side, in one run.
+
+Both servers load the same GGUF file with the same threads and per-request context; every
+round sends the same prompts with the same max_tokens and temperature 0, streamed, from N
+concurrent clients (N = 1, 4, 8 by default). Reported per server and N: aggregate generated
+tokens per second (all tokens of the round / its wall time), median time to first token, and
+the ratio ours/theirs. llama-cpp-python's server answers one request at a time; ours batches
+them in one context.
+
+Neither server is a test dependency: install theirs with `pip install 'llama-cpp-python[server]'`.
+It is started as `python -m llama_cpp.server --model FILE --chat_format chatglm3`.
+
+Also shows one greedy answer from each (`--show`), which is where the servers differ in kind:
+llama-cpp-python's chatglm3 format does not stop at ChatGLM3's <|user|>, so its turn runs on
+into a made-up next turn until max_tokens.
+
+Usage:
+  python scripts/bench_serve.py --fixture 6b --clients 1,4,8 --max-tokens 32
+  python scripts/bench_serve.py --model path/to/chatglm3-6b.Q4_0.gguf --json out.json
+  python scripts/bench_serve.py --fixture tiny --clients 1,4 --max-tokens 8 --show scripted
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROMPTS = [
+    "Explain in two sentences why the sky is blue.",
+    "Write a haiku about a mountain lake.",
+    "List three uses of a paper clip.",
+    "What is the difference between a list and a tuple in Python?",
+    "Translate into French: the weather is nice today.",
+    "Give me a short tip for learning a new language.",
+    "Describe a cat to someone who has never seen one.",
+    "Why do leaves change colour in autumn?",
+]
+
+
+def fixture_path(kind: str) -> Path:
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_test_model.py"), kind],
+                         check=True, capture_output=True, text=True).stdout.strip().splitlines()
+    return Path(out[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A server process whose output is drained in the background."""
+
+    def __init__(self, cmd: list[str], ready: str, env: dict[str, str] | None = None) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env)
+        self.match: re.Match[str] | None = None
+        self._ready = threading.Event()
+        self._pattern = re.compile(ready)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if self.match is None:
+                m = self._pattern.search(line)
+                if m:
+                    self.match = m
+                    self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self, timeout: float) -> re.Match[str]:
+        if not self._ready.wait(timeout) or self.match is None:
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "".join(self.lines[-30:]))
+        return self.match
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_ours(model: Path, args: argparse.Namespace, parallel: int) -> tuple[Proc, str]:
+    cmd = [sys.executable, "-m", "chatglm3_cli", "serve", "-m", str(model), "--port", "0",
+           "--parallel", str(parallel), "--ctx", str(args.ctx), "--queue", "64"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = Proc(cmd, r"listening on (http://\S+)", env)
+    return p, p.wait_ready(600).group(1)
+
+
+def start_theirs(model: Path, args: argparse.Namespace) -> tuple[Proc, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", str(args.ctx), "--chat_format", "chatglm3", "--verbose", "False"]
+    if args.threads:
+        cmd += ["--n_threads", str(args.threads), "--n_threads_batch", str(args.threads)]
+    p = Proc(cmd, r"Uvicorn running on (http://\S+)")
+    p.wait_ready(600)
+    return p, f"http://127.0.0.1:{port}"
+
+
+def one_request(client, prompt: str, max_tokens: int) -> dict:
+    t0 = time.perf_counter()
+    first = None
+    text = []
+    usage = None
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=max_tokens,
+        stream=True, stream_options={"include_usage": True})
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            if first is None:
+                first = time.perf_counter() - t0
+            text.append(chunk.choices[0].delta.content)
+        if getattr(chunk, "usage", None):
+            usage = chunk.usage
+    total = time.perf_counter() - t0
+    tokens = usage.completion_tokens if usage else None
+    return {"ttft_s": first if first is not None else total, "total_s": total, "tokens": tokens,
+            "text": "".join(text)}
+
+
+def measure(url: str, n: int, args: argparse.Namespace, tokenizer_count) -> dict:
+    import openai
+
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600)
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n * args.rounds)]
+    one_request(client, "warm up", 2)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(lambda p: one_request(client, p, args.max_tokens), prompts))
+    wall = time.perf_counter() - t0
+    for r in results:  # a server that sends no usage in streams: count the text's tokens
+        if r["tokens"] is None:
+            r["tokens"] = tokenizer_count(r["text"])
+    tokens = sum(r["tokens"] for r in results)
+    return {"clients": n, "requests": len(results), "tokens": tokens, "wall_s": round(wall, 3),
+            "tok_per_s": round(tokens / wall, 3),
+            "ttft_median_s": round(statistics.median(r["ttft_s"] for r in results), 3)}
+
+
+def show(url: str, max_tokens: int) -> str:
+    import openai
+
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600)
+    resp = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hello"}],
+                                          temperature=0, max_tokens=max_tokens)
+    return json.dumps({"content": resp.choices[0].message.content, "finish_reason": resp.choices[0].finish_reason,
+                       "completion_tokens": resp.usage.completion_tokens if resp.usage else None},
+                      ensure_ascii=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--model", type=Path, help="a GGUF file")
+    src.add_argument("--fixture", default="6b", help="a generated test model (default: 6b, ~3.5 GB)")
+    ap.add_argument("--clients", default="1,4,8", help="concurrent clients, comma-separated")
+    ap.add_argument("--rounds", type=int, default=1, help="requests per client in each measurement")
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--ctx", type=int, default=1024, help="context per request (both servers)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--show", default=None, metavar="FIXTURE|PATH",
+                    help="also print one greedy answer from each server on this model (e.g. scripted)")
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = ap.parse_args(argv)
+    model = args.model or fixture_path(args.fixture)
+    clients = [int(c) for c in args.clients.split(",")]
+    sys.path.insert(0, str(ROOT))
+    from chatglm3_cli.engine.model import Model
+
+    with Model(model, n_ctx=64) as m:  # to count tokens of a server that reports none
+        def count(text: str) -> int:
+            return len(m.tokenize(text))
+
+        out: dict = {"model": str(model), "max_tokens": args.max_tokens, "ctx": args.ctx,
+                     "threads": args.threads, "rounds": args.rounds, "rows": []}
+        # One server at a time, so that they never compete for the cores.
+        for name in ("ours", "llama-cpp-python"):
+            proc, url = start_ours(model, args, max(clients)) if name == "ours" else start_theirs(model, args)
+            try:
+                for n in clients:
+                    row = {"server": name, **measure(url, n, args, count)}
+                    out["rows"].append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
+            finally:
+                proc.stop()
+    if args.show:
+        path = Path(args.show) if Path(args.show).exists() else fixture_path(args.show)
+        out["show"] = {}
+        for name in ("ours", "llama-cpp-python"):
+            proc, url = start_ours(path, args, 1) if name == "ours" else start_theirs(path, args)
+            try:
+                out["show"][name] = json.loads(show(url, args.max_tokens))
+            finally:
+                proc.stop()
+    print_table(out)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def print_table(out: dict) -> None:
+    rows = {(r["server"], r["clients"]): r for r in out["rows"]}
+    print(f"model {out['model']}, max_tokens {out['max_tokens']}, ctx {out['ctx']}")
+    print("| clients | ours tok/s | llama-cpp-python tok/s | ratio | ours median TTFT s | theirs median TTFT s |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for n in sorted({r["clients"] for r in out["rows"]}):
+        a, b = rows.get(("ours", n)), rows.get(("llama-cpp-python", n))
+        if not a or not b:
+            continue
+        ratio = a["tok_per_s"] / b["tok_per_s"] if b["tok_per_s"] else float("nan")
+        print(f"| {n} | {a['tok_per_s']:.2f} | {b['tok_per_s']:.2f} | {ratio:.2f}x | "
+              f"{a['ttft_median_s']:.3f} | {b['ttft_median_s']:.3f} |")
+    for name, shown in (out.get("show") or {}).items():
+        print(f"{name}: {json.dumps(shown, ensure_ascii=False)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""What a server needs from the parallel decoder: requests that arrive while others run, text as
+it is generated, cancelling a sequence, and a finished conversation kept for its next turn."""
+from __future__ import annotations
+
+from chatglm3_cli.engine.decoder import WAIT, DecodeRequest, ParallelDecoder
+from chatglm3_cli.engine.prompt import Message
+from chatglm3_cli.engine.sampling import SamplingParams
+
+GREEDY = SamplingParams(temperature=0, max_tokens=10)
+TEXTS = ["The philosophy of people", "Hello world", "今天天气很好", "A sophisticated tokenizer", "short"]
+
+
+def _req(model, key, text, params=GREEDY, **kw):
+    return DecodeRequest(key, prompt_ids=model.prompt_ids([Message("user", text)]), params=params, **kw)
+
+
+def test_requests_that_arrive_between_steps_join_and_answer_as_alone(tiny_model):
+    with ParallelDecoder(tiny_model, n_parallel=2, n_ctx=256) as d:
+        alone = {r.key: r.completion.tokens for r in d.run([_req(tiny_model, str(i), t) for i, t in enumerate(TEXTS)])}
+
+    def trickle():  # one request, then nothing for a few steps, then the next...
+        for i, t in enumerate(TEXTS):
+            yield _req(tiny_model, str(i), t)
+            for _ in range(i + 1):
+                yield WAIT
+
+    with ParallelDecoder(tiny_model, n_parallel=2, n_ctx=256) as d:
+        got = {r.key: r.completion.tokens for r in d.run(trickle(), idle=lambda: None)}
+    assert got == alone
+
+
+def test_text_streams_and_a_cancelled_sequence_is_freed(scripted_model, fixtures):
+    answer = fixtures.sidecar("scripted")["answer"]
+    pieces: list[str] = []
+    flag = {"cancel": False}
+
+    def on_text(piece, metadata):
+        pieces.append(piece)
+        flag["cancel"] = len(pieces) >= 2  # b goes before the next step
+        return False
+
+    whole = SamplingParams(temperature=0)
+    reqs = [_req(scripted_model, "a", "hi", whole, on_text=on_text),
+            _req(scripted_model, "b", "hi", whole, cancelled=lambda: flag["cancel"])]
+    with ParallelDecoder(scripted_model, n_parallel=2, n_ctx=128) as d:
+        results = {r.key: r for r in d.run(reqs)}
+    assert "".join(pieces) == results["a"].completion.text == answer
+    assert results["b"].completion.finish_reason == "cancelled"
+    assert results["b"].completion.completion_tokens < len(fixtures.sidecar("scripted")["answer_ids"])
+
+
+def test_on_text_can_end_the_answer(scripted_model):
+    seen = []
+
+    def stop_after_two(piece, metadata):
+        seen.append(piece)
+        return len(seen) == 2
+
+    with ParallelDecoder(scripted_model, n_parallel=1, n_ctx=128) as d:
+        (r,) = d.run([_req(scripted_model, "a", "hi", on_text=stop_after_two)])
+    assert r.completion.finish_reason == "stop" and len(seen) == 2
+
+
+def test_a_kept_conversation_makes_its_next_turn_cheap(tiny_model):
+    first = [Message("system", "You are terse."), Message("user", "The philosophy of people " * 5)]
+    with ParallelDecoder(tiny_model, n_parallel=2, n_ctx=512) as d:
+        (r1,) = d.run([DecodeRequest("1", messages=first, params=GREEDY)], retain=True)
+        turn2 = first + [Message("assistant", r1.completion.text), Message("user", "And then?")]
+        (r2,) = d.run([DecodeRequest("2", messages=turn2, params=GREEDY)], retain=True)
+    assert r2.completion.cached_tokens >= r1.completion.prompt_tokens
+    tiny_model.reset()
+    assert r2.completion.tokens == tiny_model.chat(turn2, GREEDY).tokens  # and the answer is the same
