@@ -177,3 +177,27 @@ class TranslationFailedError(ChatGLM3Error):
     """A translate run that finished with some files or units not translated (each is listed)."""
 
     hint = "see the list above; run the same command again to retry only what failed"
+
+
+# The HTTP server ---------------------------------------------------------------------------------
+
+class ServeError(ChatGLM3Error):
+    """`serve` cannot listen (an address in use or unknown), or cannot take a request now."""
+
+
+class InsecureBindError(ServeError):
+    """A non-loopback --host without an API key."""
+
+    hint = "add --api-key KEY (or set CHATGLM3_API_KEY), or listen on 127.0.0.1"
+
+
+class QueueFullError(ServeError):
+    """Every sequence is busy and the queue is full: the client should retry later (HTTP 429)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("the server is busy: too many requests are waiting")
+        self.retry_after = retry_after
+
+
+class ShuttingDownError(ServeError):
+    """The server is draining (SIGTERM, Ctrl-C) or its decoder stopped: no new requests (HTTP 503)."""

@@ -21,6 +21,7 @@ from ..errors import (
     DownloadError,
     GenerationError,
     InputError,
+    InsecureBindError,
     InvalidJobsError,
     ManifestMismatchError,
     ModelError,
@@ -29,6 +30,7 @@ from ..errors import (
     OutputWriteError,
     PromptTooLongError,
     ResultsInUseError,
+    ServeError,
     TranslationFailedError,
 )
 from . import console as console_mod
@@ -60,6 +62,8 @@ _CODES: list[tuple[type[BaseException], ExitCode]] = [
     (DownloadError, ExitCode.DOWNLOAD_ERROR),
     (ConfigError, ExitCode.CONFIG_ERROR),
     (OutputFormatError, ExitCode.GENERATION_ERROR),  # an answer that does not parse as asked
+    (InsecureBindError, ExitCode.USAGE),  # before ServeError, its base
+    (ServeError, ExitCode.SERVE_ERROR),
 ]
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import console as console_mod
-from .errors import UsageError, handle_errors
+from .errors import handle_errors
 from .options import ModelArgs, SamplingArgs, SamplingParams, SequenceCtx, parallel_option, with_options
 
 # The context each sequence gets when --ctx is not given (and the model allows it).
@@ -44,14 +44,11 @@ def serve(
 
     Example: chatglm3 serve -m chatglm3-6b --port 8000
     """
-    from ..serve.server import InsecureBindError, ServeSettings, bind, build_state, check_exposure
+    from ..serve.server import ServeSettings, bind, build_state, check_exposure
     from ..serve.server import serve as run_server
 
     con = console_mod.current()
-    try:
-        check_exposure(host, api_key)
-    except InsecureBindError as e:
-        raise UsageError(e.message, hint=e.hint) from None
+    check_exposure(host, api_key)  # InsecureBindError: a usage error (exit 2)
     sock = bind(host, port)  # before the model loads: a busy port fails at once
     try:
         path = model.path()

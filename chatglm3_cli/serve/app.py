@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import ChatGLM3Error, GrammarError, PromptTooLongError
+from ..errors import ChatGLM3Error, GrammarError, PromptTooLongError, QueueFullError, ShuttingDownError
 from . import protocol as P
 from .metrics import render_metrics
-from .scheduler import Event, Job, QueueFullError, Scheduler, ShuttingDownError
+from .scheduler import Event, Job, Scheduler
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.model import Model

@@ -22,24 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..engine.decoder import WAIT, DecodeRequest, DecodeResult
-from ..errors import ChatGLM3Error, GenerationError
+from ..errors import ChatGLM3Error, GenerationError, QueueFullError, ShuttingDownError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.decoder import ParallelDecoder
     from ..engine.generate import Completion
     from ..engine.sampling import SamplingParams
-
-
-class QueueFullError(ChatGLM3Error):
-    """Every sequence is busy and the queue is full: the client should retry later."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__("the server is busy: too many requests are waiting")
-        self.retry_after = retry_after
-
-
-class ShuttingDownError(ChatGLM3Error):
-    """The server is draining (SIGTERM, Ctrl-C) or its decoder stopped: no new requests."""
 
 
 class StopScanner:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from ..engine.sampling import SamplingParams
-from ..errors import ChatGLM3Error
+from ..errors import InsecureBindError, ServeError
 from .app import DEFAULT_MAX_BODY, ServerState, create_app
 from .protocol import Limits
 
@@ -22,14 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..engine.model import Model
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
-
-
-class ServeError(ChatGLM3Error):
-    """The server cannot start: an address that cannot be bound, an exposed host without a key."""
-
-
-class InsecureBindError(ServeError):
-    hint = "add --api-key KEY (or set CHATGLM3_API_KEY), or listen on 127.0.0.1"
 
 
 @dataclass

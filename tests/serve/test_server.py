@@ -347,3 +347,16 @@ def test_a_non_loopback_host_without_a_key_is_refused(fixtures, tmp_path):
                        env=child_env(tmp_path), timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and "--api-key" in r.stderr and "listening" not in r.stderr
     assert KEY not in r.stderr
+
+
+def test_a_port_in_use_fails_at_once_with_its_exit_code(fixtures, tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "chatglm3_cli", "serve", "-m", str(fixtures.path("scripted")),
+                            "--port", str(port)], capture_output=True, text=True,
+                           env=child_env(tmp_path), timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 15 and f"127.0.0.1:{port}" in r.stderr and len(r.stderr.strip().splitlines()) == 1
