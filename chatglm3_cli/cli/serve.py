@@ -5,6 +5,7 @@ Only this module imports the server (Starlette, uvicorn), and only when the comm
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -53,11 +54,8 @@ def serve(
     try:
         path = model.path()
         parallel = model.n_parallel()
-        from ..engine.model import Model
-
-        # The model's own single-sequence context is unused here: keep it small.
-        with Model(path, n_ctx=64, n_threads=model.threads, n_gpu_layers=model.gpu_layers,
-                   verbose=model.verbose) as m:
+        # --ctx is each sequence's; the model's own single-sequence context is unused here.
+        with dataclasses.replace(model, ctx=64).open() as m:
             n_ctx = model.ctx or min(m.n_ctx_train, DEFAULT_SERVE_CTX)
             settings = ServeSettings(host=host, port=port, api_key=api_key, n_parallel=parallel, n_ctx=n_ctx,
                                      max_queue=queue, drain_timeout=drain_timeout, params=sampling)
