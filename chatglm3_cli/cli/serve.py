@@ -32,7 +32,7 @@ def serve(
         help="Require 'Authorization: Bearer KEY' on every endpoint but /health.")] = None,
     queue: Annotated[int, typer.Option(
         "--queue", min=0, metavar="N",
-        help="Requests that may wait for a free sequence; more get 429 with Retry-After.")] = 32,
+        help="Requests that may wait for a free sequence (0: none); more get 429 with Retry-After.")] = 32,
     drain_timeout: Annotated[float, typer.Option(
         "--drain-timeout", min=0.0, metavar="SECONDS",
         help="On SIGTERM or Ctrl-C, how long requests in flight may take to finish.")] = 30.0,

@@ -205,7 +205,8 @@ class Scheduler:
                 raise ShuttingDownError("the server is shutting down" if self._closing
                                         else "the decoder has stopped")
             waiting = sum(1 for j in self._queue if not j.cancelled)
-            if waiting >= self.max_queue:
+            # Full: the queue holds max_queue and no sequence is left for the next one.
+            if waiting >= self.max_queue and self.decoder.live + waiting >= self.decoder.n_parallel:
                 self.counters.rejected += 1
                 raise QueueFullError(self._retry_after(waiting))
             job.key = f"r{next(self._ids)}"

@@ -360,3 +360,17 @@ def test_a_port_in_use_fails_at_once_with_its_exit_code(fixtures, tmp_path):
                             "--port", str(port)], capture_output=True, text=True,
                            env=child_env(tmp_path), timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 15 and f"127.0.0.1:{port}" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_queue_0_serves_free_sequences_and_refuses_the_rest(fixtures, tmp_path):
+    server = Server(fixtures.path("scripted-loop"), tmp_path, "--parallel", "1", "--queue", "0", "--ctx", "1024")
+    try:
+        client = server.client()
+        ok = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}], max_tokens=3)
+        assert ok.choices[0].finish_reason == "length"
+        running = _long_stream(server)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "b"}], max_tokens=3)
+        running.close()
+    finally:
+        assert server.stop() == 0
