@@ -114,7 +114,8 @@ def start_ours(model: Path, args: argparse.Namespace, parallel: int) -> tuple[Pr
 def start_theirs(model: Path, args: argparse.Namespace) -> tuple[Proc, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(args.ctx), "--chat_format", "chatglm3", "--verbose", "False"]
+           "--port", str(port), "--n_ctx", str(args.ctx), "--chat_format", "chatglm3", "--verbose", "False",
+           "--interrupt_requests", "False"]  # else a new request cuts off the one streaming
     if args.threads:
         cmd += ["--n_threads", str(args.threads), "--n_threads_batch", str(args.threads)]
     p = Proc(cmd, r"Uvicorn running on (http://\S+)")
@@ -127,6 +128,7 @@ def one_request(client, prompt: str, max_tokens: int) -> dict:
     first = None
     text = []
     usage = None
+    finish = None
     stream = client.chat.completions.create(
         model="m", messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=max_tokens,
         stream=True, stream_options={"include_usage": True})
@@ -135,10 +137,13 @@ def one_request(client, prompt: str, max_tokens: int) -> dict:
             if first is None:
                 first = time.perf_counter() - t0
             text.append(chunk.choices[0].delta.content)
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
         if getattr(chunk, "usage", None):
             usage = chunk.usage
     total = time.perf_counter() - t0
-    tokens = usage.completion_tokens if usage else None
+    # A server that streams no usage: a cut answer has max_tokens tokens; else count the text's.
+    tokens = usage.completion_tokens if usage else (max_tokens if finish == "length" else None)
     return {"ttft_s": first if first is not None else total, "total_s": total, "tokens": tokens,
             "text": "".join(text)}
 
@@ -163,6 +168,7 @@ def measure(url: str, n: int, args: argparse.Namespace, tokenizer_count) -> dict
 
 
 def show(url: str, max_tokens: int) -> str:
+    """One greedy answer, whole."""
     import openai
 
     client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600)
@@ -185,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--show", default=None, metavar="FIXTURE|PATH",
                     help="also print one greedy answer from each server on this model (e.g. scripted)")
+    ap.add_argument("--show-tokens", type=int, default=40, help="max_tokens of that answer")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args(argv)
     model = args.model or fixture_path(args.fixture)
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("ours", "llama-cpp-python"):
             proc, url = start_ours(path, args, 1) if name == "ours" else start_theirs(path, args)
             try:
-                out["show"][name] = json.loads(show(url, args.max_tokens))
+                out["show"][name] = json.loads(show(url, args.show_tokens))
             finally:
                 proc.stop()
     print_table(out)
