@@ -283,14 +283,19 @@ def test_a_growing_conversation_pays_only_for_the_new_turn(tiny):
 def looping(fixtures, tmp_path_factory):
     """A model that never ends its turn, one sequence, one queue place."""
     server = Server(fixtures.path("scripted-loop"), tmp_path_factory.mktemp("loop"), "--parallel", "1",
-                    "--queue", "1", "--ctx", "4096")
+                    "--queue", "1", "--ctx", str(LOOP_CTX))
     yield server
     assert server.stop() == 0, "".join(server.stderr)
 
 
+# Long enough that the answer never ends while a test holds it open, on any machine.
+LOOP_CTX = 16384
+
+
 def _long_stream(server):
     stream = server.client().chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "talk"}], stream=True, max_tokens=4000, temperature=0)
+        model="m", messages=[{"role": "user", "content": "talk"}], stream=True, max_tokens=LOOP_CTX - 64,
+        temperature=0)
     it = iter(stream)
     for _ in range(3):
         next(it)
@@ -363,7 +368,7 @@ def test_a_port_in_use_fails_at_once_with_its_exit_code(fixtures, tmp_path):
 
 
 def test_queue_0_serves_free_sequences_and_refuses_the_rest(fixtures, tmp_path):
-    server = Server(fixtures.path("scripted-loop"), tmp_path, "--parallel", "1", "--queue", "0", "--ctx", "1024")
+    server = Server(fixtures.path("scripted-loop"), tmp_path, "--parallel", "1", "--queue", "0", "--ctx", str(LOOP_CTX))
     try:
         client = server.client()
         ok = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}], max_tokens=3)
