@@ -105,6 +105,19 @@ class HubAccessError(NetworkError):
     hint = "accept the model's license on its Hub page and set HF_TOKEN"
 
 
+class HubProtocolError(NetworkError):
+    """The endpoint sent something the Hub never sends: an invalid commit id, an unsafe file path,
+    malformed metadata. Never retried; nothing it sent was used as a path."""
+
+    hint = "the endpoint (HF_ENDPOINT or --endpoint) does not behave like the Hugging Face Hub: check it"
+
+
+class EndpointError(ChatGLM3Error):
+    """An HF_ENDPOINT / --endpoint value that is not an http(s) URL."""
+
+    hint = "give a URL such as https://huggingface.co or https://hf-mirror.com"
+
+
 class DownloadError(ChatGLM3Error):
     """A download that broke off; the partial file is kept and resumed by the next run."""
 
@@ -117,8 +130,27 @@ class IntegrityError(DownloadError):
     hint = "run the command again to download it afresh; if it repeats, check the mirror (HF_ENDPOINT)"
 
 
+class UnsafePathError(DownloadError):
+    """A path in the model cache that resolves outside it (a planted symlink): never written."""
+
+    hint = "check the model cache (HF_HUB_CACHE) for symlinks that point elsewhere"
+
+
+class RangeMismatchError(DownloadError):
+    """The server answered a resumed download with other bytes than the ones asked for."""
+
+    hint = ("the partial file is kept: run the same command again; if it repeats, remove the partial "
+            "with `chatglm3 models rm MODEL` or use another endpoint")
+
+
+class DownloadInProgressError(ChatGLM3Error):
+    """Another process is downloading the file (it holds the download lock)."""
+
+    hint = "wait for that download to finish, or stop it first"
+
+
 class DiskFullError(ChatGLM3Error):
-    """Not enough free space for a download (checked before it starts)."""
+    """Not enough free space for a download (checked before it starts, or the disk filled up)."""
 
     hint = "free some space, or point HF_HUB_CACHE (or HF_HOME) at a bigger disk"
 

@@ -14,6 +14,11 @@ after `nbytes` body bytes; `corrupt` (a set of file names) flips a byte in what 
 `unavailable[file] = n` serves n more GETs, then 503s; `no_range` ignores Range headers;
 `reset` drops connections with a TCP reset;
 unknown repos answer 404 RepoNotFound, unknown files 404 EntryNotFound; `gated` repos 401.
+
+A hostile or broken mirror: `headers[file]` replaces or adds headers of that file's resolve
+answers (X-Repo-Commit, ETag, X-Linked-Etag ... set to '' to drop one); `listing_sha256[file]`
+announces another sha256 in the listing; `content_range[file]` is sent as the Content-Range of
+206 answers; `fail_with` answers every request with that HTTP status (500, say).
 Every request is recorded in `requests` (method, path, Range, Authorization).
 
 Bounded: daemon threads, and the server stops itself after `lifetime` seconds.
@@ -83,6 +88,10 @@ class HubServer(ThreadingHTTPServer):
         self.reset = False  # drop connections with a TCP reset instead of a clean close
         self.delay = 0.0  # seconds slept per 64 KiB chunk (to make transfers overlap)
         self.cdn = False
+        self.headers: dict[str, dict[str, str]] = {}
+        self.listing_sha256: dict[str, str] = {}
+        self.content_range: dict[str, str] = {}
+        self.fail_with: Optional[int] = None
         self.page_size = 1000
         self.requests: list[Seen] = []
         self.lock = threading.Lock()
@@ -175,6 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self) -> None:
         self._record()
+        if self.server.fail_with is not None:
+            return self._error(self.server.fail_with, "ServerError", "something broke")
         url = urlparse(self.path)
         path = unquote(url.path)
         m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
@@ -195,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
         out = []
         for name, p in sorted(repo.files.items()):
             size = p.stat().st_size
-            sha = sha256_of(p)
+            sha = self.server.listing_sha256.get(name, sha256_of(p))
             out.append({"type": "file", "oid": hashlib.sha1(sha.encode()).hexdigest(), "size": size,
                         "path": name, "lfs": {"oid": sha, "size": size, "pointerSize": 134}})
         return out
@@ -238,13 +249,18 @@ class _Handler(BaseHTTPRequestHandler):
         size = p.stat().st_size
         sha = sha256_of(p)
         meta = {"X-Repo-Commit": repo.commit, "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(size)}
+        extra = self.server.headers.get(name, {})
+        meta.update({k: v for k, v in extra.items() if k != "ETag"})
+        meta = {k: v for k, v in meta.items() if v != ""}
+        etag = extra.get("ETag", f'"{sha}"')
         if self.server.cdn and not from_cdn:
             self.send_response(302)
             port = self.server.server_address[1]
             self.send_header("Location", f"http://localhost:{port}/cdn/{repo_id}/{name}")
             for k, v in meta.items():
                 self.send_header(k, v)
-            self.send_header("ETag", f'"{sha}"')
+            if etag:
+                self.send_header("ETag", etag)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -266,11 +282,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not from_cdn:
             for k, v in meta.items():
                 self.send_header(k, v)
-        self.send_header("ETag", f'"{sha}"')
+        if etag:
+            self.send_header("ETag", etag)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(end - start + 1))
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Content-Range", self.server.content_range.get(name, f"bytes {start}-{end}/{size}"))
         self.end_headers()
         if self.command == "HEAD":
             return

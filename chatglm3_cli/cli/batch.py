@@ -34,6 +34,8 @@ def default_output(jobs: str) -> Optional[Path]:
     if jobs == "-":
         return None  # stdin in, stdout out
     p = Path(jobs)
+    if not p.is_file():  # a pipe (/dev/stdin, <(cmd)): results to stdout, nothing beside it
+        return None
     stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
     return p.with_name(f"{stem}.results.jsonl")
 
@@ -162,17 +164,24 @@ def batch(
     """
     from ..batch.jobs import parse_jobs
     from ..batch.runner import Settings, retry_advice, run_batch
-    from ..errors import BatchFailedError, InvalidJobsError
-    from ..files import read_bytes
+    from ..errors import BatchFailedError, InvalidJobsError, OutputWriteError
+    from ..files import MAX_JOBS_INPUT, is_stdout_name, read_bytes, write_target
 
     con = console_mod.current()
     if jobs == "-":
         if con.stdin_isatty:
             raise UsageError("JOBS.jsonl is '-' (stdin), but stdin is a terminal: pipe the records in")
-        data, source = con.read_stdin_bytes(), "stdin"
+        data, source = con.read_stdin_bytes(MAX_JOBS_INPUT), "stdin"
     else:
-        data, source = read_bytes(jobs), jobs
-    out_path = default_output(jobs) if output is None else (None if output == "-" else Path(output))
+        data, source = read_bytes(jobs, limit=MAX_JOBS_INPUT), jobs
+    out_path = default_output(jobs) if output is None else (None if is_stdout_name(output) else Path(output))
+    if out_path is not None:
+        # a results file is read back and resumed: a device or FIFO can be neither (and nothing
+        # is ever created beside one: no lock, no manifest next to /dev/...)
+        try:
+            write_target(out_path)
+        except OutputWriteError as e:
+            raise OutputWriteError(e.message, hint="give a results file, or `-o -` for stdout") from None
     if out_path is not None and jobs != "-" and out_path.resolve() == Path(jobs).resolve():
         raise UsageError("the results file cannot be the input file")
     if out_path is None and (retry_errors or force):

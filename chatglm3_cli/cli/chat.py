@@ -188,7 +188,8 @@ def history_show(conv_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 def history_export(
     conv_id: Annotated[str, typer.Argument(metavar="ID")],
     fmt: Annotated[str, typer.Option("--format", help="md or json.")] = "md",
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", help="Write to a file instead of stdout ('-': stdout).")] = None,
 ) -> None:
     """Export a saved conversation as Markdown or JSON (OpenAI messages shape)."""
     import json
@@ -196,16 +197,16 @@ def history_export(
 
     from ..chat.history import ConversationStore, to_markdown
     from ..errors import OutputWriteError
-    from ..files import atomic_write_text
+    from ..files import atomic_write_text, is_stdout_name
 
     if fmt not in ("md", "json"):
         raise UsageError("--format must be md or json")
     conv = ConversationStore().load(conv_id)
     text = to_markdown(conv) if fmt == "md" else json.dumps(
         {"id": conv.id, "model": conv.model, "messages": conv.messages}, ensure_ascii=False, indent=2) + "\n"
-    if output:
+    if output and not is_stdout_name(output):
         try:
-            atomic_write_text(Path(output), text)
+            atomic_write_text(Path(output), text)  # a symlink is written through; a device refused
         except OSError as e:
             raise OutputWriteError(f"cannot write {output}: {e.strerror or e}") from None
         console_mod.current().error(f"wrote {output}")

@@ -45,12 +45,18 @@ class Console:
         self.stderr.write(line.rstrip("\n") + "\n")
         self.stderr.flush()
 
-    def read_stdin_bytes(self) -> bytes:
+    def read_stdin_bytes(self, limit: int | None = None) -> bytes:
+        """All of stdin, refusing more than `limit` bytes (default: files.MAX_TEXT_INPUT)."""
+        from ..files import MAX_TEXT_INPUT, read_capped
+
+        limit = MAX_TEXT_INPUT if limit is None else limit
         buf = getattr(self.stdin, "buffer", None)
         if buf is not None:
-            return buf.read()
-        data = self.stdin.read()
-        return data.encode("utf-8") if isinstance(data, str) else data
+            return read_capped(buf, limit, "stdin")
+        import io
+
+        text = self.stdin.read(limit + 1)  # a text stream without a buffer (tests)
+        return read_capped(io.BytesIO(text.encode("utf-8")), limit, "stdin")
 
 
 class ClosedStdout:

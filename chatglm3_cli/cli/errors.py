@@ -19,6 +19,8 @@ from ..errors import (
     ConfigError,
     DiskFullError,
     DownloadError,
+    DownloadInProgressError,
+    EndpointError,
     GenerationError,
     InputError,
     InsecureBindError,
@@ -51,6 +53,8 @@ _CODES: list[tuple[type[BaseException], ExitCode]] = [
     (ManifestMismatchError, ExitCode.MANIFEST_MISMATCH),
     (BatchFailedError, ExitCode.PARTIAL_FAILURE),
     (ResultsInUseError, ExitCode.USAGE),  # the same job started twice at once
+    (DownloadInProgressError, ExitCode.USAGE),  # `models rm` while that model is being pulled
+    (EndpointError, ExitCode.USAGE),  # --endpoint / HF_ENDPOINT that is not a URL
     (TranslationFailedError, ExitCode.TRANSLATE_FAILED),
     (OutputWriteError, ExitCode.OUTPUT_ERROR),
     (ModelError, ExitCode.MODEL_ERROR),

@@ -13,7 +13,7 @@ class ExitCode(IntEnum):
     PROMPT_TOO_LONG = 5  # the prompt does not fit the context
     GENERATION_ERROR = 6  # llama.cpp failed while generating
     NETWORK_ERROR = 7  # the Hub (or HF_ENDPOINT) unreachable, or it refused the request
-    DISK_FULL = 8  # not enough free space for a download (checked before it starts)
+    DISK_FULL = 8  # not enough free space for a download (checked before it starts, or the disk filled up)
     DOWNLOAD_ERROR = 9  # a download broke off (partial kept) or failed its sha256 check
     PARTIAL_FAILURE = 10  # batch: the job ran, but some records failed (each has an error line)
     STRICT_INVALID_INPUT = 11  # batch --strict: invalid records in the input, nothing was run

@@ -77,7 +77,7 @@ def pull(
         if is_offline(offline):
             raise UsageError("--list asks the Hub, but offline mode is on "
                              "(see `chatglm3 models` for what is on disk)")
-        _print_quants(con, Hub(endpoint), spec.repo_id)
+        _print_quants(con, Hub(endpoint, notify=con.error), spec.repo_id)
         return
     got = fetch(spec, offline=offline, endpoint=endpoint, progress=make_progress(con), refresh=True)
     con.error(f"{'downloaded' if got.downloaded else 'up to date:'} {got.repo_id}/{got.filename}")
@@ -241,7 +241,7 @@ def models_rm(
     """Remove a model from disk, with the repo's partial downloads."""
     from ..errors import ModelNotFoundError
     from ..hub import human_size
-    from ..hub.store import partials, remove
+    from ..hub.store import PARTIAL_SUFFIX, download_locks, partials, remove
 
     con = console_mod.current()
     spec, files = _on_disk(model)
@@ -252,8 +252,12 @@ def models_rm(
     if not files and not left:
         raise ModelNotFoundError(f"{spec.text} is not on disk", hint="see what is with: chatglm3 models")
     left_size = sum(p.stat().st_size for p in left)
-    for f in files:
-        con.error(f"removing {short_name(f)} ({human_size(f.size)}) {f.path}")
-    remove(files, partials_of=repo)
+    blobs = [(f.repo_id, f.blob.name) for f in files]
+    if repo:
+        blobs += [(repo, p.name.removesuffix(PARTIAL_SUFFIX)) for p in left]
+    with download_locks(blobs):  # a running pull keeps its partial file: refused, nothing removed
+        for f in files:
+            con.error(f"removing {short_name(f)} ({human_size(f.size)}) {f.path}")
+        remove(files, partials_of=repo)
     if left:
         con.error(f"removed {len(left)} partial download(s) of {repo} ({human_size(left_size)})")

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from ..chat.history import Conversation, ConversationStore, load_transcript, messages_to_json
 from ..chat.session import ChatSession
-from ..errors import ChatGLM3Error
+from ..errors import ChatGLM3Error, OutputWriteError
 from ..files import atomic_write_text
 from ..textio import read_text_file
 from .errors import format_error
@@ -306,8 +306,11 @@ class ChatREPL:
     def cmd_save(self, arg: str) -> None:
         target = Path(os.path.expanduser(arg)) if arg else Path(
             f"chat-{self.conversation.id if self.conversation else 'transcript'}.json")
-        try:
+        try:  # a symlink is written through; a directory, device or FIFO is refused
             atomic_write_text(target, messages_to_json(self.session.all_messages()) + "\n")
+        except OutputWriteError as e:
+            self.say(f"error: {e.message}")
+            return
         except OSError as e:
             self.say(f"error: cannot write {target}: {e.strerror}")
             return

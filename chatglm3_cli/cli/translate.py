@@ -236,6 +236,9 @@ def translate(
         "--format", metavar="FORMAT",
         help="Treat the input as txt, md, srt or vtt (stdin, or files of another extension). "
              "[default: from the extension; txt for stdin]")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing output that translate did not write (a translation "
+                            "made or edited by hand); without it, such a file is kept and reported.")] = False,
     bilingual: Annotated[bool, typer.Option(
         "--bilingual", help="Keep the original and put the translation after each paragraph, cue or cell.")] = False,
     glossary: Annotated[Optional[str], typer.Option(
@@ -301,7 +304,7 @@ def translate(
     settings = Settings(target=target, source=source, params=replace(sampling, max_tokens=None),
                         n_parallel=model.n_parallel(), n_ctx=model.ctx, bilingual=bilingual,
                         glossary=gloss, prompt_template=template, preview=preview,
-                        max_answer_tokens=sampling.max_tokens)
+                        max_answer_tokens=sampling.max_tokens, overwrite=overwrite)
     progress = RichProgress(con) if con.stderr_isatty else PlainProgress(con)
     # model.open resolves the model only once some input is known to be usable: a wrong file
     # never costs a model download

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from ..errors import ModelNotFoundError, ModelNotOnHubError
+from .cachepaths import bad_repo_path
 
 DEFAULT_MODEL = "chatglm3-6b"
 DEFAULT_QUANT = "Q4_K_M"  # what llama.cpp's `-hf repo` and Ollama pick too: good size/quality
@@ -79,6 +80,10 @@ def parse_spec(text: str) -> ModelSpec:
                          alias=name.lower())
     m = _REPO_FILE_RE.match(text)
     if m:
+        why = bad_repo_path(m.group(3))
+        if why is not None:
+            raise ModelNotFoundError(f"{text!r} does not name a file in a repo ({why})",
+                                     hint="use owner/repo/path/file.gguf without '..' or empty parts")
         return ModelSpec(text, repo_id=f"{m.group(1)}/{m.group(2)}", filename=m.group(3))
     m = _REPO_RE.match(text)
     if m and not text.lower().endswith(".gguf"):  # `dir/model.gguf` is a (missing) file, not a repo

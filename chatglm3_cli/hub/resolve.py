@@ -6,12 +6,12 @@ CHATGLM3_MODEL (for library callers), then `model = ...` in the config file, the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 from .. import config, env
-from ..errors import ModelNotFoundError, OfflineModelError
+from ..errors import HubProtocolError, ModelNotFoundError, OfflineModelError
 from . import http
 from .download import Progress, download
 from .registry import DEFAULT_MODEL, ModelSpec, gguf_files, parse_spec, pick_file, quant_of
@@ -58,13 +58,27 @@ def fetch(spec: ModelSpec, *, offline: Optional[bool] = None, endpoint: Optional
         return Fetched(cached.path, cached.repo_id, cached.filename, False)
     if http.offline(offline):
         raise OfflineModelError(f"{spec.text} is not on disk, and offline mode is on{_on_disk(spec)}")
-    hub = http.Hub(endpoint)
-    filename = spec.filename or pick_file(
-        spec, [f.path for f in hub.list_files(spec.repo_id)], where=f"on {hub.endpoint}")
-    meta = hub.file_meta(spec.repo_id, filename)
+    hub = http.Hub(endpoint, notify=progress.note if progress is not None else None)
+    listed: dict[str, Optional[str]] = {}
+    filename = spec.filename
+    if filename is None:
+        listed = {f.path: f.sha256 for f in hub.list_files(spec.repo_id)}
+        filename = pick_file(spec, listed, where=f"on {hub.endpoint}")
+    meta = _with_listed_sha256(hub, hub.file_meta(spec.repo_id, filename), listed.get(filename))
     before = cached.path.resolve() if cached is not None else None
     path = download(hub, spec.repo_id, filename, meta, progress=progress)
     return Fetched(path, spec.repo_id, filename, before != path.resolve())
+
+
+def _with_listed_sha256(hub: http.Hub, meta: http.FileMeta, listed: Optional[str]) -> http.FileMeta:
+    """The listing's LFS sha256 checks a file whose headers announce none; two different ones
+    mean the endpoint contradicts itself."""
+    if listed is None or meta.sha256 == listed:
+        return meta
+    if meta.sha256 is None:
+        return replace(meta, sha256=listed)
+    raise HubProtocolError(f"{hub.endpoint} announced two different sha256 for one file "
+                           f"({meta.sha256[:12]}… in its headers, {listed[:12]}… in its listing)")
 
 
 def _on_disk(spec: ModelSpec) -> str:

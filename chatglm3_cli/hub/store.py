@@ -15,12 +15,14 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
-from ..errors import ModelNotOnHubError
+from ..errors import DownloadInProgressError, ModelNotOnHubError, UnsafePathError
 from ..paths import hf_cache_dir, state_dir
+from .cachepaths import inside
 from .registry import ModelSpec, gguf_files, pick_file, quant_of
 
 PARTIAL_SUFFIX = ".incomplete"
@@ -138,28 +140,63 @@ def _links_to(blob: Path, rdir: Path) -> Iterator[Path]:
 def remove(files: list[CachedFile], *, partials_of: Optional[str] = None,
            cache: Optional[Path] = None) -> list[Path]:
     """Delete files (snapshot entries, then blobs nothing points at any more) and the partial
-    downloads of repo `partials_of`. An emptied repo folder goes too. Returns what was deleted."""
+    downloads of repo `partials_of`. An emptied repo folder goes too. Returns what was deleted.
+    Every path is checked to lie inside the cache first (a link is removed, never its target).
+    The caller holds the download locks (`download_locks`)."""
+    base = cache or hf_cache_dir()
     removed: list[Path] = []
     repos = {f.repo_id for f in files} | ({partials_of} if partials_of else set())
     for f in files:
         blob = f.blob
-        rdir = repo_dir(f.repo_id, cache)
+        rdir = inside(repo_dir(f.repo_id, base), base)
         for link in list(_links_to(blob, rdir)) or [f.path]:
-            link.unlink(missing_ok=True)
+            inside(link, rdir).unlink(missing_ok=True)
             removed.append(link)
         if blob.exists() and blob.is_relative_to(rdir.resolve()) and not any(_links_to(blob, rdir)):
-            blob.unlink()
+            inside(blob, rdir).unlink()
             removed.append(blob)
     for repo in repos:
+        rdir = inside(repo_dir(repo, base), base)
         if repo == partials_of:
-            for p in partials(repo, cache):
-                p.unlink(missing_ok=True)
+            for p in partials(repo, base):
+                inside(p, rdir).unlink(missing_ok=True)
                 removed.append(p)
-        rdir = repo_dir(repo, cache)
-        if not any(p.is_file() for p in (rdir / "blobs").glob("*")) and not repo_files(repo, cache):
+        if rdir.is_symlink():
+            continue
+        if not any(p.is_file() for p in (rdir / "blobs").glob("*")) and not repo_files(repo, base):
             shutil.rmtree(rdir, ignore_errors=True)
-            shutil.rmtree(lock_path(repo, "x", cache).parent, ignore_errors=True)
+            locks = inside(lock_path(repo, "x", base).parent, base)
+            if not locks.is_symlink():
+                shutil.rmtree(locks, ignore_errors=True)
     return removed
+
+
+@contextmanager
+def download_locks(blobs: Iterable[tuple[str, str]], cache: Optional[Path] = None) -> Iterator[None]:
+    """Hold the download lock of each (repo_id, blob name) while the body runs (what `models rm`
+    deletes), so a running download never loses its partial file under it. Raises
+    DownloadInProgressError when one is held by a download."""
+    from filelock import FileLock, Timeout
+
+    base = cache or hf_cache_dir()
+    held: list[Any] = []
+    try:
+        for repo_id, name in sorted(set(blobs)):
+            path = inside(lock_path(repo_id, name, base), base)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_symlink():
+                raise UnsafePathError(f"refusing to use the lock file {path}: it is a symlink")
+            lock = FileLock(str(path), mode=0o664)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                raise DownloadInProgressError(
+                    f"{repo_id} is being downloaded by another process right now; nothing was removed") from None
+            held.append(lock)
+        yield
+    finally:
+        for lock in reversed(held):
+            lock.release()
 
 
 # when each model was last used (a small JSON file; a lost update only loses a timestamp) ------

@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import time
@@ -22,8 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Sequence
 
 from ..errors import ChatGLM3Error, InputError, OutputWriteError, PromptTooLongError, UnsupportedFormatError
-from ..files import read_bytes
+from ..files import atomic_write_bytes, read_bytes, write_target
 from ..textio import decode_text
+from . import written
 from .checkpoint import Checkpoint, checkpoint_path, chunk_key
 from .chunks import Mismatch, Piece, build_chunks, format_request, join_parts, make_pieces, parse_answer
 from .formats import FORMATS, Document, format_for, parse, supported_list
@@ -55,6 +55,7 @@ class Settings:
     max_answer_tokens: Optional[int] = None  # cap per answer; default 3x the chunk's tokens + 32
     max_chunk_tokens: int = 768
     max_chunk_units: int = 16
+    overwrite: bool = False  # replace an existing output that translate did not write
 
 
 @dataclass
@@ -490,10 +491,13 @@ class _Run:
         else:
             if r.task.output is not None:
                 try:
+                    _check_overwrite(r.task, self.settings.overwrite)  # again: hours may have passed
                     write_atomic(r.task.output, text.encode("utf-8"))
-                except OSError as e:
+                except (OSError, OutputWriteError) as e:
                     r.status = "failed"
-                    r.error = OutputWriteError(f"cannot write {r.task.output}: {e.strerror or e}").describe()
+                    err = e if isinstance(e, OutputWriteError) else OutputWriteError(
+                        f"cannot write {r.task.output}: {e.strerror or e}")
+                    r.error = err.describe()
                     self.progress.file_done(r, self.summary)
                     return
             else:
@@ -528,34 +532,15 @@ def retry_advice(summary: Summary, params: "SamplingParams") -> str:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temp file in the same directory and rename: never half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        with contextlib.suppress(OSError):
-            if path.exists():
-                os.chmod(tmp, path.stat().st_mode & 0o777)
-            else:
-                os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write through a temp file and a rename (files.atomic_write_bytes: never half a file, a
+    symlink written through, a device refused), and remember that translate wrote it."""
+    atomic_write_bytes(path, [data])
+    written.record(path, data)
 
 
 # loading ---------------------------------------------------------------------------------------
 
-def load(task: FileTask) -> tuple[str, Document]:
+def load(task: FileTask, *, overwrite: bool = True) -> tuple[str, Document]:
     """Read, decode and parse one input; check where its output goes. Raises typed errors."""
     fmt = task.fmt or (format_for(task.path) if task.path is not None else "txt")
     if fmt is None or fmt not in FORMATS:
@@ -574,11 +559,11 @@ def load(task: FileTask) -> tuple[str, Document]:
     doc = parse(fmt, text, task.label)
     doc.bom = data.startswith(_BOM)
     if task.output is not None:
-        check_output(task)
+        check_output(task, overwrite=overwrite)
     return fmt, doc
 
 
-def check_output(task: FileTask) -> None:
+def check_output(task: FileTask, *, overwrite: bool = True) -> None:
     out = task.output
     assert out is not None
     if out.is_dir():
@@ -586,13 +571,25 @@ def check_output(task: FileTask) -> None:
     if task.path is not None and out.resolve() == task.path.resolve():
         raise OutputWriteError(f"{task.label}: the output would overwrite the input",
                                hint="write elsewhere with -o DIR")
+    target = write_target(out)  # a device, FIFO or socket is refused
+    _check_overwrite(task, overwrite)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".chatglm3-probe.", dir=out.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".chatglm3-probe.", dir=target.parent)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
         raise OutputWriteError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def _check_overwrite(task: FileTask, overwrite: bool) -> None:
+    """An existing output that translate did not write (a hand-made translation, or ours edited
+    by hand since) is never replaced unless asked to."""
+    out = task.output
+    if out is not None and not overwrite and not written.may_write(out):
+        raise OutputWriteError(f"{out} already exists and was not written by chatglm3 translate "
+                               "(or was edited since): not overwriting it",
+                               hint="pass --overwrite to replace it, or write elsewhere with -o DIR")
 
 
 def _default_decoder(model: "Model", *, n_parallel: int, n_ctx: int) -> Any:
@@ -616,7 +613,7 @@ def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], s
     loaded: list[tuple[FileResult, str, Document]] = []
     for r in summary.files:
         try:
-            fmt, doc = load(r.task)
+            fmt, doc = load(r.task, overwrite=settings.overwrite or settings.preview is not None)
         except ChatGLM3Error as e:
             r.status, r.error = "failed", e.describe()
             continue

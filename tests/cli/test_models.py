@@ -247,3 +247,27 @@ def test_usage_errors_and_rm_by_path(repo, fixtures):
     assert r.exit_code == ExitCode.USAGE and fixtures.path("template").exists()
     path = cli("pull", f"{REPO}/chat.Q8_0.gguf").stdout.strip()
     assert cli("models", "rm", path).exit_code == 0 and not os.path.exists(path)
+
+
+def test_rm_during_a_pull_removes_nothing_and_the_pull_finishes(repo, fixtures):
+    """`models rm` takes the download lock: it used to delete a running pull's partial file,
+    which then crashed with FileNotFoundError."""
+    repo.delay = 2.0  # 64 KiB per 2 s: the pull is still running when rm comes (~24 s in all)
+    p = subprocess.Popen(CMD + ["pull", f"{REPO}:Q8_0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, env=_env())
+    blobs = hf_cache_dir() / "models--acme--chat-GGUF" / "blobs"
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(f.stat().st_size for f in blobs.glob("*.incomplete")):
+        time.sleep(0.05)
+    rm = subprocess.run(CMD + ["models", "rm", REPO], capture_output=True, text=True, env=_env(),
+                        stdin=subprocess.DEVNULL, timeout=60)
+    assert rm.returncode == ExitCode.USAGE, rm.stderr
+    assert "is being downloaded by another process right now; nothing was removed" in rm.stderr
+    assert list(blobs.glob("*.incomplete"))  # the partial is still there
+    repo.delay = 0
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert sha256(out.decode().strip()) == sha256(fixtures.path("template"))
+    r = cli("models", "rm", REPO)  # once the pull is done, rm goes ahead
+    assert r.exit_code == 0, r.output
+    assert not (hf_cache_dir() / "models--acme--chat-GGUF").exists()
