@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chatglm3_cli.cli.exit_codes import ExitCode
-from chatglm3_cli.paths import hf_cache_dir
+from chatglm3_cli.paths import hf_cache_dir, state_dir
 
 CMD = [sys.executable, "-m", "chatglm3_cli"]
 REPO = "acme/evil-GGUF"
@@ -48,9 +48,11 @@ def world(tmp_path, hub, fixtures):
     (tmp_path / "outside" / FILE).write_bytes(VICTIM)
     src = fixtures.path("template")
     hub.add(REPO, {FILE: src})
-    before = tree(tmp_path, {"hf-cache", "state"})
+    # the cache and the tool's state dir are folders of tmp_path (tests/conftest.py)
+    skip = {hf_cache_dir().relative_to(tmp_path).parts[0], state_dir().relative_to(tmp_path).parts[0]}
+    before = tree(tmp_path, skip)
     yield src
-    assert tree(tmp_path, {"hf-cache", "state"}) == before, "something outside the cache changed"
+    assert tree(tmp_path, skip) == before, "something outside the cache changed"
     assert (tmp_path / "victim.txt").read_bytes() == VICTIM
 
 
