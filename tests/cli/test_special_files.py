@@ -177,7 +177,17 @@ def test_translate_writes_through_a_symlinked_output_with_the_umask_mode(tr, tmp
     out = tmp_path / "notes.ja.txt"
     mask = os.umask(0)
     os.umask(mask)
-    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
+    (tmp_path / "elsewhere").mkdir()
+    real = tmp_path / "elsewhere" / "notes.ja.txt"
+    real.write_text("old")
+    os.chmod(real, 0o640)
+    out.unlink()
+    out.symlink_to(real)
+    r = tr("notes.txt", "--to", "ja", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert out.is_symlink() and real.read_text() == ANSWER + "\n"
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
 
 
 def test_read_and_save_in_chat_refuse_devices(scripted_model, tmp_path):
