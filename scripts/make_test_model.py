@@ -13,6 +13,9 @@ Kinds:
   tiny-q4km      ChatGLM3 architecture, random weights 256 wide, quantized to Q4_K_M (Q4_K and
                  Q6_K, the default download's type) by llama.cpp's own quantizer: batch decoding
                  against one sequence on the kind of file users run
+  tiny-q4_0, tiny-f16
+                 the same random weights quantized to Q4_0 (repacked for llama.cpp's AVX2/AVX-512
+                 GEMM kernels) or converted to F16: prompt and batch exactness on those types
   scripted       zeroed blocks + one-hot embeddings: the greedy continuation of any prompt is
                  "\\n" + a known answer + <|user|> + a leaked "next user turn" + <eos>
   scripted-tool  the same, answering with a tool call: the metadata line "search", then
@@ -289,20 +292,22 @@ def write_random_chatglm(path: Path, vocab: Vocab, seed: int = 1234,
     return _write(path, "chatglm", lambda w: _chatglm_header(w, shape, vocab, name, None), tensors)
 
 
-def write_random_q4km(path: Path, vocab: Vocab, seed: int = 4321) -> Path:
-    """A random ChatGLM3 quantized to Q4_K_M by llama.cpp (K-quants need rows of 256)."""
+def write_random_q4km(path: Path, vocab: Vocab, seed: int = 4321, ftype: str = "Q4_K_M") -> Path:
+    """A random ChatGLM3 quantized by llama.cpp to Q4_K_M (K-quants need rows of 256), or to
+    another llama.cpp file type (Q4_0, F16: the other types the engine's exactness rules cover)."""
     import ctypes
 
     from chatglm3_cli.engine import backend
 
     llama_cpp = backend.llama()  # with the engine's log handler, which keeps llama.cpp quiet
+    name = "tiny random chatglm3 " + ftype.lower()
     f32 = write_random_chatglm(path.with_name(path.name + ".f32"), vocab, seed,
                                Shape(n_embd=256, n_layer=2, n_ff=512, n_head=4, n_head_kv=2),
-                               std=0.15, out_std=0.5, name="tiny random chatglm3 q4_k_m")
+                               std=0.15, out_std=0.5, name=name)
     tmp = _atomic_target(path)
     try:
         params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
         params.nthread = 2
         if llama_cpp.llama_model_quantize(os.fsencode(f32), os.fsencode(tmp), ctypes.byref(params)) != 0:
             raise RuntimeError(f"llama.cpp could not quantize {f32}")
@@ -500,6 +505,8 @@ def build(kind: str, cache: Path, force: bool = False) -> Path:
         return write_random_chatglm(path, chatglm3_vocab(sp_path))
     if base == "tiny-q4km" and not real:
         return write_random_q4km(path, chatglm3_vocab(sp_path))
+    if base in ("tiny-q4_0", "tiny-f16") and not real:
+        return write_random_q4km(path, chatglm3_vocab(sp_path), ftype=base.split("-")[1].upper())
     if base in ("scripted", "scripted-tool"):
         chain, sidecar = scripted_chain(sp_path, tool=base == "scripted-tool")
         return write_scripted_chatglm(path, chatglm3_vocab(sp_path), chain, sidecar)

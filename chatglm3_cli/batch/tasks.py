@@ -272,6 +272,9 @@ def _for_grammar(node: Any) -> Any:
 
 @lru_cache(maxsize=256)
 def _schema_grammar(canonical: str) -> str:
+    from ..engine.cpu import prepare_openmp
+
+    prepare_openmp()  # importing llama_cpp starts the OpenMP runtime
     from llama_cpp.llama_grammar import SchemaConverter  # run time only: it loads llama.cpp
 
     try:

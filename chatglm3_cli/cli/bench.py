@@ -22,6 +22,9 @@ def bench(
         "--parallel", help="Sequences in flight to compare, e.g. 1,2,4,8.")] = "1,2,4",
     records: Annotated[int, typer.Option("--records", min=1, help="Records in each parallel run.")] = 8,
     reps: Annotated[int, typer.Option("--reps", min=1, help="Single-stream runs (median and spread).")] = 3,
+    load: Annotated[int, typer.Option(
+        "--load", min=0, max=8, help="Also measure single-stream decode beside this many competing "
+        "generations of the same model (other processes), alternating with runs alone.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (a stable schema).")] = False,
     model: ModelArgs = ModelArgs.options(omit=("ctx", "verbose")),
 ) -> None:
@@ -38,7 +41,7 @@ def bench(
     con = console_mod.current()
     report = run_bench(model.path(), prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
                        parallel=levels, reps=reps, records=records, threads=model.threads,
-                       gpu_layers=model.gpu_layers, chat_template=model.template(),
+                       gpu_layers=model.gpu_layers, chat_template=model.template(), load=load,
                        progress=lambda s: con.error(f"bench: {s}…"))
     if as_json:
         con.write(json.dumps(report.to_dict(), indent=2) + "\n")

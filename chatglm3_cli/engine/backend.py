@@ -24,6 +24,7 @@ _L: Any = None
 _log_lines: deque[tuple[int, str]] = deque(maxlen=50)
 _GGML_WARN, _GGML_ERROR = 3, 4  # enum ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
 _verbose = False
+_buffer_lines: deque[str] = deque(maxlen=50)
 _log_cb: Any = None  # keep the ctypes callback alive for the life of the process
 
 
@@ -34,6 +35,9 @@ def llama() -> Any:
         return _L
     with _lock:
         if _L is None:
+            from .cpu import prepare_openmp
+
+            prepare_openmp()  # before the OpenMP runtime loads with llama.cpp
             import llama_cpp.llama_cpp as L
 
             @L.llama_log_callback
@@ -41,6 +45,8 @@ def llama() -> Any:
                 line = text.decode("utf-8", errors="replace")
                 if level in (_GGML_WARN, _GGML_ERROR):  # kept to explain failures
                     _log_lines.append((level, line.strip()))
+                elif "buffer size" in line:  # the sizes of a new context's buffers
+                    _buffer_lines.append(line.strip())
                 if _verbose:
                     sys.stderr.write(line)
 
@@ -49,6 +55,18 @@ def llama() -> Any:
             L.llama_backend_init()
             _L = L
     return _L
+
+
+def _buffer_bytes(lines: Iterable[str]) -> dict[str, int]:
+    """{"kv": bytes, "compute": bytes} summed from llama.cpp's "... buffer size = X MiB" lines."""
+    import re
+
+    out = {"kv": 0, "compute": 0}
+    for line in lines:
+        m = re.search(r"(KV|compute) buffer size\s*=\s*([0-9.]+)\s*MiB", line)
+        if m:
+            out["kv" if m.group(1) == "KV" else "compute"] += int(float(m.group(2)) * 2**20)
+    return out
 
 
 def set_verbose(verbose: bool) -> None:
@@ -75,10 +93,9 @@ def supports_gpu_offload() -> bool:
 
 
 def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    from .cpu import default_threads as physical
+
+    return physical()
 
 
 _Q4_0, _Q4_K = 2, 12
@@ -108,6 +125,17 @@ def flash_attn_type(on_gpu: bool) -> int:
     if want == "auto":
         return _FA_AUTO
     return _FA_AUTO if on_gpu else _FA_OFF
+
+
+# --cache-type: the KV cache's element type (ggml_type ids) and its bytes per element.
+CACHE_TYPES = {"f16": (1, 2.0), "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}
+
+
+def cache_type_id(name: str) -> int:
+    try:
+        return CACHE_TYPES[name][0]
+    except KeyError:
+        raise ValueError(f"unknown KV cache type {name!r} (one of {', '.join(CACHE_TYPES)})") from None
 
 
 class _BuftOverride(ctypes.Structure):
@@ -185,6 +213,32 @@ def cpu_weight_placement(params: Any, tensors: Sequence[Any]) -> Any:
     return overrides
 
 
+def repacked_share(tensors: Sequence[Any]) -> float:
+    """The share of the file's tensor bytes that llama.cpp's CPU_REPACK buffer takes."""
+    names = set(repack_names(tensors))
+    total = sum(t.nbytes() or 0 for t in tensors)
+    return sum(t.nbytes() or 0 for t in tensors if t.name in names) / total if total else 0.0
+
+
+def use_mmap(n_gpu_layers: int, tensors: Sequence[Any]) -> bool:
+    """Whether to map the file rather than read it.
+
+    Repacking copies a weight into an anonymous buffer in another layout; the mapped pages it
+    was read from stay resident although nothing reads them again (a 3.5 GB Q4_0 file took
+    6.7 GB while generating, peak 6.8). When most of the file is repacked, reading it instead
+    allocates each weight once. CHATGLM3_MMAP=1|0 overrides."""
+    want = (env.get("CHATGLM3_MMAP") or "").lower()
+    if want in ("1", "on", "true", "yes"):
+        return True
+    if want in ("0", "off", "false", "no"):
+        return False
+    if n_gpu_layers != 0:
+        return True
+    if repacked_share(tensors) < 0.5:
+        return True
+    return "CPU_REPACK" not in _cpu_extra_buffer_types()
+
+
 class LlamaModel:
     """A loaded model (weights + vocabulary)."""
 
@@ -200,6 +254,7 @@ class LlamaModel:
         params.n_gpu_layers = n_gpu_layers
         self.n_gpu_layers = n_gpu_layers
         keep = cpu_weight_placement(params, tensors) if n_gpu_layers == 0 and not vocab_only else None
+        params.use_mmap = self.mmap = use_mmap(n_gpu_layers, tensors) or vocab_only
         _log_lines.clear()
         ptr = L.llama_model_load_from_file(os.fsencode(path), params)
         del keep
@@ -331,13 +386,29 @@ class Timing:
     gen_s: float = 0.0
 
 
+# Prompts are cut into decode calls only at absolute positions that are multiples of
+# PROMPT_ALIGN, and a prefix taken from the KV cache or shared between sequences is rounded
+# down to a multiple of it. llama.cpp's repacked CPU kernels multiply the rows of a call four
+# at a time from its first row and the leftover rows one at a time, with results that differ
+# in the last bits; with every cut at such a position, each prompt token lands in the same
+# kind of group whether the prompt is evaluated alone or after a reused prefix, so its logits
+# are bit-identical either way (tested on F32, F16, Q4_0 and Q4_K files).
+PROMPT_ALIGN = 8
+
+
+def align_down(n: int) -> int:
+    """The largest multiple of PROMPT_ALIGN not above n."""
+    return n - n % PROMPT_ALIGN
+
+
 class LlamaContext:
     """A llama.cpp context: the KV cache, one batch buffer, and decode calls."""
 
     def __init__(self, model: LlamaModel, *, n_ctx: int, n_batch: int = 512, n_threads: int | None = None,
-                 n_seq_max: int = 1, kv_unified: bool = False) -> None:
+                 n_seq_max: int = 1, kv_unified: bool = False, cache_type: str = "f16") -> None:
         L = llama()
         self.model = model
+        n_batch = max(PROMPT_ALIGN, align_down(n_batch))  # chunks end at aligned positions
         params = L.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_batch
@@ -351,8 +422,18 @@ class LlamaContext:
         params.n_threads_batch = threads
         params.no_perf = True
         params.flash_attn_type = flash_attn_type(model.n_gpu_layers > 0)
+        self.cache_type = cache_type
+        if cache_type != "f16":
+            # K and V both quantized; llama.cpp quantizes V only with flash attention, so it is on
+            # (on the CPU a prompt's logits then depend a little on how it is cut: see above).
+            params.type_k = params.type_v = cache_type_id(cache_type)
+            if params.flash_attn_type == _FA_OFF:
+                params.flash_attn_type = _FA_ON
         _log_lines.clear()
+        _buffer_lines.clear()
         ptr = L.llama_init_from_model(model.ptr, params)
+        # What llama.cpp allocated for this context (bench reports it beside the RSS).
+        self.buffer_bytes = _buffer_bytes(list(_buffer_lines))
         if not ptr:
             reason = last_log_error() or "llama.cpp could not create a context"
             raise ModelLoadError(f"cannot create a context of {n_ctx} tokens: {reason}")
@@ -393,8 +474,10 @@ class LlamaContext:
     def decode(self, tokens: Sequence[int], start_pos: int, seq: int = 0) -> None:
         """Evaluate tokens at positions start_pos.. for one sequence; logits of the last one kept.
 
-        Long inputs go in n_batch chunks; Ctrl-C during a chunk aborts it and raises
-        KeyboardInterrupt once llama.cpp has returned.
+        Long inputs are cut where the absolute position is a multiple of n_batch (itself a
+        multiple of PROMPT_ALIGN), so that a prompt whose reused prefix ends at an aligned
+        position is cut exactly as when it is evaluated alone. Ctrl-C during a chunk aborts it
+        and raises KeyboardInterrupt once llama.cpp has returned.
         """
         L = llama()
         n_total = len(tokens)
@@ -402,21 +485,25 @@ class LlamaContext:
         if interruptible:
             self._install_abort()
         try:
-            for off in range(0, n_total, self.n_batch):
-                chunk = tokens[off:off + self.n_batch]
+            off = 0
+            while off < n_total:
+                pos = start_pos + off
+                end = min(n_total, (pos // self.n_batch + 1) * self.n_batch - start_pos)
+                chunk = tokens[off:end]
                 b = self._batch
                 for i, tok in enumerate(chunk):
                     b.token[i] = tok
-                    b.pos[i] = start_pos + off + i
+                    b.pos[i] = pos + i
                     b.n_seq_id[i] = 1
                     b.seq_id[i][0] = seq
                     b.logits[i] = 0
-                b.logits[len(chunk) - 1] = 1 if off + len(chunk) == n_total else 0
+                b.logits[len(chunk) - 1] = 1 if end == n_total else 0
                 b.n_tokens = len(chunk)
                 _log_lines.clear()
                 rc = L.llama_decode(self.ptr, b)
                 if rc != 0:
                     self._raise_decode(rc)
+                off = end
         finally:
             if interruptible:
                 self._remove_abort()
@@ -529,16 +616,31 @@ class _capture_stderr:
 
 
 class Sampler:
-    """A llama.cpp sampler chain built from SamplingParams (HF order: temperature, top-k, top-p)."""
+    """A llama.cpp sampler chain built from SamplingParams (HF order: temperature, top-k, top-p).
+
+    A grammar is kept out of the chain: checking all 65,024 tokens against it costs ~80 ms per
+    token on the tiny model (0.2 ms without). Like llama.cpp's own common sampler, we sample
+    without it, keep the token when the grammar accepts it, and only when it does not, sample
+    again among the allowed tokens. At temperature 0 this picks exactly what masking first
+    picks: an allowed overall argmax is the argmax of the allowed set, and after a rejection we
+    check the best tokens in order (64, 1024, 8192, then all) and take the first allowed one.
+    With plain temperature sampling it draws from exactly the masked distribution too: token t
+    comes out with p(t) + P(rejected) * p(t)/P(allowed) = p(t)/P(allowed). With top-k/top-p,
+    the first draw's nucleus is taken over all tokens (as in llama.cpp), so the distribution
+    differs slightly from masking first.
+    """
 
     def __init__(self, *, temperature: float, top_p: float, top_k: int, repeat_penalty: float,
                  seed: int | None, n_vocab: int, repeat_last_n: int = 64,
                  grammar: str | None = None, vocab: Any = None) -> None:
         L = llama()
+        self.grammar: Any = None
+        self.n_vocab = n_vocab
+        self.greedy = temperature <= 0
+        self.resampled = 0  # tokens the grammar rejected (the slow path ran)
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
         self.ptr = chain
         if grammar is not None:
-            # First in the chain: tokens the grammar forbids are masked before anything else.
             _log_lines.clear()
             with _capture_stderr() as captured:  # the grammar parser prints to fd 2 itself
                 g = L.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
@@ -546,7 +648,7 @@ class Sampler:
                 self.close()
                 detail = " ".join(captured.text().split()) or last_log_error() or "llama.cpp refused it"
                 raise GrammarError(f"invalid grammar: {detail}")
-            L.llama_sampler_chain_add(chain, g)
+            self.grammar = g
         if repeat_penalty != 1.0:
             L.llama_sampler_chain_add(
                 # This binding takes n_vocab first (checked: the second argument is last_n).
@@ -562,6 +664,8 @@ class Sampler:
             s = 0xFFFFFFFF if seed is None else seed & 0xFFFFFFFF  # LLAMA_DEFAULT_SEED = random
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(s))
 
+    grammar_first = False  # True: mask all tokens with the grammar before sampling (the reference)
+
     def accept_prompt(self, tokens: Iterable[int]) -> None:
         """Let the repeat penalty see the prompt, as llama.cpp's own tools do."""
         L = llama()
@@ -569,13 +673,94 @@ class Sampler:
             L.llama_sampler_accept(self.ptr, t)
 
     def sample(self, ctx: LlamaContext, idx: int = -1) -> int:
-        """Sample from the logits of batch row idx; llama.cpp also accepts the token."""
-        return int(_L.llama_sampler_sample(self.ptr, ctx.ptr, idx))
+        """Sample from the logits of batch row idx and accept the token (into the grammar too)."""
+        if self.grammar is None:
+            return int(_L.llama_sampler_sample(self.ptr, ctx.ptr, idx))
+        L = _L
+        if self.grammar_first:  # the slow reference: mask all tokens first
+            tok = self._apply(ctx, idx, with_grammar=True)
+        else:
+            tok = self._apply(ctx, idx, with_grammar=False)
+            if not self._allowed([tok])[0]:  # rejected: sample again among allowed tokens
+                self.resampled += 1
+                best = self._greedy_allowed() if self.greedy else None
+                tok = best if best is not None else self._apply(ctx, idx, with_grammar=True)
+        L.llama_sampler_accept(self.grammar, tok)
+        L.llama_sampler_accept(self.ptr, tok)
+        return tok
+
+    def _allowed(self, ids: Any) -> Any:
+        """Which of these tokens the grammar allows next (a numpy bool array)."""
+        import numpy as np
+
+        L = _L
+        sub = np.zeros(len(ids), dtype=self._cand.dtype)
+        sub["id"] = ids
+        arr = L.llama_token_data_array()
+        arr.data = sub.ctypes.data_as(ctypes.POINTER(L.llama_token_data))
+        arr.size, arr.selected, arr.sorted = len(sub), -1, False
+        L.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+        return sub["logit"] != -np.inf
+
+    def _greedy_allowed(self) -> int | None:
+        """At temperature 0, the allowed token that masking first would pick: the first allowed
+        one in order of (chain-adjusted) logit, highest first, lower id first on ties, as
+        llama.cpp's greedy sampler breaks them. Checks the best 64 tokens, then 1024, 8192
+        and all, instead of all 65,024 at once."""
+        import numpy as np
+
+        cand = self._cand
+        if self._arr.size != len(cand) or ctypes.addressof(self._arr.data.contents) != cand.ctypes.data:
+            return None  # the chain rearranged the candidates: take the general path
+        logits = cand["logit"]
+        n = len(logits)
+        for top in (64, 1024, 8192, n):
+            if top < n:
+                threshold = np.partition(logits, n - top)[n - top]
+                ids = np.flatnonzero(logits >= threshold)  # every token at least as good
+            else:
+                ids = np.arange(n)
+            ids = ids[np.lexsort((ids, -logits[ids]))]
+            ok = np.flatnonzero(self._allowed(ids))
+            if len(ok):
+                return int(ids[ok[0]])
+        return None
+
+    def _apply(self, ctx: LlamaContext, idx: int, *, with_grammar: bool) -> int:
+        """What llama_sampler_sample does, without accepting: candidates from the logits of row
+        idx, through the grammar (optionally) and the chain; the selected token."""
+        import numpy as np
+
+        L = _L
+        n = self.n_vocab
+        if getattr(self, "_cand", None) is None:
+            self._ids = np.arange(n, dtype=np.int32)
+            self._cand = np.zeros(n, dtype=np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]))
+            self._arr = L.llama_token_data_array()
+        cand = self._cand
+        logits = L.llama_get_logits_ith(ctx.ptr, idx)
+        if not logits:
+            raise GenerationError(f"no logits for batch row {idx}")
+        cand["id"] = self._ids
+        cand["logit"] = np.ctypeslib.as_array(logits, shape=(n,))
+        cand["p"] = 0.0
+        arr = self._arr
+        arr.data = cand.ctypes.data_as(ctypes.POINTER(L.llama_token_data))
+        arr.size, arr.selected, arr.sorted = n, -1, False
+        if with_grammar:
+            L.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+        L.llama_sampler_apply(self.ptr, ctypes.byref(arr))
+        if not 0 <= arr.selected < arr.size:
+            raise GenerationError("the sampler selected no token")
+        return int(arr.data[arr.selected].id)
 
     def close(self) -> None:
         if getattr(self, "ptr", None):
             llama().llama_sampler_free(self.ptr)
             self.ptr = None
+        if getattr(self, "grammar", None):
+            llama().llama_sampler_free(self.grammar)
+            self.grammar = None
 
     def __del__(self) -> None:  # pragma: no cover
         try:

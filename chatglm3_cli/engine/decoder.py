@@ -28,6 +28,7 @@ from .sampling import SamplingParams
 
 if TYPE_CHECKING:  # pragma: no cover
     from .generate import AnswerShaper, Completion, Utf8Stream
+    from .lookup import PromptLookup
     from .model import Model
 
 
@@ -81,6 +82,8 @@ class DecoderStats:
     evaluated_prompt_tokens: int = 0  # of which actually evaluated (the rest came from shared prefixes)
     generated_tokens: int = 0
     decode_calls: int = 0
+    drafted_tokens: int = 0  # prompt-lookup speculation: tokens drafted and evaluated
+    accepted_tokens: int = 0  # of which the model confirmed
 
 
 # A prefix shorter than this is not worth a separate evaluation and a cell copy.
@@ -110,6 +113,8 @@ class _Slot:
     pieces: list[str] = field(default_factory=list)
     next_token: int | None = None  # sampled, to be evaluated in the next step
     row: int = -1  # batch row holding this sequence's logits in the current step
+    lookup: PromptLookup | None = None  # when speculating
+    draft: list[int] = field(default_factory=list)  # drafted tokens evaluated in this step (rows row+1...)
     t0: float = 0.0
     t_prompt_done: float = 0.0
 
@@ -122,7 +127,7 @@ class ParallelDecoder:
     """
 
     def __init__(self, model: "Model", *, n_parallel: int = 4, n_ctx: int | None = None,
-                 n_batch: int = 512) -> None:
+                 n_batch: int = 512, speculate: int | None = None) -> None:
         from . import backend, memory
 
         if n_parallel < 1:
@@ -134,14 +139,22 @@ class ParallelDecoder:
         memory.check_context(model.info, n_cells=self.n_ctx * (n_parallel + 1), n_batch=n_batch,
                              what=f"{n_parallel} parallel sequences of {self.n_ctx} tokens "
                                   f"(and one for shared prompts)",
-                             lower="--parallel or --ctx", on_cpu=model.n_gpu_layers == 0)
+                             lower="--parallel or --ctx", on_cpu=model.n_gpu_layers == 0,
+                             cache_type=getattr(model, "cache_type", "f16"),
+                             flash_attn=getattr(model, "cache_type", "f16") != "f16")
         self.ctx = backend.LlamaContext(model._llama, n_ctx=self.n_ctx * (n_parallel + 1),
                                         n_batch=n_batch, n_threads=model.n_threads,
-                                        n_seq_max=n_parallel + 1, kv_unified=True)
-        self.n_batch = self.ctx.n_batch  # what llama.cpp made (a small context caps it)
+                                        n_seq_max=n_parallel + 1, kv_unified=True,
+                                        cache_type=getattr(model, "cache_type", "f16"))
+        # What llama.cpp made (a small context caps it), a multiple of backend.PROMPT_ALIGN.
+        self.n_batch = self.ctx.n_batch
         self.prefix: list[int] = []
         self.stats = DecoderStats()
         self.live = 0  # sequences in flight in the current run (read by other threads)
+        # Draft tokens per sequence and step (prompt lookup; 0 = off). By default the model's
+        # setting, with its SpecPolicy (if any) deciding step by step whether drafting pays.
+        self.speculate = max(0, getattr(model, "speculate", 0) if speculate is None else speculate)
+        self.policy = getattr(model, "spec_policy", None) if speculate is None else None
 
     def close(self) -> None:
         self.ctx.close()
@@ -176,6 +189,7 @@ class ParallelDecoder:
     def _start(self, seq: int, req: DecodeRequest, prompt: list[int],
                upcoming: list[int] | None) -> _Slot:
         from ..errors import PromptTooLongError
+        from .backend import align_down
         from .generate import AnswerShaper, Utf8Stream
 
         if len(prompt) + 1 > self.n_ctx:
@@ -187,11 +201,13 @@ class ParallelDecoder:
         # starts from an empty one (left-over cells make llama_decode fail for the whole run).
         sampler = self.model._make_sampler(req.params, req.grammar)
         try:
-            limit = len(prompt) - 1  # the last prompt token is always evaluated, for its logits
-            shared = min(_lcp(self.prefix, prompt), limit)
+            # The last prompt token is always evaluated, for its logits; shared prefixes end at
+            # aligned positions so that each prompt is cut as it would be alone (PROMPT_ALIGN).
+            limit = len(prompt) - 1
+            shared = align_down(min(_lcp(self.prefix, prompt), limit))
             if shared < MIN_SHARED_PREFIX and upcoming is not None:
                 # The next request starts like this one: evaluate what they share once.
-                candidate = min(_lcp(prompt, upcoming), limit)
+                candidate = align_down(min(_lcp(prompt, upcoming), limit))
                 if candidate >= MIN_SHARED_PREFIX:
                     self._set_prefix(prompt[:candidate])
                     shared = candidate
@@ -207,8 +223,13 @@ class ParallelDecoder:
             raise
         self.stats.prompt_tokens += len(prompt)
         shaper = _Verbatim() if req.raw else AnswerShaper(metadata_line=self.model.family == "chatglm3")
+        lookup = None
+        if self.speculate:
+            from .lookup import PromptLookup
+
+            lookup = PromptLookup(prompt)
         return _Slot(seq=seq, req=req, prompt=prompt, sampler=sampler, pending=prompt[shared:],
-                     n_past=shared, shared=shared, shaper=shaper, utf8=Utf8Stream())
+                     n_past=shared, shared=shared, shaper=shaper, utf8=Utf8Stream(), lookup=lookup)
 
     # the loop ----------------------------------------------------------------------------
 
@@ -217,6 +238,8 @@ class ParallelDecoder:
         """Decode every request; ``requests`` may yield WAIT (see the module's docstring)."""
         import time
         from collections import deque
+
+        from .backend import align_down
 
         queue = iter(requests)
         lookahead: deque[DecodeRequest] = deque()
@@ -285,23 +308,42 @@ class ParallelDecoder:
                     continue
                 # One step: a token for every generating sequence, then prompt chunks.
                 entries: list[tuple[int, int, int, bool]] = []
+                generating = [s for s in slots.values() if s.next_token is not None]
+                room = self.n_batch - len(generating)
+                for slot in generating:
+                    slot.draft = self._draft(slot, room)
+                    room -= len(slot.draft)
+                n_draft = sum(len(s.draft) for s in generating)
+                if n_draft and self.policy is not None and not self.policy.want(
+                        len(generating), len(generating), n_draft):
+                    for slot in generating:
+                        slot.draft = []
+                    n_draft = 0
+                self.stats.drafted_tokens += n_draft
                 for slot in slots.values():
                     slot.row = -1
                     if slot.next_token is not None:
                         slot.row = len(entries)
                         entries.append((slot.next_token, slot.n_past, slot.seq, True))
+                        entries += [(d, slot.n_past + 1 + i, slot.seq, True) for i, d in enumerate(slot.draft)]
                 n_generating = len(entries)
                 for slot in slots.values():
                     room = self.n_batch - len(entries)
                     if not slot.pending or room <= 0:
                         continue
-                    take = slot.pending[:room]
+                    n_take = len(slot.pending)
+                    if n_take > room:  # cut only at an aligned position, as a prompt alone is
+                        n_take = align_down(slot.n_past + room) - slot.n_past
+                        if n_take <= 0:
+                            continue
+                    take = slot.pending[:n_take]
                     for i, t in enumerate(take):
                         last = i == len(take) - 1 and len(take) == len(slot.pending)
                         if last:
                             slot.row = len(entries)
                         entries.append((t, slot.n_past + i, slot.seq, last))
                     self.stats.evaluated_prompt_tokens += len(take)
+                ts = time.perf_counter()
                 try:
                     # Prompt chunks take long: Ctrl-C may abort them (never a single-token step,
                     # where a Python call per graph node would cost a few percent).
@@ -317,6 +359,8 @@ class ParallelDecoder:
                     continue
                 self.stats.decode_calls += 1
                 now = time.perf_counter()
+                if self.policy is not None and len(entries) == n_generating:  # no prompt rows
+                    self.policy.timed(n_generating, now - ts)
                 for slot in slots.values():
                     if slot.next_token is not None:
                         slot.n_past += 1
@@ -331,10 +375,27 @@ class ParallelDecoder:
                 for slot in slots.values():
                     if slot.row < 0:
                         continue
-                    tok = slot.sampler.sample(self.ctx, slot.row)
-                    reason = self._advance(slot, tok)
-                    if reason is not None:
-                        finished.append((slot, reason, tok if reason in ("stop", "tool_calls") else None))
+                    i = 0
+                    while True:
+                        tok = slot.sampler.sample(self.ctx, slot.row + i)
+                        reason = self._advance(slot, tok)
+                        if reason is not None:
+                            finished.append((slot, reason, tok if reason in ("stop", "tool_calls") else None))
+                            break
+                        if i < len(slot.draft) and tok == slot.draft[i]:
+                            # The model chose the drafted token, already evaluated in this step:
+                            # the next one comes from the following row.
+                            slot.next_token = None
+                            slot.n_past += 1
+                            self.stats.accepted_tokens += 1
+                            i += 1
+                            continue
+                        break
+                    if slot.draft and reason is None:
+                        self.ctx.remove(slot.seq, slot.n_past, -1)  # drop the unconfirmed rest
+                    if slot.draft and self.policy is not None:
+                        self.policy.judged(len(slot.draft), i)
+                    slot.draft = []
                 for slot, reason, stop_tok in finished:
                     del slots[slot.seq]
                     free.append(slot.seq)
@@ -358,6 +419,18 @@ class ParallelDecoder:
         self.ctx.remove(self.prefix_seq, 0, -1)
         self.ctx.copy_seq(slot.seq, self.prefix_seq, 0, len(held))
         self.prefix = held
+
+    def _draft(self, slot: _Slot, room: int) -> list[int]:
+        """Tokens to evaluate after slot.next_token in this step, guessed by prompt lookup."""
+        if not self.speculate or slot.lookup is None or room <= 0:
+            return []
+        lookup = slot.lookup
+        lookup.extend(slot.generated[len(lookup.tokens) - len(slot.prompt):])
+        k = min(self.speculate, room, self.n_ctx - slot.n_past - 2)
+        limit = slot.req.params.max_tokens
+        if limit is not None:
+            k = min(k, limit - len(slot.generated) - 1)
+        return lookup.draft(k)
 
     def _advance(self, slot: _Slot, tok: int) -> str | None:
         """Take a sampled token; return the finish reason when the sequence ends."""

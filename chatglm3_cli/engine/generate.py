@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generator, Iterator, Sequence
 
 from ..errors import PromptTooLongError
+from .lookup import PromptLookup, SpecPolicy
 from .sampling import SamplingParams
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,6 +150,24 @@ class Completion:
                 "cached_tokens": self.cached_tokens}
 
 
+@dataclass
+class SpecStats:
+    """What prompt-lookup speculation did: steps with a draft, drafted and accepted tokens."""
+
+    steps: int = 0
+    drafted: int = 0
+    accepted: int = 0
+
+    @property
+    def acceptance(self) -> float | None:
+        return self.accepted / self.drafted if self.drafted else None
+
+    def add(self, other: "SpecStats") -> None:
+        self.steps += other.steps
+        self.drafted += other.drafted
+        self.accepted += other.accepted
+
+
 class KVCache:
     """What sequence 0 of a context holds, so a new prompt re-evaluates only what changed."""
 
@@ -162,11 +181,16 @@ class KVCache:
 
     def prepare(self, prompt: Sequence[int]) -> int:
         """Keep the longest cached prefix of prompt (at least one token is always evaluated,
-        for its logits); return how many were kept."""
+        for its logits), rounded down to a multiple of PROMPT_ALIGN so that the rest is cut
+        into decode calls as it would be alone (same logits to the bit); return how many
+        were kept."""
+        from .backend import align_down
+
         n = 0
         limit = min(len(self.tokens), len(prompt) - 1)
         while n < limit and self.tokens[n] == prompt[n]:
             n += 1
+        n = align_down(n)
         if n < len(self.tokens):
             if not self.ctx.remove(0, n, -1):
                 self.ctx.remove(0, 0, -1)
@@ -180,7 +204,8 @@ class Generation:
 
     def __init__(self, model: "LlamaModel", cache: KVCache, prompt: Sequence[int],
                  params: SamplingParams, *, stop_tokens: set[int], tool_stop: int | None,
-                 metadata_line: bool, make_sampler: Any) -> None:
+                 metadata_line: bool, make_sampler: Any, speculate: int = 0,
+                 spec_policy: SpecPolicy | None = None) -> None:
         n_ctx = cache.ctx.n_ctx
         if len(prompt) + 1 > n_ctx:
             raise PromptTooLongError(len(prompt), n_ctx)
@@ -194,6 +219,9 @@ class Generation:
         self._tool_stop = tool_stop
         self._shaper = AnswerShaper(metadata_line=metadata_line)
         self._make_sampler = make_sampler
+        self.speculate = max(0, speculate)  # prompt-lookup draft tokens per step (0 = off)
+        self._policy = spec_policy  # None: draft whenever the lookup finds something
+        self.spec = SpecStats()
         self.result: Completion | None = None
         self._iter = self._run()
 
@@ -222,7 +250,10 @@ class Generation:
         finish, stop_token = "length", None
         sampler = self._make_sampler(self.params)
         ok = False
-        at_yield = False  # the KV cache holds exactly cache.tokens while we wait at a yield
+        at_yield = False  # the KV cache holds cache.tokens (and maybe draft cells) at a yield
+        lookup = PromptLookup(self.prompt) if self.speculate else None
+        draft: list[int] = []  # the draft evaluated in the last step, being verified
+        row = 0  # the batch row of that step whose logits gave the current token
         try:
             kept = cache.prepare(self.prompt)
             t0 = time.perf_counter()
@@ -235,8 +266,8 @@ class Generation:
                 sampler.accept_prompt(self.prompt)
             limit = self.params.max_tokens
             n_ctx = ctx.n_ctx
+            tok = sampler.sample(ctx)
             while True:
-                tok = sampler.sample(ctx)
                 if not generated and not timings.first_token_ms:
                     timings.first_token_ms = (time.perf_counter() - t0) * 1000
                 if tok in self._stops:
@@ -254,13 +285,44 @@ class Generation:
                 # answer never exceed the context.
                 if (limit is not None and len(generated) >= limit) or len(cache.tokens) + 1 >= n_ctx:
                     break
-                ctx.decode_one(tok, len(cache.tokens))
+                if row < len(draft) and tok == draft[row]:
+                    # The model chose the drafted token: it is already evaluated, and the next
+                    # token comes from the following row of the same call.
+                    cache.tokens.append(tok)
+                    row += 1
+                    self.spec.accepted += 1
+                    tok = sampler.sample(ctx, row)
+                    continue
+                if draft:  # rejected (or used up): drop the cells of the unused draft tokens
+                    ctx.remove(0, len(cache.tokens), -1)
+                    if self._policy is not None:
+                        self._policy.judged(len(draft), row)
+                    draft, row = [], 0
+                pos = len(cache.tokens)
+                if lookup is not None:
+                    lookup.extend(generated[len(lookup.tokens) - len(self.prompt):])
+                    room = min(n_ctx - pos - 2, (limit - len(generated) - 1) if limit is not None else self.speculate)
+                    draft = lookup.draft(min(self.speculate, room))
+                    if draft and self._policy is not None and not self._policy.want(1, 1, len(draft)):
+                        draft = []
+                ts = time.perf_counter()
+                if draft:
+                    self.spec.steps += 1
+                    self.spec.drafted += len(draft)
+                    ctx.decode_entries([(tok, pos, 0, True)] + [(d, pos + 1 + i, 0, True) for i, d in enumerate(draft)])
+                else:
+                    ctx.decode_one(tok, pos)
+                if self._policy is not None:
+                    self._policy.timed(1 + len(draft), time.perf_counter() - ts)
                 cache.tokens.append(tok)
+                tok = sampler.sample(ctx, 0 if draft else -1)
             ok = True
         finally:
             timings.generated_tokens = len(generated)
             timings.generation_ms = (time.perf_counter() - t1) * 1000 if "t1" in locals() else 0.0
             sampler.close()
+            if draft and (ok or at_yield):
+                ctx.remove(0, len(cache.tokens), -1)  # cells of draft tokens never confirmed
             if not ok:
                 if not at_yield:
                     # Interrupted inside a llama.cpp call: what the KV cache holds is no longer

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .. import env
 from ..errors import ModelFormatError, ModelLoadError, UnsupportedModelError
 from . import backend, memory
 from .generate import Completion, Generation, KVCache
 from .gguf_file import GGUFInfo, read_gguf
+from .lookup import SpecPolicy
 from .prompt import ChatGLM3Specials, Message, chatglm3_prompt_ids, render_template, template_prompt_ids
 from .sampling import SamplingParams
 from .templates import ChatTemplate, builtin_prompt_ids, builtin_prompt_text, turn_end_token
@@ -40,6 +42,28 @@ def detect_family(info: GGUFInfo) -> tuple[str, ChatGLM3Specials | None]:
     return TEMPLATE, None
 
 
+# Tokens drafted per step by prompt-lookup speculation (the step evaluates 1 + this many rows).
+SPECULATE_DRAFT = 3
+
+
+def speculate_by_default(model: "Model") -> bool | None:
+    """Speculation when not asked for: off. On the 2-core AVX2 machines here a 4-row decode
+    step costs ~3.4x a 1-row step, and no run could show it faster (docs/benchmarks.md).
+    CHATGLM3_SPECULATE=1 turns it on, =auto lets SpecPolicy time this machine's steps and
+    draft only while that pays (None)."""
+    want = (env.get("CHATGLM3_SPECULATE") or "").lower()
+    if want in ("1", "on", "true", "yes"):
+        return True
+    if want == "auto":
+        return None
+    return False
+
+
+def context_warning(n_ctx: int, n_ctx_train: int) -> str:
+    return (f"--ctx {n_ctx} is more than the {n_ctx_train} tokens this model was trained on: "
+            "answers may lose coherence past that point")
+
+
 class Model:
     """A loaded GGUF chat model with one conversation context.
 
@@ -50,12 +74,15 @@ class Model:
     def __init__(self, path: str | os.PathLike[str], *, n_ctx: int | None = None,
                  n_threads: int | None = None, n_gpu_layers: int | None = None,
                  n_batch: int = 512, verbose: bool = False,
-                 chat_template: ChatTemplate | None = None, chat_context: bool = True) -> None:
+                 chat_template: ChatTemplate | None = None, chat_context: bool = True,
+                 speculate: bool | None = None, cache_type: str = "f16") -> None:
         """``chat_context=False``: do not create the single-sequence context now (batch and
         translate decode through their own ParallelDecoder context; the chat one would only
         take memory). It is then made on first use."""
         self.path = Path(path)
         self.notes: list[str] = []  # things the caller may want to tell the user
+        backend.cache_type_id(cache_type)  # a ValueError before any work
+        self.cache_type = cache_type
         self.info = read_gguf(self.path)  # typed errors for missing, not-GGUF, truncated
         tokens = self.info.get("tokenizer.ggml.tokens")
         if tokens is not None and len(set(tokens)) != len(tokens):
@@ -106,6 +133,16 @@ class Model:
         train_ctx = self._llama.n_ctx_train or DEFAULT_MAX_CTX
         self.n_ctx_train = train_ctx
         self._want_ctx = n_ctx if n_ctx else min(train_ctx, DEFAULT_MAX_CTX)
+        # Things a user should hear about (the CLI prints them to stderr).
+        self.warnings: list[str] = []
+        if n_ctx and n_ctx > train_ctx:
+            self.warnings.append(context_warning(n_ctx, train_ctx))
+        # Prompt-lookup speculation: draft tokens per decode step (0 = off). Off unless asked
+        # (speculate_by_default); --speculate drafts whenever there is a match; "auto" lets
+        # SpecPolicy time this machine's decode steps and draft only while that pays.
+        on = speculate if speculate is not None else speculate_by_default(self)
+        self.speculate = SPECULATE_DRAFT if on is not False else 0
+        self.spec_policy: SpecPolicy | None = SpecPolicy() if on is None else None
         self._n_batch = n_batch
         self._n_threads = n_threads or backend.default_threads()
         self._ctx: backend.LlamaContext | None = None
@@ -122,10 +159,11 @@ class Model:
         """The chat context's KV cache, made on first use (after a memory check)."""
         if self._kv is None:
             memory.check_context(self.info, n_cells=self._want_ctx, n_batch=self._n_batch,
-                                 what=f"{self._want_ctx} tokens", lower="--ctx",
+                                 what=f"{self._want_ctx} tokens", lower="--ctx or --cache-type",
+                                 cache_type=self.cache_type, flash_attn=self.cache_type != "f16",
                                  on_cpu=self.n_gpu_layers == 0)
             self._ctx = backend.LlamaContext(self._llama, n_ctx=self._want_ctx, n_batch=self._n_batch,
-                                             n_threads=self._n_threads)
+                                             n_threads=self._n_threads, cache_type=self.cache_type)
             self._kv = KVCache(self._ctx)
         return self._kv
 
@@ -209,7 +247,8 @@ class Model:
             prompt_ids = self.prompt_ids(messages)
         return Generation(self._llama, self._cache, prompt_ids, params or SamplingParams(),
                           stop_tokens=self.stop_tokens, tool_stop=self._tool_stop,
-                          metadata_line=self.family == CHATGLM3, make_sampler=self._make_sampler)
+                          metadata_line=self.family == CHATGLM3, make_sampler=self._make_sampler,
+                          speculate=self.speculate, spec_policy=self.spec_policy)
 
     def _make_sampler(self, p: SamplingParams, grammar: str | None = None) -> backend.Sampler:
         return backend.Sampler(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,

@@ -19,9 +19,18 @@ def test_bench_json_schema(fixtures):
     d = json.loads(r.stdout)
     assert d["schema"] == 1
     assert set(d) == {"schema", "model", "settings", "single", "parallel", "memory", "bandwidth",
-                      "noisy", "warnings"}
+                      "noisy", "warnings", "load", "grammar", "speculation"}
     assert isinstance(d["noisy"], bool) and d["noisy"] == bool(d["warnings"])
     assert all(isinstance(d["single"]["ours"][k]["noisy"], bool) for k in d["single"]["ours"])
+    assert [g["name"] for g in d["grammar"]] == ["classify", "text", "extract (JSON)"]
+    for row in d["grammar"] + d["speculation"]["workloads"]:
+        assert row["target"] > 0 and len(row["ratio"]["runs"]) <= 2
+    assert d["speculation"]["draft_tokens"] == 3 and len(d["speculation"]["workloads"]) == 4
+    assert all(0 <= w["acceptance"] <= 1 for w in d["speculation"]["workloads"])
+    assert d["load"] is None  # no --load
+    mem = d["memory"]
+    assert mem["steady_rss_bytes"] > 0 and mem["load_peak_rss_bytes"] > 0 and mem["load_s"] > 0
+    assert mem["kv_cache_bytes"] > 0 and mem["compute_buffer_bytes"] > 0 and mem["mapped"] is True
     for side in ("ours", "raw"):
         for k in ("prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s"):
             assert len(d["single"][side][k]["runs"]) == 2
@@ -76,3 +85,21 @@ def test_a_run_too_noisy_to_trust_is_flagged():
     calm = _report([3.0, 3.1, 3.05])
     assert calm.warnings() == [] and "warning" not in format_report(calm) and calm.to_dict()["noisy"] is False
     assert _report([3.0]).warnings() == []  # one run: no spread to judge
+
+
+def test_bench_under_load_reports_both(fixtures):
+    """--load 1: single-stream decode alone and beside another process generating, alternating."""
+    r = CliRunner().invoke(app, ["bench", "-m", str(fixtures.path("tiny")), "--json", "--reps", "2",
+                                 "--gen-tokens", "24", "--prompt-tokens", "16", "--parallel", "1",
+                                 "--records", "1", "--load", "1"])
+    assert r.exit_code == 0, r.output
+    ld = json.loads(r.stdout)["load"]
+    assert ld["competitors"] == 1 and ld["omp_wait_policy"]
+    assert len(ld["alone_decode_tokens_per_s"]["runs"]) == 2 and len(ld["loaded_over_alone"]["runs"]) == 2
+    assert ld["loaded_decode_tokens_per_s"]["median"] > 0
+    assert ld["competitor_decode_tokens_per_s"]["runs"]  # the other process did generate meanwhile
+    table = CliRunner().invoke(app, ["bench", "-m", str(fixtures.path("tiny")), "--reps", "1",
+                                     "--gen-tokens", "8", "--prompt-tokens", "16", "--parallel", "1",
+                                     "--records", "1", "--load", "1"])
+    assert table.exit_code == 0, table.output
+    assert "loaded / alone" in table.stdout and "steady" in table.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from chatglm3_cli.chat.session import ChatSession
+from chatglm3_cli.engine.backend import PROMPT_ALIGN, align_down
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.engine.sampling import SamplingParams
 from chatglm3_cli.errors import PromptTooLongError
@@ -39,19 +40,23 @@ def test_each_turn_evaluates_only_new_tokens(session, scripted_model):
     assert r1.timings.prompt_tokens == r1.prompt_tokens  # nothing cached yet
     t2, _ = _say(session, "second question")
     r2 = t2.result
-    # new: <|user|> + encode("\n") + encode(question) + <|assistant|>
+    # new: <|user|> + encode("\n") + encode(question) + <|assistant|>; the reused part ends at
+    # an aligned position (backend.PROMPT_ALIGN), so up to PROMPT_ALIGN - 1 more are evaluated
     new = 1 + len(scripted_model.tokenize("\n")) + len(scripted_model.tokenize("second question")) + 1
-    assert r2.timings.prompt_tokens == new
-    assert r2.cached_tokens == r1.prompt_tokens + r1.completion_tokens
+    cached = r1.prompt_tokens + r1.completion_tokens
+    assert r2.cached_tokens == align_down(cached)
+    assert r2.timings.prompt_tokens == new + cached - align_down(cached) < new + PROMPT_ALIGN
     t3, _ = _say(session, "third")
-    assert t3.result.timings.prompt_tokens == 1 + 2 + len(scripted_model.tokenize("third")) + 1
+    new3 = 1 + 2 + len(scripted_model.tokenize("third")) + 1
+    assert new3 <= t3.result.timings.prompt_tokens < new3 + PROMPT_ALIGN
 
 
 def test_regen_reuses_the_prompt(session):
     _say(session, "question")
     turn = session.regen()
     assert "".join(turn) == ANSWER
-    assert turn.result.timings.prompt_tokens == 1
+    n = turn.result.prompt_tokens
+    assert turn.result.timings.prompt_tokens == n - align_down(n - 1)  # all but the aligned tail reused
     assert [m.role for m in session.messages] == ["user", "assistant"]
 
 
@@ -70,7 +75,7 @@ def test_interrupted_answer_is_kept_and_marked(session):
     t2, shown = _say(session, "again")
     assert shown == ANSWER
     # the interrupted answer's tokens were kept: only the new turn (+ its last token) is evaluated
-    assert t2.result.timings.prompt_tokens <= 2 + 2 + 3 + 1
+    assert t2.result.timings.prompt_tokens <= 2 + 2 + 3 + 1 + PROMPT_ALIGN - 1
 
 
 def test_clear_keeps_system(session):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from chatglm3_cli.engine.backend import align_down
 from chatglm3_cli.engine.decoder import DecodeRequest, ParallelDecoder
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
@@ -151,10 +152,12 @@ def test_shared_prefix_is_evaluated_once(tiny_model):
     with ParallelDecoder(tiny_model, n_parallel=4, n_ctx=512) as d:
         results = {r.key: r.completion for r in d.run(reqs)}
         stats = d.stats
-    shared = 3 + 150 + 1  # [gMASK] sop <|system|> + prefix + <|user|>
+    common = 3 + 150 + 1  # [gMASK] sop <|system|> + prefix + <|user|>
+    shared = align_down(common)  # prompts are cut at aligned positions only (128 of the 154)
     unique = sum(len(s) + 1 for s in suffixes)
-    assert stats.prompt_tokens == 16 * shared + unique
-    assert stats.evaluated_prompt_tokens == shared + unique  # the 154 shared tokens once, not 16 times
+    assert stats.prompt_tokens == 16 * common + unique
+    # the shared tokens once, not 16 times
+    assert stats.evaluated_prompt_tokens == shared + 16 * (common - shared) + unique
     assert all(results[str(i)].cached_tokens == shared for i in range(16))
     assert all(0 < results[str(i)].timings.first_token_ms <= results[str(i)].timings.prompt_ms + 1e-6
                for i in range(16))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from chatglm3_cli.engine.backend import PROMPT_ALIGN, align_down
 from chatglm3_cli.engine.generate import AnswerShaper, Utf8Stream
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.engine.prompt import Message
@@ -88,11 +89,14 @@ def test_kv_cache_reuses_the_common_prefix(scripted_model):
     assert r2.text == r1.text
 
 
-def test_same_prompt_twice_still_evaluates_one_token(scripted_model):
-    msgs = [Message("user", "again")]
+def test_same_prompt_twice_reuses_all_but_the_aligned_tail(scripted_model):
+    msgs = [Message("user", "again, with some more words to make it longer")]
     scripted_model.chat(msgs, GREEDY)
     r = scripted_model.chat(msgs, GREEDY)
-    assert r.timings.prompt_tokens == 1 and r.text == "Hello! I am ChatGLM3 🙂龘"
+    # the reused part ends at a multiple of PROMPT_ALIGN below the last token (always evaluated)
+    assert r.cached_tokens == align_down(r.prompt_tokens - 1) > 0
+    assert r.timings.prompt_tokens == r.prompt_tokens - r.cached_tokens <= PROMPT_ALIGN
+    assert r.text == "Hello! I am ChatGLM3 🙂龘"
 
 
 def test_closed_stream_keeps_partial_result_and_cache(scripted_model):
@@ -105,7 +109,7 @@ def test_closed_stream_keeps_partial_result_and_cache(scripted_model):
     assert r.tokens == gen.result.tokens[:2] and len(r.tokens) == 2  # "\n", "▁Hello"
     # closed at a yield: the cache is still exact, so the same prompt reuses all but one token
     again = scripted_model.chat([Message("user", "stop early")], GREEDY)
-    assert again.cached_tokens == again.prompt_tokens - 1
+    assert again.cached_tokens == align_down(again.prompt_tokens - 1)
 
 
 def test_interrupt_inside_llama_call_resets_cache(scripted_model, monkeypatch):

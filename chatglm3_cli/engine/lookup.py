@@ -1,0 +1,100 @@
+"""Prompt-lookup drafts: guess the next tokens from an earlier occurrence of the last few.
+
+Translations that keep code, rewrites, extractions and summaries copy long spans of their
+input. When the last n tokens (prompt and answer so far) occurred before, the tokens that
+followed them then are a cheap guess for what follows now. The engine evaluates the guess
+together with the current token in one decode call and keeps the longest prefix that the
+model's own sampling confirms (generate.py, decoder.py), so the output is what it would
+have been without guessing.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+NGRAM_MAX = 4
+NGRAM_MIN = 2
+
+
+class PromptLookup:
+    """An index of the n-grams (NGRAM_MIN..NGRAM_MAX tokens) of a growing token sequence."""
+
+    def __init__(self, tokens: Sequence[int] = (), *, ngram_max: int = NGRAM_MAX,
+                 ngram_min: int = NGRAM_MIN) -> None:
+        self.tokens: list[int] = []
+        self.ngram_max, self.ngram_min = ngram_max, ngram_min
+        # n -> {n-gram: index just after its latest occurrence that ends before the last token}
+        self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(ngram_min, ngram_max + 1)}
+        self.extend(tokens)
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        for t in tokens:
+            # Index the n-grams ending at the current last token before appending: the query
+            # (the n-gram ending at the new last token) must find an earlier occurrence.
+            end = len(self.tokens)
+            for n, index in self._index.items():
+                if end >= n:
+                    index[tuple(self.tokens[end - n:end])] = end
+            self.tokens.append(t)
+
+    def draft(self, k: int) -> list[int]:
+        """Up to k tokens that followed the latest earlier occurrence of the longest matching
+        suffix (empty when there is none)."""
+        if k <= 0:
+            return []
+        toks, end = self.tokens, len(self.tokens)
+        for n in range(self.ngram_max, self.ngram_min - 1, -1):
+            if end < n:
+                continue
+            at = self._index[n].get(tuple(toks[end - n:end]))
+            if at is not None:
+                return toks[at:at + k]
+        return []
+
+
+class SpecPolicy:
+    """Whether drafting pays here, decided from measured decode-step times.
+
+    A step that also evaluates d draft tokens costs what this CPU's kernels charge for d more
+    rows: about nothing where llama.cpp multiplies rows in groups of four (an AMX CPU: 4 rows
+    in 281 ms against 338 ms for one), 3.4x on two AVX2 cores (420 against 123 ms). So the
+    engine times its own steps by row count, keeps the rate at which drafts are accepted, and
+    drafts only while (tokens a step yields) / (its time) beats a step without a draft. Until
+    both times are known it drafts (to measure), and after 32 declined drafts it tries once
+    more (the text may have started copying)."""
+
+    EXPLORE = 3  # steps of each row count timed before the times are trusted
+    RETRY = 32
+    ALPHA = 0.2  # weight of a new measurement in the moving averages
+
+    def __init__(self) -> None:
+        self._step_s: dict[int, tuple[float, int]] = {}  # rows -> (average seconds, samples)
+        self.rate = 0.5  # accepted / drafted tokens, moving average
+        self._declined = 0
+
+    def _avg(self, rows: int) -> float | None:
+        got = self._step_s.get(rows)
+        return got[0] if got and got[1] >= self.EXPLORE else None
+
+    def want(self, rows: int, tokens: int, draft: int) -> bool:
+        """Whether to add `draft` rows to a step of `rows` rows that yields `tokens` tokens."""
+        base, more = self._avg(rows), self._avg(rows + draft)
+        if more is None:
+            return True
+        if base is None:  # every step had a draft so far: now and then time one without
+            self._declined += 1
+            return self._declined % 8 != 0
+        if (tokens + self.rate * draft) / more >= tokens / base:
+            return True
+        self._declined += 1
+        if self._declined >= self.RETRY:
+            self._declined = 0
+            return True
+        return False
+
+    def timed(self, rows: int, seconds: float) -> None:
+        avg, n = self._step_s.get(rows, (seconds, 0))
+        self._step_s[rows] = (avg + self.ALPHA * (seconds - avg) if n else seconds, n + 1)
+
+    def judged(self, drafted: int, accepted: int) -> None:
+        if drafted:
+            self.rate += self.ALPHA * (accepted / drafted - self.rate)
