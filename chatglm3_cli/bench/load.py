@@ -2,9 +2,10 @@
 
 ``Competitor`` starts ``python -m chatglm3_cli.bench.load MODEL`` (the same model, the same
 engine and defaults, like a batch job running while you chat), which generates greedily
-forever (8 tokens at a time, the prompt kept in its KV cache) and prints when each 8 ended. The bench pauses it (SIGSTOP) for the runs
-alone and resumes it (SIGCONT) for the runs under load, so both kinds of run alternate in the
-same minutes, and counts the stamps inside each loaded window for the competitor's own speed.
+forever, 8 tokens at a time (the prompt stays in its KV cache), and prints when each 8 ended.
+The bench pauses it (SIGSTOP) for the runs alone and resumes it (SIGCONT) for the runs under
+load, so both kinds of run alternate in the same minutes, and counts the tokens that ended
+inside each loaded window for the competitor's own speed.
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def bench(
         "--load", min=0, max=8, help="Also measure single-stream decode beside this many competing "
         "generations of the same model (other processes), alternating with runs alone.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (a stable schema).")] = False,
-    model: ModelArgs = ModelArgs.options(omit=("ctx", "verbose")),
+    model: ModelArgs = ModelArgs.options(omit=("ctx", "verbose", "speculate", "cache_type")),
 ) -> None:
     """Measure prompt and generation speed, single stream and parallel, against a raw llama.cpp
     loop on the same model, and the machine's memory-bandwidth limit."""

@@ -180,7 +180,7 @@ class ModelArgs(OptionGroup):
         help="Context size in tokens.")] = None
     parallel: Optional[int] = None  # declared per command with parallel_option(...)
     threads: Annotated[Optional[int], typer.Option(
-        "--threads", min=1, metavar="N", show_default="the CPUs this process may use",
+        "--threads", min=1, metavar="N", show_default="one per physical core this process may use",
         help="CPU threads.")] = None
     gpu_layers: Annotated[Optional[int], typer.Option(
         "--gpu-layers", metavar="N", show_default="all with a GPU build, else 0",
@@ -190,6 +190,14 @@ class ModelArgs(OptionGroup):
         help="Chat format for a GGUF without one (or to replace it): a Jinja file, or a llama.cpp "
              "built-in name such as chatml, llama3, gemma, mistral-v7, phi3. ChatGLM3 files always "
              "use the official format.")] = None
+    cache_type: Annotated[str, typer.Option(
+        "--cache-type", metavar="TYPE",
+        help="KV cache type, for K and V: f16, q8_0 (about half the memory) or q4_0 (about a "
+             "quarter); quantized caches turn on flash attention.")] = "f16"
+    speculate: Annotated[Optional[bool], typer.Option(
+        "--speculate/--no-speculate", show_default="on while it measures faster",
+        help="Prompt-lookup speculation: guess the next tokens from the prompt and the answer so "
+             "far and check them in the same decode call (the answer does not change).")] = None
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Show llama.cpp's own log on stderr.")] = False
     offline: Offline = False
@@ -217,13 +225,20 @@ class ModelArgs(OptionGroup):
     def open(self, *, chat_context: bool = True) -> "Model":
         """``chat_context=False`` for batch and translate: they decode through the parallel
         decoder's own context, and the chat one would only take memory."""
+        from ..engine.backend import CACHE_TYPES
         from ..engine.model import Model  # loading llama.cpp is deferred to here
         from . import console as console_mod
+        from .errors import UsageError
 
+        if self.cache_type not in CACHE_TYPES:
+            raise UsageError(f"--cache-type takes {', '.join(CACHE_TYPES)}, not {self.cache_type!r}")
         m = Model(self.path(), n_ctx=self.ctx, n_threads=self.threads, n_gpu_layers=self.gpu_layers,
-                  verbose=self.verbose, chat_template=self.template(), chat_context=chat_context)
+                  verbose=self.verbose, chat_template=self.template(), chat_context=chat_context,
+                  speculate=self.speculate, cache_type=self.cache_type)
         for note in m.notes:
             console_mod.current().error(f"note: {note}")
+        for w in m.warnings:
+            console_mod.current().error(f"warning: {w}")
         return m
 
     def open_for_decoder(self) -> "Model":

@@ -178,3 +178,19 @@ def test_exit_codes_are_stable():
         "DOWNLOAD_ERROR": 9, "PARTIAL_FAILURE": 10, "STRICT_INVALID_INPUT": 11,
         "MANIFEST_MISMATCH": 12, "CONFIG_ERROR": 13, "OUTPUT_ERROR": 14, "SERVE_ERROR": 15, "TRANSLATE_FAILED": 20,
         "INTERRUPTED": 130, "BROKEN_PIPE": 141}
+
+
+def test_cache_type_speculation_and_the_context_warning(run, fixtures):
+    for args in (["--cache-type", "q8_0"], ["--cache-type", "q4_0", "--speculate"], ["--no-speculate"]):
+        r = run("hi", "-t", "0", *args)
+        assert r.exit_code == 0, r.output
+        assert r.stdout == ANSWER + "\n" and r.stderr == ""
+    bad = run("hi", "--cache-type", "q3_k")
+    assert bad.exit_code == ExitCode.USAGE and "f16, q8_0, q4_0" in bad.stderr
+    from chatglm3_cli.engine.gguf_file import read_gguf
+
+    train = read_gguf(fixtures.path("scripted")).get("chatglm.context_length")
+    r = run("hi", "-t", "0", "--ctx", str(train * 2))
+    assert r.exit_code == 0, r.output
+    assert r.stdout == ANSWER + "\n"
+    assert "warning: --ctx" in r.stderr and str(train) in r.stderr

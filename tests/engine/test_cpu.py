@@ -34,8 +34,8 @@ def test_default_threads_is_positive_and_within_the_allowed_cpus():
 
 
 def _policy_in_child(env_extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "
-                                                          "CHATGLM3_OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "CHATGLM3_OMP_WAIT_POLICY")}
     env.update(env_extra)
     code = ("import os\nfrom chatglm3_cli.engine import backend, cpu\nbackend.llama()\n"
             "print(os.environ.get('OMP_WAIT_POLICY'), '|', cpu.omp_policy())")

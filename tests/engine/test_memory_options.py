@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import pytest
 
 from chatglm3_cli.engine import backend
-from chatglm3_cli.errors import ModelLoadError
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
+from chatglm3_cli.errors import ModelLoadError
 
 
 @dataclass
