@@ -13,6 +13,7 @@ from chatglm3_cli.chat.history import Conversation, ConversationStore
 from chatglm3_cli.chat.session import ChatSession
 from chatglm3_cli.cli.render import PlainRenderer
 from chatglm3_cli.cli.repl import ChatREPL
+from chatglm3_cli.engine.backend import align_down
 from chatglm3_cli.engine.sampling import SamplingParams
 
 ANSWER = "Hello! I am ChatGLM3 🙂龘"
@@ -156,7 +157,9 @@ def test_save_load_clear_system(h, tmp_path):
 def test_regen_and_stats(h):
     h.run("hello\r/stats on\r/regen\r/exit\r")
     assert h.out.getvalue() == (ANSWER + "\n") * 2
-    assert "[1 new prompt tokens" in h.said  # /regen evaluates only the last prompt token
+    # /regen reuses the prompt from the KV cache up to its last multiple of PROMPT_ALIGN
+    n = len(h.session.model.prompt_ids(h.session.all_messages()[:-1]))
+    assert f"[{n - align_down(n - 1)} new prompt tokens ({align_down(n - 1)} cached)" in h.said
     assert [m.role for m in h.session.messages] == ["user", "assistant"]
 
 

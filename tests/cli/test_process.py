@@ -76,7 +76,9 @@ def test_ctrl_c_stops_generation_with_130(fixtures):
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == ExitCode.INTERRUPTED
-    assert err.decode().strip() == "interrupted"
+    *before, last = err.decode().strip().splitlines()
+    assert last == "interrupted"
+    assert [line.split(" is ")[0] for line in before] == ["warning: --ctx 100000"]  # above the 2048 trained
 
 
 def test_terminal_stdin_without_prompt_exits_2_instead_of_waiting(fixtures):
