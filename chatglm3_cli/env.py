@@ -45,8 +45,8 @@ VARIABLES: tuple[EnvVar, ...] = (
            "off: refused with the estimate"),
     EnvVar("CHATGLM3_MMAP", "1 or 0: map the model file, or read it into memory",
            "read when most weights are repacked for the CPU, else mapped"),
-    EnvVar("CHATGLM3_SPECULATE", "1 or 0: prompt-lookup speculation always on or off (like --speculate)",
-           "on while it measures faster"),
+    EnvVar("CHATGLM3_SPECULATE", "1, 0 or auto: prompt-lookup speculation on, off, or on while it measures "
+           "faster (timed as it runs)", "off"),
     EnvVar("CHATGLM3_OMP_WAIT_POLICY", "passive or active: how llama.cpp's threads wait, unless "
            "OMP_WAIT_POLICY or GOMP_SPINCOUNT is set", "passive"),
     EnvVar("OMP_WAIT_POLICY", "OpenMP's own wait policy (then the tool sets none)", "passive (set by the tool)"),

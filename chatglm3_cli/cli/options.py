@@ -195,7 +195,7 @@ class ModelArgs(OptionGroup):
         help="KV cache type, for K and V: f16, q8_0 (about half the memory) or q4_0 (about a "
              "quarter); quantized caches turn on flash attention.")] = "f16"
     speculate: Annotated[Optional[bool], typer.Option(
-        "--speculate/--no-speculate", show_default="on while it measures faster",
+        "--speculate/--no-speculate", show_default="off; CHATGLM3_SPECULATE=auto: on while it measures faster",
         help="Prompt-lookup speculation: guess the next tokens from the prompt and the answer so "
              "far and check them in the same decode call (the answer does not change).")] = None
     verbose: Annotated[bool, typer.Option(
