@@ -476,7 +476,7 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
         # loop's context is freed).
         model.reset()
         model.generate(prompt_ids=prompt, params=greedy).complete()
-        bufs = model._ctx.buffer_bytes
+        bufs = model._ctx.buffer_bytes if model._ctx is not None else {"kv": 0, "compute": 0}
         memory = MemoryReport(file_bytes=Path(path).stat().st_size, mmap=model._llama.mmap, load_s=t_load,
                               load_peak_rss=load_peak, steady_rss=current_rss_bytes(),
                               kv_bytes=bufs["kv"], compute_bytes=bufs["compute"], base_rss=base_rss)
