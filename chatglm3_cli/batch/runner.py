@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TextIO
 
 from ..errors import (
     ChatGLM3Error,
@@ -26,6 +26,7 @@ from ..errors import (
     PromptTooLongError,
 )
 from ..files import file_sha256
+from ..progress import BatchProgress, RunStats
 from .jobs import Job, JobFile, Problem
 from .results import (
     Manifest,
@@ -44,27 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..engine.sampling import SamplingParams
 
 
-class Progress(Protocol):
-    def start(self, todo: int, summary: "Summary") -> None: ...
-    def advance(self, ok: bool, key: str | None, error: str | None, summary: "Summary") -> None: ...
-    def note(self, text: str) -> None: ...
-    def finish(self, summary: "Summary") -> None: ...
-
-
-class NoProgress:
-    def start(self, todo: int, summary: "Summary") -> None:
-        pass
-
-    def advance(self, ok: bool, key: str | None, error: str | None, summary: "Summary") -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-    def finish(self, summary: "Summary") -> None:
-        pass
-
-
 @dataclass
 class Settings:
     params: "SamplingParams"  # the job's defaults; records may override some
@@ -76,7 +56,10 @@ class Settings:
 
 
 @dataclass
-class Summary:
+class Summary(RunStats):
+    """The job's counts; ``planned`` (lines this run writes: records to decode and invalid
+    records not reported yet), ``done_now`` (lines written), tokens and speed come from RunStats."""
+
     total: int = 0  # records in the input
     skipped: int = 0  # answered by an earlier run
     succeeded: int = 0  # all answered completely, earlier runs included
@@ -84,23 +67,10 @@ class Summary:
     cut_off_now: int = 0
     failed: int = 0  # all with an error line, earlier runs included
     failed_now: int = 0
-    done_now: int = 0  # written by this run
     todo: int = 0  # to decode in this run
-    planned: int = 0  # lines this run writes: todo and the invalid records not reported yet
-    prompt_tokens: int = 0
-    evaluated_prompt_tokens: int = 0
-    generated_tokens: int = 0
-    started: float = field(default_factory=time.monotonic)
-    seconds: float = 0.0
-    interrupted: bool = False
     output: str = "-"
     notes: list[str] = field(default_factory=list)
     failure_kinds: Counter = field(default_factory=Counter)  # error type -> records, this run
-
-    @property
-    def tokens_per_second(self) -> float:
-        s = time.monotonic() - self.started
-        return self.generated_tokens / s if s > 0 else 0.0
 
 
 # output lines -------------------------------------------------------------------------------
@@ -201,9 +171,9 @@ def manifest_params(settings: Settings) -> dict[str, Any]:
 
 def run_batch(jobfile: JobFile, *, output: Optional[Path], stdout: Optional[TextIO],
               model_path: str, open_model: Callable[[], "Model"], settings: Settings,
-              progress: Progress | None = None) -> Summary:
+              progress: BatchProgress | None = None) -> Summary:
     """Run every job not answered yet; write results to ``output`` (resumable) or ``stdout``."""
-    progress = progress or NoProgress()
+    progress = progress or BatchProgress()
     summary = Summary(total=jobfile.total, output=str(output) if output else "-")
     # The real file, not a symlink's name: one lock and one manifest per results file.
     if output is not None:
@@ -339,15 +309,24 @@ def _resume(store: ResultsFile, output: Path, jobfile: JobFile, model_path: str,
 
 
 def _decode(todo: list[Job], model: "Model", settings: Settings, summary: Summary,
-            progress: Progress, write: Callable[[dict[str, Any]], None]) -> None:
-    from ..engine.decoder import DecodeRequest, ParallelDecoder
+            progress: BatchProgress, write: Callable[[dict[str, Any]], None]) -> None:
+    from ..engine.decoder import DecodeRequest, DecoderStats, ParallelDecoder
 
     by_key = {job.key: job for job in todo}
     decoder = ParallelDecoder(model, n_parallel=settings.n_parallel, n_ctx=settings.n_ctx)
 
+    def on_step(stats: DecoderStats) -> None:
+        summary.items_in_flight, summary.tokens_in_flight = stats.in_flight, stats.in_flight_tokens
+        progress.tick(summary)
+
+    decoder.on_step = on_step
+
     def fail(job: Job, exc: ChatGLM3Error, comp: "Completion | None" = None) -> None:
         write(result_line(job, model_name=model.name, comp=comp, error=exc))
         summary.failure_kinds[type(exc).__name__] += 1
+        if comp is not None:  # an answer that did not parse: its tokens were generated all the same
+            summary.answered += 1
+            summary.generated_tokens += comp.completion_tokens
         summary.failed += 1
         summary.failed_now += 1
         summary.done_now += 1
@@ -381,7 +360,7 @@ def _decode(todo: list[Job], model: "Model", settings: Settings, summary: Summar
 
 
 def _collect(decoder: Any, requests: Iterator[Any], by_key: dict[str, Job], summary: Summary,
-             progress: Progress, write: Callable[[dict[str, Any]], None],
+             progress: BatchProgress, write: Callable[[dict[str, Any]], None],
              fail: Callable[..., None], model_name: str) -> None:
     for res in decoder.run(requests):
         job = by_key[res.key]
@@ -391,7 +370,6 @@ def _collect(decoder: Any, requests: Iterator[Any], by_key: dict[str, Job], summ
             fail(job, res.error or GenerationError("no answer"))
             continue
         summary.prompt_tokens += comp.prompt_tokens
-        summary.generated_tokens += comp.completion_tokens
         try:
             tool = comp.metadata if comp.finish_reason == "tool_calls" else None
             output = job.parse(comp.text, tool)
@@ -403,6 +381,8 @@ def _collect(decoder: Any, requests: Iterator[Any], by_key: dict[str, Job], summ
             fail(job, e, comp)
             continue
         write(result_line(job, model_name=model_name, comp=comp, output=output, error=None))
+        summary.answered += 1
+        summary.generated_tokens += comp.completion_tokens
         if comp.finish_reason == "length":
             summary.cut_off += 1
             summary.cut_off_now += 1

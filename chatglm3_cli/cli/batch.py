@@ -5,9 +5,8 @@ problems and the summary go to stderr: a rich bar on a terminal, plain lines oth
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -15,7 +14,7 @@ from . import console as console_mod
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
 from .options import ModelArgs, SamplingArgs, SamplingParams, SequenceCtx, SystemArgs, parallel_option, with_options
-from .progress import StderrBar, time_left
+from .progress import make_batch_progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..batch.runner import Summary
@@ -26,8 +25,6 @@ RecordCap = Annotated[Optional[int], typer.Option(
     help="Stop each answer after this many tokens (a record's own max_tokens wins).")]
 
 MAX_REPORTED = 200  # invalid records listed on stderr (all of them with --strict)
-MAX_FAILURE_LINES = 20  # failures reported one by one while the job runs
-PLAIN_EVERY_S = 5.0
 
 
 def default_output(jobs: str) -> Optional[Path]:
@@ -40,91 +37,13 @@ def default_output(jobs: str) -> Optional[Path]:
     return p.with_name(f"{stem}.results.jsonl")
 
 
-def _eta(summary: "Summary") -> str:
-    return time_left(summary.done_now, summary.planned, summary.started)
-
-
-class PlainBatchProgress:
-    """A line now and then on stderr: no control codes, no redraws (logs and pipes)."""
-
-    def __init__(self, con: console_mod.Console) -> None:
-        self.con = con
-        self._last = 0.0
-        self._failures = 0
-        self._total = 0
-
-    def start(self, todo: int, summary: "Summary") -> None:
-        self._total = todo
-        self._last = time.monotonic()
-
-    def advance(self, ok: bool, key: Optional[str], error: Optional[str], summary: "Summary") -> None:
-        if not ok and error is not None:
-            self._failures += 1
-            if self._failures <= MAX_FAILURE_LINES:
-                self.con.error(f"batch: {key if key is not None else '(no id)'}: {error}")
-            elif self._failures == MAX_FAILURE_LINES + 1:
-                self.con.error("batch: more failures: see the error lines in the results")
-        now = time.monotonic()
-        if now - self._last >= PLAIN_EVERY_S and summary.done_now < self._total:
-            self._last = now
-            self.con.error(f"batch: {summary.done_now}/{self._total} done, {summary.failed_now} failed, "
-                           f"{summary.tokens_per_second:.1f} tok/s{_eta(summary)}")
-
-    def note(self, text: str) -> None:
-        self.con.error(text)
-
-    def finish(self, summary: "Summary") -> None:
-        pass
-
-
-class RichBatchProgress(PlainBatchProgress):
-    """A progress bar on a terminal stderr: done, failed, tokens/s, time left."""
-
-    def __init__(self, con: console_mod.Console) -> None:
-        super().__init__(con)
-        self._bar: Any = None
-        self._task: Any = None
-
-    def start(self, todo: int, summary: "Summary") -> None:
-        super().start(todo, summary)
-        if todo == 0:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._bar = StderrBar(
-            self.con, TextColumn("batch"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("[red]{task.fields[failed]} failed"), TextColumn("{task.fields[tps]} tok/s"),
-            TimeElapsedColumn(), TextColumn("elapsed ·"), TimeRemainingColumn(), TextColumn("left"))
-        self._task = self._bar.progress.add_task("batch", total=todo, failed=0, tps="0.0")
-
-    def advance(self, ok: bool, key: Optional[str], error: Optional[str], summary: "Summary") -> None:
-        if not ok and error is not None:
-            self._failures += 1
-            if self._failures <= MAX_FAILURE_LINES:
-                self.note(f"failed: {key if key is not None else '(no id)'}: {error}")
-        if self._bar is not None:
-            self._bar.progress.update(self._task, completed=summary.done_now, failed=summary.failed_now,
-                                      tps=f"{summary.tokens_per_second:.1f}")
-
-    def note(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.print(text)
-        else:
-            self.con.error(text)
-
-    def finish(self, summary: "Summary") -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
 def _summary_line(s: "Summary") -> str:
     cut = f", {s.cut_off} cut off at max_tokens" if s.cut_off else ""
     parts = [f"{s.total} records: {s.succeeded} succeeded{cut}, {s.failed} failed"]
     if s.skipped:
         parts[0] += f" ({s.skipped} answered by an earlier run)"
     if s.todo:
-        rate = f", {s.generated_tokens / s.seconds:.1f} tok/s" if s.seconds > 0 and s.generated_tokens else ""
+        rate = f", {s.tokens_per_second:.1f} tok/s" if s.seconds > 0 and s.generated_tokens else ""
         parts.append(f"this run: {s.done_now} records, {s.generated_tokens} tokens generated in "
                      f"{s.seconds:.1f}s{rate}")
         if s.prompt_tokens:
@@ -202,7 +121,7 @@ def batch(
 
     sys_text = system.text()
     model_path = model.path()
-    progress = RichBatchProgress(con) if con.stderr_isatty else PlainBatchProgress(con)
+    progress = make_batch_progress(con)
     settings = Settings(params=sampling, n_parallel=model.n_parallel(), n_ctx=model.ctx, retry_errors=retry_errors,
                         force=force, system=sys_text)
     summary = run_batch(jobfile, output=out_path, stdout=con.stdout if out_path is None else None,

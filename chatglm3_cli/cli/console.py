@@ -1,13 +1,20 @@
-"""Where output goes, and what the terminal is. One object that tests can replace.
+"""Where output goes, and what the terminal is. One object that tests can steer.
 
 stdout carries the answer and nothing else; messages, stats and errors go to stderr.
+
+``current()`` is the process's streams as they are now. Tests set the terminal facts without
+touching the streams (like httpie's ``MockEnvironment``)::
+
+    with console.terminal(stderr=True):       # stderr "is" a terminal: the rich displays
+        CliRunner().invoke(app, [...])
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Iterator, Optional, TextIO
 
 from .. import env
 
@@ -24,18 +31,22 @@ class Console:
     stdin: TextIO
     stdout: TextIO
     stderr: TextIO
+    # None: ask the stream; True/False: what tests (or callers) say it is
+    stdin_tty: Optional[bool] = None
+    stdout_tty: Optional[bool] = None
+    stderr_tty: Optional[bool] = None
 
     @property
     def stdin_isatty(self) -> bool:
-        return _isatty(self.stdin)
+        return _isatty(self.stdin) if self.stdin_tty is None else self.stdin_tty
 
     @property
     def stdout_isatty(self) -> bool:
-        return _isatty(self.stdout)
+        return _isatty(self.stdout) if self.stdout_tty is None else self.stdout_tty
 
     @property
     def stderr_isatty(self) -> bool:
-        return _isatty(self.stderr)
+        return _isatty(self.stderr) if self.stderr_tty is None else self.stderr_tty
 
     def write(self, text: str) -> None:
         self.stdout.write(text)
@@ -103,9 +114,27 @@ def plug_closed_std_streams() -> None:
             sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
 
 
+_facts: dict[str, Optional[bool]] = {"stdin_tty": None, "stdout_tty": None, "stderr_tty": None}
+
+
 def current() -> Console:
-    """The process's streams as they are now (CliRunner swaps sys.std* per invocation)."""
-    return Console(sys.stdin, sys.stdout, sys.stderr)
+    """The process's streams as they are now (CliRunner swaps sys.std* per invocation), with the
+    terminal facts ``terminal()`` has set."""
+    return Console(sys.stdin, sys.stdout, sys.stderr, **_facts)
+
+
+@contextlib.contextmanager
+def terminal(*, stdin: Optional[bool] = None, stdout: Optional[bool] = None,
+             stderr: Optional[bool] = None) -> Iterator[None]:
+    """Within the block, the streams given count as terminals (True) or not (False)."""
+    saved = dict(_facts)
+    for name, value in (("stdin_tty", stdin), ("stdout_tty", stdout), ("stderr_tty", stderr)):
+        if value is not None:
+            _facts[name] = value
+    try:
+        yield
+    finally:
+        _facts.update(saved)
 
 
 def debug_enabled() -> bool:

@@ -6,10 +6,9 @@ stdin and --preview); progress, problems and the summary go to stderr.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -17,123 +16,16 @@ from . import console as console_mod
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
 from .options import ModelArgs, SamplingArgs, SamplingParams, SequenceCtx, parallel_option, with_options
-from .progress import StderrBar, time_left
+from .progress import make_translate_progress, plural
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..translate.pipeline import FileResult, FileTask, Summary
+    from ..translate.pipeline import FileTask, Summary
 
-PLAIN_EVERY_S = 5.0
 # --max-tokens means a cap per chunk's answer here; a longer answer is retried in smaller chunks.
 AnswerCap = Annotated[Optional[int], typer.Option(
     "--max-tokens", min=1, metavar="N", show_default="3x the chunk's tokens + 32",
     help="Stop each answer after this many tokens (a longer one is retried smaller).")]
 MAX_LISTED = 50  # failed units listed one by one in the summary
-
-
-def _eta(summary: "Summary") -> str:
-    return time_left(summary.chunks_done, summary.chunks, summary.started)
-
-
-def _done_line(r: "FileResult") -> str:
-    t = r.task
-    where = str(t.output) if t.output is not None else "stdout"
-    if r.status == "failed":
-        err = r.error or "failed"
-        return f"translate: {err}" if err.startswith(t.label) else f"translate: {t.label}: {err}"
-    if r.status == "preview":
-        return f"translate: {t.label}: preview of {r.chunks} chunk{'s' if r.chunks != 1 else ''} (stdout)"
-    extra = f", {len(r.failures)} kept in the source language" if r.failures else ""
-    if r.unchanged:  # the model answered with the source text: probably not translated
-        extra += f", {r.unchanged} came back identical to the source"
-    cached = f", {_n(r.cached, 'answer')} from the checkpoint" if r.cached else ""
-    return (f"translate: {t.label} -> {where} ({_n(r.units, 'unit')}, {_n(r.chunks, 'chunk')}"
-            f"{cached}{extra})")
-
-
-def _n(k: int, word: str) -> str:
-    return f"{k} {word}{'' if k == 1 else 's'}"
-
-
-class PlainProgress:
-    """Lines on stderr, no control codes: one per finished file and a status every few seconds."""
-
-    def __init__(self, con: console_mod.Console) -> None:
-        self.con = con
-        self._last = time.monotonic()
-
-    def _emit(self, text: str) -> None:
-        self.con.error(text)
-
-    def start(self, summary: "Summary") -> None:
-        for r in summary.files:
-            if r.status == "failed":  # unreadable, unsupported, unwritable: known before any work
-                self._emit(_done_line(r))
-
-    def file_started(self, result: "FileResult") -> None:
-        pass
-
-    def advance(self, result: "FileResult", summary: "Summary") -> None:
-        now = time.monotonic()
-        if now - self._last >= PLAIN_EVERY_S and summary.chunks_done < summary.chunks:
-            self._last = now
-            self.con.error(f"translate: {summary.chunks_done}/{summary.chunks} chunks, "
-                           f"{summary.tokens_per_second:.1f} tok/s{_eta(summary)}")
-
-    def file_done(self, result: "FileResult", summary: "Summary") -> None:
-        self._emit(_done_line(result))
-
-    def finish(self, summary: "Summary") -> None:
-        pass
-
-
-class RichProgress(PlainProgress):
-    """On a terminal: an overall bar and one bar per file being translated."""
-
-    def __init__(self, con: console_mod.Console) -> None:
-        super().__init__(con)
-        self._bar: Any = None
-        self._overall: Any = None
-        self._tasks: dict[int, Any] = {}
-
-    def start(self, summary: "Summary") -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-
-        self._bar = StderrBar(
-            self.con, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("chunks"), TextColumn("{task.fields[tps]}"), TimeRemainingColumn())
-        self._overall = self._bar.progress.add_task("all files", total=summary.chunks or 1, tps="")
-        super().start(summary)
-
-    def _emit(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.print(text)
-        else:
-            self.con.error(text)
-
-    def file_started(self, result: "FileResult") -> None:
-        if self._bar is not None:
-            name = result.task.label if len(result.task.label) <= 40 else "…" + result.task.label[-39:]
-            self._tasks[id(result)] = self._bar.progress.add_task(name, total=result.chunks or 1, tps="")
-
-    def advance(self, result: "FileResult", summary: "Summary") -> None:
-        if self._bar is None:
-            return
-        task = self._tasks.get(id(result))
-        if task is not None:
-            self._bar.progress.update(task, completed=result.chunks_done)
-        self._bar.progress.update(self._overall, completed=summary.chunks_done,
-                                  tps=f"{summary.tokens_per_second:.1f} tok/s")
-
-    def file_done(self, result: "FileResult", summary: "Summary") -> None:
-        task = self._tasks.pop(id(result), None)
-        if task is not None and self._bar is not None:
-            self._bar.progress.remove_task(task)
-        self._emit(_done_line(result))
-
-    def finish(self, summary: "Summary") -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
 
 
 def _summary_lines(s: "Summary") -> list[str]:
@@ -142,14 +34,14 @@ def _summary_lines(s: "Summary") -> list[str]:
     head = f"{n} file{'s' if n != 1 else ''}"
     if failed_files:
         head += f" ({len(failed_files)} failed)"
-    parts = [head, f"{s.chunks_done} of {_n(s.chunks, 'chunk')} done" if s.interrupted else _n(s.chunks, "chunk")]
+    chunks = plural(s.chunks, "chunk")
+    parts = [head, f"{s.chunks_done} of {chunks} done" if s.interrupted else chunks]
     if s.cached:
-        parts.append(f"{_n(s.cached, 'answer')} from the checkpoint")
-    parts += [_n(s.requests, "request"), _n(s.retries, "retry").replace("retrys", "retries"),
-             f"{_n(s.failed_units, 'unit')} not translated"]
+        parts.append(f"{plural(s.cached, 'answer')} from the checkpoint")
+    parts += [plural(s.requests, "request"), plural(s.retries, "retry").replace("retrys", "retries"),
+             f"{plural(s.failed_units, 'unit')} not translated"]
     if s.generated_tokens and s.seconds > 0:
-        parts.append(f"{s.generated_tokens} tokens in {s.seconds:.1f}s, "
-                     f"{s.generated_tokens / s.seconds:.1f} tok/s")
+        parts.append(f"{s.generated_tokens} tokens in {s.seconds:.1f}s, {s.tokens_per_second:.1f} tok/s")
     lines = ["translate: " + " · ".join(parts)]
     listed = 0
     for r in s.files:
@@ -305,7 +197,7 @@ def translate(
                         n_parallel=model.n_parallel(), n_ctx=model.ctx, bilingual=bilingual,
                         glossary=gloss, prompt_template=template, preview=preview,
                         max_answer_tokens=sampling.max_tokens, overwrite=overwrite)
-    progress = RichProgress(con) if con.stderr_isatty else PlainProgress(con)
+    progress = make_translate_progress(con)
     # model.open resolves the model only once some input is known to be usable: a wrong file
     # never costs a model download
     summary = run_translate(tasks, open_model=model.open_for_decoder, settings=settings, progress=progress)

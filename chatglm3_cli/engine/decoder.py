@@ -80,10 +80,12 @@ class DecoderStats:
     requests: int = 0
     prompt_tokens: int = 0  # prompt tokens of all requests
     evaluated_prompt_tokens: int = 0  # of which actually evaluated (the rest came from shared prefixes)
-    generated_tokens: int = 0
+    generated_tokens: int = 0  # by finished sequences
     decode_calls: int = 0
     drafted_tokens: int = 0  # prompt-lookup speculation: tokens drafted and evaluated
     accepted_tokens: int = 0  # of which the model confirmed
+    in_flight: int = 0  # sequences generating now (as of the last step)
+    in_flight_tokens: int = 0  # tokens they have generated so far
 
 
 # A prefix shorter than this is not worth a separate evaluation and a cell copy.
@@ -155,6 +157,9 @@ class ParallelDecoder:
         # setting, with its SpecPolicy (if any) deciding step by step whether drafting pays.
         self.speculate = max(0, getattr(model, "speculate", 0) if speculate is None else speculate)
         self.policy = getattr(model, "spec_policy", None) if speculate is None else None
+        # Called after every decoding step with ``stats`` (live token counts for progress
+        # displays); a slow callback slows decoding, so it should only copy numbers.
+        self.on_step: Callable[[DecoderStats], None] | None = None
 
     def close(self) -> None:
         self.ctx.close()
@@ -396,6 +401,12 @@ class ParallelDecoder:
                     if slot.draft and self.policy is not None:
                         self.policy.judged(len(slot.draft), i)
                     slot.draft = []
+                # Sequences finishing in this step still count: their results are handed out
+                # right after, and only then do their tokens move to the consumer's totals.
+                self.stats.in_flight = len(slots)
+                self.stats.in_flight_tokens = sum(len(s.generated) for s in slots.values())
+                if self.on_step is not None:
+                    self.on_step(self.stats)
                 for slot, reason, stop_tok in finished:
                     del slots[slot.seq]
                     free.append(slot.seq)
@@ -406,6 +417,7 @@ class ParallelDecoder:
                 self.live = len(slots)
         finally:
             self.live = 0
+            self.stats.in_flight = self.stats.in_flight_tokens = 0
             for slot in slots.values():
                 slot.sampler.close()
                 self.ctx.remove(slot.seq, 0, -1)

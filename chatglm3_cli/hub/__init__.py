@@ -1,6 +1,6 @@
 """Models from the Hugging Face Hub: names and aliases (registry), resumable verified downloads
 into the shared HF cache (download), what is on disk (store), and the one resolver every command
-uses (resolve). No Typer or rich here: progress goes through the `Progress` protocol."""
+uses (resolve). No Typer or rich here: progress goes through `chatglm3_cli.progress.DownloadProgress`."""
 from __future__ import annotations
 
 

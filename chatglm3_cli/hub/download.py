@@ -22,7 +22,7 @@ import shutil
 import time
 from http.client import HTTPException
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Optional
 
 from ..errors import (
     DiskFullError,
@@ -35,6 +35,7 @@ from ..errors import (
     UnsafePathError,
 )
 from ..paths import hf_cache_dir
+from ..progress import DownloadProgress
 from . import human_size
 from .cachepaths import check_commit, check_repo_path, inside, open_nofollow
 from .http import FileMeta, Hub
@@ -45,22 +46,6 @@ RETRIES = 3  # consecutive failures without progress before giving up (the parti
 RETRY_DELAY_S = 1.0
 DISK_MARGIN = 50 * 1000 * 1000  # keep some space free besides the file itself
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-
-
-class Progress(Protocol):
-    """How a download reports itself; the CLI renders it (rich bar on a terminal, lines otherwise)."""
-
-    def start(self, name: str, total: int, done: int) -> None: ...
-    def advance(self, nbytes: int) -> None: ...
-    def end(self, ok: bool) -> None: ...
-    def note(self, text: str) -> None: ...
-
-
-class NullProgress:
-    def start(self, name: str, total: int, done: int) -> None: pass
-    def advance(self, nbytes: int) -> None: pass
-    def end(self, ok: bool) -> None: pass
-    def note(self, text: str) -> None: pass
 
 
 class _Digest:
@@ -158,13 +143,13 @@ def _check_space(directory: Path, need: int, name: str) -> None:
 
 
 def download(hub: Hub, repo_id: str, filename: str, meta: FileMeta, *,
-             progress: Optional[Progress] = None, cache: Optional[Path] = None) -> Path:
+             progress: Optional[DownloadProgress] = None, cache: Optional[Path] = None) -> Path:
     """Make `repo_id/filename` (as described by `meta`) a complete, verified file in the cache;
     return its snapshot path. Resumes a partial download; waits for another process's."""
     from filelock import FileLock, Timeout  # huggingface_hub's dependency, imported when needed
 
     cache = cache or hf_cache_dir()
-    progress = progress or NullProgress()
+    progress = progress or DownloadProgress()
     name = f"{repo_id}/{filename}"
     # checked again here, whoever built `meta` and `filename` (the library can be called directly)
     check_commit(meta.commit, hub.endpoint)
@@ -218,7 +203,7 @@ class _State:
         self.digest = _Digest(meta)
 
 
-def _fetch(hub: Hub, meta: FileMeta, paths: _Paths, name: str, progress: Progress) -> Path:
+def _fetch(hub: Hub, meta: FileMeta, paths: _Paths, name: str, progress: DownloadProgress) -> Path:
     partial = paths.partial
     partial.parent.mkdir(parents=True, exist_ok=True)
     inside(partial, paths.repo)
@@ -285,7 +270,7 @@ def _reason(e: BaseException) -> str:
 
 
 def _get_rest(hub: Hub, meta: FileMeta, partial: Path, st: _State, name: str,
-              progress: Progress) -> None:
+              progress: DownloadProgress) -> None:
     """One GET from `st.done` to the end, appended to the partial file."""
     with hub.open_range(meta.url, st.done) as resp:
         status = resp.getcode()

@@ -12,8 +12,9 @@ from typing import Optional
 
 from .. import config, env
 from ..errors import HubProtocolError, ModelNotFoundError, OfflineModelError
+from ..progress import DownloadProgress
 from . import http
-from .download import Progress, download
+from .download import download
 from .registry import DEFAULT_MODEL, ModelSpec, gguf_files, parse_spec, pick_file, quant_of
 from .store import find_cached, mark_used, repo_files
 
@@ -27,7 +28,7 @@ def model_name(value: Optional[str] = None) -> str:
 
 
 def resolve_model(value: Optional[str] = None, *, offline: Optional[bool] = None,
-                  endpoint: Optional[str] = None, progress: Optional[Progress] = None) -> Path:
+                  endpoint: Optional[str] = None, progress: Optional[DownloadProgress] = None) -> Path:
     """A path llama.cpp can open: a local .gguf, or a Hub model (downloaded on first use)."""
     spec = parse_spec(model_name(value))
     if spec.is_local:
@@ -49,7 +50,7 @@ class Fetched:
 
 
 def fetch(spec: ModelSpec, *, offline: Optional[bool] = None, endpoint: Optional[str] = None,
-          progress: Optional[Progress] = None, refresh: bool = False) -> Fetched:
+          progress: Optional[DownloadProgress] = None, refresh: bool = False) -> Fetched:
     """Make a Hub model available on disk. Without `refresh`, a file on disk is used as it is
     (no network); with it (`pull`), the Hub is asked for the current file and commit."""
     assert spec.repo_id is not None

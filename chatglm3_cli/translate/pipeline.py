@@ -18,10 +18,11 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from ..errors import ChatGLM3Error, InputError, OutputWriteError, PromptTooLongError, UnsupportedFormatError
 from ..files import atomic_write_bytes, read_bytes, write_target
+from ..progress import RunStats, TranslateProgress
 from ..textio import decode_text
 from . import written
 from .checkpoint import Checkpoint, checkpoint_path, chunk_key
@@ -31,7 +32,7 @@ from .glossary import Glossary
 from .languages import Language
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..engine.decoder import DecodeResult
+    from ..engine.decoder import DecodeResult, DecoderStats
     from ..engine.model import Model
     from ..engine.sampling import SamplingParams
 
@@ -97,20 +98,31 @@ class FileResult:
 
 
 @dataclass
-class Summary:
+class Summary(RunStats):
+    """The run's counts: items are chunks (``chunks`` planned, ``chunks_done``); tokens, speed
+    and time left come from RunStats."""
+
     files: list[FileResult] = field(default_factory=list)
-    chunks: int = 0  # planned chunks, all files
-    chunks_done: int = 0
     cached: int = 0  # answers taken from the checkpoint
     requests: int = 0  # requests decoded this run
     retries: int = 0  # chunks split after a mismatch
-    generated_tokens: int = 0
-    prompt_tokens: int = 0
-    evaluated_prompt_tokens: int = 0
-    started: float = field(default_factory=time.monotonic)
-    seconds: float = 0.0
-    interrupted: bool = False
     unused_terms: Counter = field(default_factory=Counter)  # (term, translation) -> times
+
+    @property
+    def chunks(self) -> int:  # planned chunks, all files
+        return self.planned
+
+    @chunks.setter
+    def chunks(self, n: int) -> None:
+        self.planned = n
+
+    @property
+    def chunks_done(self) -> int:
+        return self.done_now
+
+    @chunks_done.setter
+    def chunks_done(self, n: int) -> None:
+        self.done_now = n
 
     @property
     def failed_files(self) -> list[FileResult]:
@@ -123,36 +135,6 @@ class Summary:
     @property
     def ok(self) -> bool:
         return not self.interrupted and all(not f.failed for f in self.files)
-
-    @property
-    def tokens_per_second(self) -> float:
-        s = time.monotonic() - self.started
-        return self.generated_tokens / s if s > 0 else 0.0
-
-
-class Progress(Protocol):
-    def start(self, summary: Summary) -> None: ...
-    def file_started(self, result: FileResult) -> None: ...
-    def advance(self, result: FileResult, summary: Summary) -> None: ...
-    def file_done(self, result: FileResult, summary: Summary) -> None: ...
-    def finish(self, summary: Summary) -> None: ...
-
-
-class NoProgress:
-    def start(self, summary: Summary) -> None:
-        pass
-
-    def file_started(self, result: FileResult) -> None:
-        pass
-
-    def advance(self, result: FileResult, summary: Summary) -> None:
-        pass
-
-    def file_done(self, result: FileResult, summary: Summary) -> None:
-        pass
-
-    def finish(self, summary: Summary) -> None:
-        pass
 
 
 # instructions --------------------------------------------------------------------------------
@@ -223,11 +205,12 @@ class _Node:
     pieces: list[Piece]
     root: "_Node | None" = None  # the planned chunk this one was split from
     left: int = 1  # for a root: its requests still unresolved
+    decoded: bool = False  # for a root: some answer came from the model (not the checkpoint)
 
 
 class _Run:
     def __init__(self, model: "Model", settings: Settings, model_id: str, summary: Summary,
-                 progress: Progress, make_decoder: Callable[..., Any]) -> None:
+                 progress: TranslateProgress, make_decoder: Callable[..., Any]) -> None:
         self.model = model
         self.settings = settings
         self.model_id = model_id
@@ -242,6 +225,7 @@ class _Run:
         self._instr: dict[str, tuple[str, str, int]] = {}
         self.decoder: Any = None
         self.params_key = {k: v for k, v in settings.params.to_dict().items() if k != "max_tokens"}
+        self._planned_source_tokens = 0
 
     # planning ---------------------------------------------------------------------------
 
@@ -278,6 +262,9 @@ class _Run:
         f.roots_left = len(chunks)
         f.last_unit = chunks[-1][-1].unit if chunks else -1
         self.summary.chunks += len(chunks)
+        # Before any chunk is back, guess that an answer is about as long as its source.
+        self._planned_source_tokens += sum(p.tokens for c in chunks for p in c)
+        self.summary.expected_item_tokens = self._planned_source_tokens / max(1, self.summary.chunks)
         for c in chunks:
             node = _Node(f, list(c))
             node.root = node
@@ -289,7 +276,7 @@ class _Run:
     def start(self, f: _File) -> None:
         if not f.started:
             f.started = True
-            self.progress.file_started(f.result)
+            self.progress.file_started(f.result, self.summary)
         if f.roots_left == 0:
             self.finish_file(f)  # nothing to translate (only code, say)
         for node in f.roots:
@@ -363,12 +350,19 @@ class _Run:
         f.roots_left -= 1
         f.result.chunks_done += 1
         self.summary.chunks_done += 1
+        if root.decoded:  # not only from the checkpoint: its tokens count in the speed and time left
+            self.summary.answered += 1
         self.progress.advance(f.result, self.summary)
         if f.roots_left == 0:
             self.finish_file(f)
 
+    def on_step(self, stats: "DecoderStats") -> None:
+        self.summary.items_in_flight, self.summary.tokens_in_flight = stats.in_flight, stats.in_flight_tokens
+        self.progress.tick(self.summary)
+
     def on_result(self, res: "DecodeResult") -> None:
         node = self.in_flight.pop(res.key)
+        (node.root or node).decoded = True
         f = node.file
         comp = res.completion
         if comp is not None:
@@ -440,6 +434,7 @@ class _Run:
             if self.decoder is None:
                 self.decoder = self.make_decoder(self.model, n_parallel=self.settings.n_parallel,
                                                  n_ctx=self.n_seq)
+                self.decoder.on_step = self.on_step
             for res in self.decoder.run(self.requests()):
                 self.on_result(res)
 
@@ -599,7 +594,7 @@ def _default_decoder(model: "Model", *, n_parallel: int, n_ctx: int) -> Any:
 
 
 def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], settings: Settings,
-              model_id: Optional[str] = None, progress: Optional[Progress] = None,
+              model_id: Optional[str] = None, progress: Optional[TranslateProgress] = None,
               make_decoder: Optional[Callable[..., Any]] = None) -> Summary:
     """Translate every task; a file that fails is reported in its FileResult and the rest go on.
 
@@ -608,7 +603,7 @@ def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], s
     mtime). Ctrl-C
     stops the run (``summary.interrupted``); finished chunks stay in the checkpoints.
     """
-    progress = progress or NoProgress()
+    progress = progress or TranslateProgress()
     summary = Summary(files=[FileResult(t) for t in tasks])
     loaded: list[tuple[FileResult, str, Document]] = []
     for r in summary.files:
@@ -659,5 +654,5 @@ def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], s
     return summary
 
 
-__all__ = ["Settings", "FileTask", "retry_advice", "FileResult", "Summary", "UnitFailure", "translate", "instructions",
-           "load", "write_atomic", "Progress", "NoProgress", "Glossary", "Language"]
+__all__ = ["Settings", "FileTask", "retry_advice", "FileResult", "Summary", "UnitFailure", "translate",
+           "instructions", "load", "write_atomic", "Glossary", "Language"]

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from chatglm3_cli.batch.jobs import parse_jobs
-from chatglm3_cli.batch.runner import NoProgress, Settings, run_batch
+from chatglm3_cli.batch.runner import Settings, run_batch
 from chatglm3_cli.engine.sampling import SamplingParams
+from chatglm3_cli.progress import BatchProgress
 
 ANSWER = "Hello! I am ChatGLM3 🙂龘"
 LABELS = ["positive", "negative", "neutral"]
@@ -179,7 +180,7 @@ def test_resume_skips_answered_ids_without_loading_the_model(scripted_model, tmp
     assert not (tmp_path / ".r.jsonl.lock").exists()  # the lock file goes with the run
 
 
-class InterruptAfter(NoProgress):
+class InterruptAfter(BatchProgress):
     def __init__(self, n):
         self.n = n
 

@@ -96,9 +96,9 @@ def test_tool_call_json(fixtures):
     assert out["metadata"] == "search" and out["finish_reason"] == "tool_calls"
 
 
-def test_no_prompt_on_a_terminal_prints_usage(run, monkeypatch):
-    monkeypatch.setattr(console.Console, "stdin_isatty", property(lambda self: True))
-    r = run()
+def test_no_prompt_on_a_terminal_prints_usage(run):
+    with console.terminal(stdin=True):
+        r = run()
     assert r.exit_code == ExitCode.USAGE
     assert "Usage: chatglm3 run" in r.stderr and r.stdout == ""
 
