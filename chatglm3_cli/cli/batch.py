@@ -14,7 +14,16 @@ import typer
 from . import console as console_mod
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
-from .options import ModelArgs, SamplingArgs, SamplingParams, SequenceCtx, SystemArgs, parallel_option, with_options
+from .options import (
+    ModelArgs,
+    RayArgs,
+    SamplingArgs,
+    SamplingParams,
+    SequenceCtx,
+    SystemArgs,
+    parallel_option,
+    with_options,
+)
 from .progress import StderrBar, time_left
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,6 +53,11 @@ def _eta(summary: "Summary") -> str:
     return time_left(summary.done_now, summary.planned, summary.started)
 
 
+def _workers(summary: "Summary") -> str:
+    """On a Ray cluster: how many workers are alive (the driver asks Ray now and then)."""
+    return "" if summary.workers is None else f", {summary.workers} worker{'s' if summary.workers != 1 else ''} alive"
+
+
 class PlainBatchProgress:
     """A line now and then on stderr: no control codes, no redraws (logs and pipes)."""
 
@@ -68,7 +82,7 @@ class PlainBatchProgress:
         if now - self._last >= PLAIN_EVERY_S and summary.done_now < self._total:
             self._last = now
             self.con.error(f"batch: {summary.done_now}/{self._total} done, {summary.failed_now} failed, "
-                           f"{summary.tokens_per_second:.1f} tok/s{_eta(summary)}")
+                           f"{summary.tokens_per_second:.1f} tok/s{_workers(summary)}{_eta(summary)}")
 
     def note(self, text: str) -> None:
         self.con.error(text)
@@ -94,8 +108,9 @@ class RichBatchProgress(PlainBatchProgress):
         self._bar = StderrBar(
             self.con, TextColumn("batch"), BarColumn(), MofNCompleteColumn(),
             TextColumn("[red]{task.fields[failed]} failed"), TextColumn("{task.fields[tps]} tok/s"),
+            TextColumn("{task.fields[workers]}"),
             TimeElapsedColumn(), TextColumn("elapsed ·"), TimeRemainingColumn(), TextColumn("left"))
-        self._task = self._bar.progress.add_task("batch", total=todo, failed=0, tps="0.0")
+        self._task = self._bar.progress.add_task("batch", total=todo, failed=0, tps="0.0", workers="")
 
     def advance(self, ok: bool, key: Optional[str], error: Optional[str], summary: "Summary") -> None:
         if not ok and error is not None:
@@ -104,7 +119,8 @@ class RichBatchProgress(PlainBatchProgress):
                 self.note(f"failed: {key if key is not None else '(no id)'}: {error}")
         if self._bar is not None:
             self._bar.progress.update(self._task, completed=summary.done_now, failed=summary.failed_now,
-                                      tps=f"{summary.tokens_per_second:.1f}")
+                                      tps=f"{summary.tokens_per_second:.1f}",
+                                      workers=_workers(summary).lstrip(", "))
 
     def note(self, text: str) -> None:
         if self._bar is not None:
@@ -154,13 +170,14 @@ def batch(
     model: ModelArgs = ModelArgs.options(ctx=SequenceCtx, parallel=parallel_option("Records")),
     sampling: SamplingParams = SamplingArgs.options(max_tokens=RecordCap),
     system: SystemArgs = SystemArgs.options(),
+    ray: RayArgs = RayArgs.options(),
 ) -> None:
     """Run a JSONL file of tasks (chat, generate, translate, summarize, classify, extract, qa,
     rewrite) or OpenAI Batch API lines; one result line per record. Re-running the same command
     resumes where it stopped.
 
     Examples: chatglm3 batch jobs.jsonl · chatglm3 batch jobs.jsonl --retry-errors
-    · cat jobs.jsonl | chatglm3 batch - > results.jsonl
+    · cat jobs.jsonl | chatglm3 batch - > results.jsonl · chatglm3 batch jobs.jsonl --ray auto --workers 8
     """
     from ..batch.jobs import parse_jobs
     from ..batch.runner import Settings, retry_advice, run_batch
@@ -168,6 +185,7 @@ def batch(
     from ..files import MAX_JOBS_INPUT, is_stdout_name, read_bytes, write_target
 
     con = console_mod.current()
+    cluster = ray.cluster(verbose=model.verbose)
     if jobs == "-":
         if con.stdin_isatty:
             raise UsageError("JOBS.jsonl is '-' (stdin), but stdin is a terminal: pipe the records in")
@@ -203,11 +221,18 @@ def batch(
     sys_text = system.text()
     model_path = model.path()
     progress = RichBatchProgress(con) if con.stderr_isatty else PlainBatchProgress(con)
-    settings = Settings(params=sampling, n_parallel=model.n_parallel(), n_ctx=model.ctx, retry_errors=retry_errors,
+    n_parallel = model.n_parallel() if cluster is None else cluster.n_parallel(model.parallel)
+    settings = Settings(params=sampling, n_parallel=n_parallel, n_ctx=model.ctx, retry_errors=retry_errors,
                         force=force, system=sys_text)
+    open_model: Any = model.open_for_decoder
+    decode = None
+    if cluster is not None:  # the same job, answered by the cluster's workers
+        from ..scale.batch import hooks
+
+        open_model, decode = hooks(cluster, *RayArgs.worker_model(model, cluster))
     summary = run_batch(jobfile, output=out_path, stdout=con.stdout if out_path is None else None,
-                        model_path=model_path, open_model=model.open_for_decoder, settings=settings,
-                        progress=progress)
+                        model_path=model_path, open_model=open_model, settings=settings,
+                        progress=progress, decode=decode)
     con.error(_summary_line(summary))
     if summary.cut_off_now:
         n = summary.cut_off_now
