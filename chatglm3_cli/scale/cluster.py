@@ -24,6 +24,7 @@ RAY_BELOW = (3, 0)
 LOCAL = "local"
 AUTO = "auto"
 LOCAL_OBJECT_STORE = 256 * 1024 * 1024  # records and answers are text: a small store is plenty
+LOCAL_START_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -169,12 +170,21 @@ def connect(options: ClusterOptions) -> Iterator[Cluster]:
         kwargs["address"] = address
     # Ray's driver prints its cluster's error messages on sys.stdout: never on ours
     with contextlib.redirect_stdout(_RayStdout(options.verbose)):
-        try:
-            with (contextlib.nullcontext() if options.verbose else _native_stderr_silenced()):
-                ray.init(**kwargs)
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
-            where = "start a local Ray cluster" if address == LOCAL else f"connect to the Ray cluster at {address}"
-            raise ClusterError(f"cannot {where}: {_first_line(e)}") from None
+        # Ray gives a new node 30 s to register: on a machine busy enough that it cannot, a
+        # cluster of our own is started again (twice at most) rather than failing the job.
+        attempts = LOCAL_START_ATTEMPTS if address == LOCAL else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with (contextlib.nullcontext() if options.verbose else _native_stderr_silenced()):
+                    ray.init(**kwargs)
+                break
+            except Exception as e:  # Ray raises plain Exception for some start-up failures
+                with contextlib.suppress(Exception):
+                    ray.shutdown()  # what this try started
+                if attempt < attempts and "timed out during startup" in str(e):
+                    continue
+                where = "start a local Ray cluster" if address == LOCAL else f"connect to the Ray cluster at {address}"
+                raise ClusterError(f"cannot {where}: {_first_line(e)}") from None
         _quiet(options.verbose)
         try:
             yield Cluster(ray, options, started=address == LOCAL)

@@ -54,14 +54,17 @@ def key_of(line: dict) -> str:
 
 
 def comparable(line: dict) -> tuple:
-    """What must equal the local run: everything but request ids, timestamps and timings."""
+    """What must equal the local run: everything but request ids, timestamps, timings and how
+    many prompt tokens came from a prefix shared with other records (that depends on which
+    records a worker decoded together)."""
     if "custom_id" in line:
         r = line["response"]
         body = r["body"] or {}
         choice = (body.get("choices") or [{}])[0]
         return (r["status_code"], choice.get("message"), choice.get("finish_reason"), body.get("usage"),
                 line["error"])
-    return (line["task"], line["output"], line["finish_reason"], line["usage"], line["error"])
+    usage = {k: v for k, v in (line["usage"] or {}).items() if k != "cached_tokens"}
+    return (line["task"], line["output"], line["finish_reason"], usage, line["error"])
 
 
 def read_lines(path: Path) -> list[dict]:
