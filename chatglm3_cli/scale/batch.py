@@ -56,6 +56,13 @@ def missing_error() -> GenerationError:
     return GenerationError("no answer came back from the Ray workers for this record")
 
 
+def _finish_reason(line: dict[str, Any]) -> Any:
+    if "custom_id" in line:  # an OpenAI Batch line
+        body = (line.get("response") or {}).get("body") or {}
+        return ((body.get("choices") or [{}])[0]).get("finish_reason")
+    return line.get("finish_reason")
+
+
 def decode_on_cluster(todo: "list[Job]", on: OnCluster, settings: "Settings", summary: "Summary",
                       progress: "Progress", write: Callable[[dict[str, Any]], None]) -> None:
     """Like ``runner.decode_jobs``: one line per record of ``todo``, written as it arrives."""
@@ -83,6 +90,9 @@ def decode_on_cluster(todo: "list[Job]", on: OnCluster, settings: "Settings", su
             summary.failed += 1
             summary.failed_now += 1
             summary.failure_kinds[str((line.get("error") or {}).get("type"))] += 1
+        elif _finish_reason(line) == "length":  # answered, but cut off at max_tokens
+            summary.cut_off += 1
+            summary.cut_off_now += 1
         else:
             summary.succeeded += 1
         summary.prompt_tokens = totals.prompt_tokens

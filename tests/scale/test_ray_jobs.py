@@ -93,7 +93,7 @@ def job(fixtures, tmp_path_factory):
                   open_model=lambda: Model(model, n_ctx=int(CTX)),
                   settings=Settings(params=SamplingParams(temperature=0, max_tokens=MAX_TOKENS), n_parallel=2,
                                     n_ctx=int(CTX)))
-    assert (s.succeeded, s.failed) == (N, 0)
+    assert (s.succeeded + s.cut_off, s.failed) == (N, 0)
     return path, {key_of(x): x for x in read_lines(out)}
 
 
@@ -129,7 +129,7 @@ def test_200_records_on_two_workers_equal_the_local_run(ray_cluster, job, fixtur
     assert p.stdout == ""  # results go to the file; Ray's own chatter nowhere near stdout
     check_against_local(read_lines(out), local)
     assert "ray: 2 workers (1 CPU each, 2 sequences in flight each)" in p.stderr
-    assert f"{N} records: {N} succeeded, 0 failed" in p.stderr
+    assert f"{N} records: " in p.stderr and ", 0 failed" in p.stderr
     manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
     assert manifest["model"]["path"] == str(fixtures.path("tiny").resolve())
 
@@ -229,7 +229,7 @@ def test_a_record_that_kills_its_worker_every_time_becomes_its_error_line_alone(
                                     n_ctx=int(CTX)))
     lines = read_lines(out)
     assert sorted(key_of(x) for x in lines) == [f"r{i:03d}" for i in range(20)]
-    assert (s.succeeded, s.failed) == (19, 1)
+    assert (s.succeeded + s.cut_off, s.failed) == (19, 1)
     for line in lines:
         if key_of(line) == "r005":
             assert line["error"]["type"] == "GenerationError" and "died 2 times" in line["error"]["message"]
