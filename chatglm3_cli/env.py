@@ -63,6 +63,11 @@ VARIABLES: tuple[EnvVar, ...] = (
            "tmpdir"),
     EnvVar("HF_HUB_CACHE", "where models are stored (shared with huggingface_hub)", "$HF_HOME/hub", "tmpdir"),
     EnvVar("XDG_CACHE_HOME", "the user cache folder", "~/.cache"),
+    EnvVar("RAY_ADDRESS", "`--ray auto`: the Ray cluster to join", "the cluster started on this machine"),
+    EnvVar("RAY_AUTH_MODE", "`--ray`: `token` when the cluster requires Ray's token authentication",
+           "Ray's; a cluster started for one job gets a token of its own"),
+    EnvVar("RAY_AUTH_TOKEN", "`--ray`: the token that joins such a cluster", "~/.ray/auth_token"),
+    EnvVar("RAY_BACKEND_LOG_LEVEL", "`--ray`: Ray's native log level", "fatal, unless -v"),
 )
 
 BY_NAME = {v.name: v for v in VARIABLES}

@@ -240,3 +240,23 @@ class QueueFullError(ServeError):
 
 class ShuttingDownError(ServeError):
     """The server is draining (SIGTERM, Ctrl-C) or its decoder stopped: no new requests (HTTP 503)."""
+
+
+# Running on a Ray cluster (--ray) -----------------------------------------------------------------
+
+class ClusterError(ChatGLM3Error):
+    """--ray: the cluster cannot be reached, or its workers cannot run the job at all."""
+
+    hint = "check the address (ray status on the head node) and the workers' logs"
+
+
+class RayNotInstalledError(ClusterError):
+    """--ray without the optional Ray dependency."""
+
+    hint = "install it with: pip install 'chatglm3[ray]'"
+
+
+class ModelMismatchError(ModelError):
+    """A worker whose model file is not the driver's (another sha256): a cluster never mixes models."""
+
+    hint = "give every node the same file (a shared path), or a model name that each node pulls"

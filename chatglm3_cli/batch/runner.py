@@ -71,6 +71,7 @@ class Summary(RunStats):
     output: str = "-"
     notes: list[str] = field(default_factory=list)
     failure_kinds: Counter = field(default_factory=Counter)  # error type -> records, this run
+    workers: Optional[int] = None  # on a Ray cluster (scale/): workers alive
 
 
 # output lines -------------------------------------------------------------------------------
@@ -170,9 +171,13 @@ def manifest_params(settings: Settings) -> dict[str, Any]:
 
 
 def run_batch(jobfile: JobFile, *, output: Optional[Path], stdout: Optional[TextIO],
-              model_path: str, open_model: Callable[[], "Model"], settings: Settings,
-              progress: BatchProgress | None = None) -> Summary:
-    """Run every job not answered yet; write results to ``output`` (resumable) or ``stdout``."""
+              model_path: str, open_model: Callable[[], Any], settings: Settings,
+              progress: BatchProgress | None = None, decode: Optional[Callable[..., None]] = None) -> Summary:
+    """Run every job not answered yet; write results to ``output`` (resumable) or ``stdout``.
+
+    ``decode(todo, opened, settings, summary, progress, write)`` answers the records, ``opened``
+    being what ``open_model()`` gave: by default ``decode_jobs`` on a Model; on a Ray cluster
+    (chatglm3_cli.scale) the cluster's workers, with this same resume, manifest and output."""
     progress = progress or BatchProgress()
     summary = Summary(total=jobfile.total, output=str(output) if output else "-")
     # The real file, not a symlink's name: one lock and one manifest per results file.
@@ -242,7 +247,7 @@ def run_batch(jobfile: JobFile, *, output: Optional[Path], stdout: Optional[Text
                 progress.advance(False, p.key, None, summary)  # listed already by validation
             if todo:
                 assert model is not None
-                _decode(todo, model, settings, summary, progress, write)
+                (decode or decode_jobs)(todo, model, settings, summary, progress, write)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -308,12 +313,17 @@ def _resume(store: ResultsFile, output: Path, jobfile: JobFile, model_path: str,
     return new, report
 
 
-def _decode(todo: list[Job], model: "Model", settings: Settings, summary: Summary,
-            progress: BatchProgress, write: Callable[[dict[str, Any]], None]) -> None:
+def decode_jobs(todo: list[Job], model: "Model", settings: Settings, summary: Summary,
+                progress: BatchProgress, write: Callable[[dict[str, Any]], None], *,
+                decoder: Any = None) -> None:
+    """Answer ``todo`` on ``model``: one result line each, written as it finishes. A Ray worker
+    runs this too, with a ``decoder`` it keeps across calls (closed by its owner)."""
     from ..engine.decoder import DecodeRequest, DecoderStats, ParallelDecoder
 
     by_key = {job.key: job for job in todo}
-    decoder = ParallelDecoder(model, n_parallel=settings.n_parallel, n_ctx=settings.n_ctx)
+    own = decoder is None
+    if decoder is None:
+        decoder = ParallelDecoder(model, n_parallel=settings.n_parallel, n_ctx=settings.n_ctx)
 
     def on_step(stats: DecoderStats) -> None:
         summary.items_in_flight, summary.tokens_in_flight = stats.in_flight, stats.in_flight_tokens
@@ -355,7 +365,7 @@ def _decode(todo: list[Job], model: "Model", settings: Settings, summary: Summar
         _collect(decoder, requests(), by_key, summary, progress, write, fail, model.name)
     finally:
         close = getattr(decoder, "close", None)
-        if close is not None:
+        if own and close is not None:
             close()
 
 

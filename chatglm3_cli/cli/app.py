@@ -55,8 +55,23 @@ app.command(name="bench")(bench)
 app.command(name="serve")(serve)
 
 
+def optional_values(argv: list[str]) -> list[str]:
+    """`--ray` may stand alone (`--ray [ADDRESS]`: a local cluster for the job). Typer has no
+    options with an optional value, so a bare `--ray` (last, or before another option or `-`)
+    becomes `--ray=local` before parsing. Nothing after `--` is touched."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = "--ray=local"
+    return out
+
+
 def main() -> None:
+    import sys
+
     from .console import plug_closed_std_streams
 
     plug_closed_std_streams()
-    app()
+    app(args=optional_values(sys.argv[1:]))

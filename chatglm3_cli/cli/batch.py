@@ -6,14 +6,23 @@ problems and the summary go to stderr: a rich bar on a terminal, plain lines oth
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from . import console as console_mod
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
-from .options import ModelArgs, SamplingArgs, SamplingParams, SequenceCtx, SystemArgs, parallel_option, with_options
+from .options import (
+    ModelArgs,
+    RayArgs,
+    SamplingArgs,
+    SamplingParams,
+    SequenceCtx,
+    SystemArgs,
+    parallel_option,
+    with_options,
+)
 from .progress import make_batch_progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,13 +82,14 @@ def batch(
     model: ModelArgs = ModelArgs.options(ctx=SequenceCtx, parallel=parallel_option("Records")),
     sampling: SamplingParams = SamplingArgs.options(max_tokens=RecordCap),
     system: SystemArgs = SystemArgs.options(),
+    ray: RayArgs = RayArgs.options(),
 ) -> None:
     """Run a JSONL file of tasks (chat, generate, translate, summarize, classify, extract, qa,
     rewrite) or OpenAI Batch API lines; one result line per record. Re-running the same command
     resumes where it stopped.
 
     Examples: chatglm3 batch jobs.jsonl · chatglm3 batch jobs.jsonl --retry-errors
-    · cat jobs.jsonl | chatglm3 batch - > results.jsonl
+    · cat jobs.jsonl | chatglm3 batch - > results.jsonl · chatglm3 batch jobs.jsonl --ray auto --workers 8
     """
     from ..batch.jobs import parse_jobs
     from ..batch.runner import Settings, retry_advice, run_batch
@@ -87,6 +97,7 @@ def batch(
     from ..files import MAX_JOBS_INPUT, is_stdout_name, read_bytes, write_target
 
     con = console_mod.current()
+    cluster = ray.cluster(verbose=model.verbose)
     if jobs == "-":
         if con.stdin_isatty:
             raise UsageError("JOBS.jsonl is '-' (stdin), but stdin is a terminal: pipe the records in")
@@ -122,11 +133,18 @@ def batch(
     sys_text = system.text()
     model_path = model.path()
     progress = make_batch_progress(con)
-    settings = Settings(params=sampling, n_parallel=model.n_parallel(), n_ctx=model.ctx, retry_errors=retry_errors,
+    n_parallel = model.n_parallel() if cluster is None else cluster.n_parallel(model.parallel)
+    settings = Settings(params=sampling, n_parallel=n_parallel, n_ctx=model.ctx, retry_errors=retry_errors,
                         force=force, system=sys_text)
+    open_model: Any = model.open_for_decoder
+    decode = None
+    if cluster is not None:  # the same job, answered by the cluster's workers
+        from ..scale.batch import hooks
+
+        open_model, decode = hooks(cluster, *RayArgs.worker_model(model, cluster))
     summary = run_batch(jobfile, output=out_path, stdout=con.stdout if out_path is None else None,
-                        model_path=model_path, open_model=model.open_for_decoder, settings=settings,
-                        progress=progress)
+                        model_path=model_path, open_model=open_model, settings=settings,
+                        progress=progress, decode=decode)
     con.error(_summary_line(summary))
     if summary.cut_off_now:
         n = summary.cut_off_now

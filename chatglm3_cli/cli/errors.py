@@ -16,6 +16,7 @@ import typer
 from ..errors import (
     BatchFailedError,
     ChatGLM3Error,
+    ClusterError,
     ConfigError,
     DiskFullError,
     DownloadError,
@@ -59,6 +60,7 @@ _CODES: list[tuple[type[BaseException], ExitCode]] = [
     (EndpointError, ExitCode.USAGE),  # --endpoint / HF_ENDPOINT that is not a URL
     (TranslationFailedError, ExitCode.TRANSLATE_FAILED),
     (OutputWriteError, ExitCode.OUTPUT_ERROR),
+    (ClusterError, ExitCode.CLUSTER_ERROR),
     (ModelError, ExitCode.MODEL_ERROR),
     (InputError, ExitCode.INPUT_ERROR),
     (PromptTooLongError, ExitCode.PROMPT_TOO_LONG),

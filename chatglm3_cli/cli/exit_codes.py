@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     CONFIG_ERROR = 13  # the config file cannot be read or is not valid TOML
     OUTPUT_ERROR = 14  # an output file or directory cannot be written
     SERVE_ERROR = 15  # serve: cannot listen on the address (port in use, unknown host)
+    CLUSTER_ERROR = 16  # --ray: Ray not installed, the cluster unreachable, or no worker could run
     TRANSLATE_FAILED = 20  # translate: some files or units could not be translated (each is listed)
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
     BROKEN_PIPE = 141  # stdout closed early, e.g. `| head` (128 + SIGPIPE)

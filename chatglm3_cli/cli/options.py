@@ -43,6 +43,8 @@ from ..engine.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.model import Model
     from ..engine.templates import ChatTemplate
+    from ..scale.cluster import ClusterOptions
+    from ..scale.workers import LoadOptions, ModelRef
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -311,3 +313,56 @@ class SystemArgs(OptionGroup):
         if self.system_file is not None:
             return read_text_file(self.system_file).strip("\n")
         return self.system
+
+
+@dataclasses.dataclass(frozen=True)
+class RayArgs(OptionGroup):
+    """--ray: the same job on a Ray cluster (chatglm3_cli.scale; the optional `ray` extra)."""
+
+    PANEL: ClassVar[str] = "Ray cluster (pip install 'chatglm3\\[ray]')"  # "\\[": not rich markup
+
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", metavar="[ADDRESS]",  # a bare --ray means local: see app.optional_values
+        help="Run on a Ray cluster: alone (or 'local') starts one on this machine for the job; "
+             "'auto' joins RAY_ADDRESS or the cluster running here; or HOST:PORT, ray://HOST:10001.")] = None
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, max=4096, metavar="N", show_default="1",
+        help="With --ray: workers (Ray actors), each with the model loaded once.")] = None
+    worker_cpus: Annotated[Optional[float], typer.Option(
+        "--worker-cpus", min=0.01, metavar="CPUS", show_default="1",
+        help="With --ray: CPUs per worker, also its llama.cpp threads unless --threads.")] = None
+    worker_gpus: Annotated[Optional[float], typer.Option(
+        "--worker-gpus", min=0.0, metavar="GPUS", show_default="0",
+        help="With --ray: GPUs per worker (0.5: two workers share one).")] = None
+
+    def cluster(self, *, verbose: bool = False) -> "Optional[ClusterOptions]":
+        """The cluster to run on, or None without --ray. Checked before any work: the worker
+        options need --ray, and --ray needs Ray (imported only here)."""
+        from .errors import UsageError
+
+        if self.ray is None:
+            given = [name for name, v in (("--workers", self.workers), ("--worker-cpus", self.worker_cpus),
+                                          ("--worker-gpus", self.worker_gpus)) if v is not None]
+            if given:
+                raise UsageError(f"{', '.join(given)} only apply with --ray")
+            return None
+        from ..scale.cluster import ClusterOptions, import_ray
+
+        import_ray()  # not installed: say how to install it before reading anything
+        return ClusterOptions(address=self.ray, workers=self.workers or 1, worker_cpus=self.worker_cpus or 1.0,
+                              worker_gpus=self.worker_gpus or 0.0, verbose=verbose)
+
+    @staticmethod
+    def worker_model(model: ModelArgs, cluster: "ClusterOptions") -> tuple["ModelRef", "LoadOptions"]:
+        """How each worker finds the model (the name as the driver resolved it, the driver's file
+        and its sha256) and loads it (the model options; threads: the worker's CPUs)."""
+        from ..hub.resolve import model_name
+        from ..scale.batch import model_ref
+        from ..scale.workers import LoadOptions
+
+        ref = model_ref(model_name(model.model), model.path(), offline=model.offline or None,
+                        endpoint=model.endpoint)
+        load = LoadOptions(n_ctx=model.ctx, n_threads=model.threads or cluster.threads,
+                           n_gpu_layers=model.gpu_layers, verbose=model.verbose, chat_template=model.template())
+        return ref, load
+

@@ -146,6 +146,12 @@ def _failure_text(key: Optional[str], error: str) -> str:
     return f"{key if key is not None else '(no id)'}: {error}"
 
 
+def _workers(stats: Any) -> str:
+    """On a Ray cluster (--ray): how many workers are alive (the driver asks Ray now and then)."""
+    n = getattr(stats, "workers", None)
+    return "" if n is None else f", {plural(n, 'worker')} alive"
+
+
 class PlainBatch(BatchProgress):
     def __init__(self, con: Console) -> None:
         self.out = _Lines(con, "batch")
@@ -168,7 +174,7 @@ class PlainBatch(BatchProgress):
         self.tick(summary)
 
     def tick(self, stats: Any) -> None:
-        self.out.status(stats, f"done, {stats.failed_now} failed")
+        self.out.status(stats, f"done, {stats.failed_now} failed{_workers(stats)}")
 
 
 class RichBatch(BatchProgress):
@@ -204,7 +210,7 @@ class RichBatch(BatchProgress):
     def tick(self, stats: Any) -> None:
         if self._bar is not None:
             failed = f", [red]{stats.failed_now} failed[/]" if stats.failed_now else ""
-            self._bar.progress.update(self._task, **_run_fields(stats, "done" + failed))
+            self._bar.progress.update(self._task, **_run_fields(stats, "done" + failed + _workers(stats)))
 
     def finish(self, stats: Any) -> None:
         if self._bar is not None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from . import console as console_mod
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
-from .options import ModelArgs, SamplingArgs, SamplingParams, SequenceCtx, parallel_option, with_options
+from .options import ModelArgs, RayArgs, SamplingArgs, SamplingParams, SequenceCtx, parallel_option, with_options
 from .progress import make_translate_progress, plural
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -145,6 +145,7 @@ def translate(
         help="Translate only the first N chunks of each file and print them to stdout.")] = None,
     model: ModelArgs = ModelArgs.options(ctx=SequenceCtx, parallel=parallel_option("Chunks")),
     sampling: SamplingParams = SamplingArgs.options(temperature=0.0, max_tokens=AnswerCap),
+    ray: RayArgs = RayArgs.options(),
 ) -> None:
     """Translate .txt, .md, .srt and .vtt files, keeping their structure: code, front matter,
     links and table layout in Markdown; cue numbers and timings in subtitles. Re-running the same
@@ -161,6 +162,7 @@ def translate(
     from ..translate.pipeline import translate as run_translate
 
     con = console_mod.current()
+    cluster = ray.cluster(verbose=model.verbose)
     try:
         target = parse_language(to)
         source = None if from_.strip().lower() in ("auto", "") else parse_language(from_)
@@ -194,13 +196,28 @@ def translate(
     template = read_text_file(prompt_file) if prompt_file else None
     # --max-tokens caps each chunk's answer (the pipeline sets each request's own cap)
     settings = Settings(target=target, source=source, params=replace(sampling, max_tokens=None),
-                        n_parallel=model.n_parallel(), n_ctx=model.ctx, bilingual=bilingual,
+                        n_parallel=model.n_parallel() if cluster is None else cluster.n_parallel(model.parallel),
+                        n_ctx=model.ctx, bilingual=bilingual,
                         glossary=gloss, prompt_template=template, preview=preview,
                         max_answer_tokens=sampling.max_tokens, overwrite=overwrite)
     progress = make_translate_progress(con)
     # model.open resolves the model only once some input is known to be usable: a wrong file
     # never costs a model download
-    summary = run_translate(tasks, open_model=model.open_for_decoder, settings=settings, progress=progress)
+    open_model: Any = model.open_for_decoder
+    make_decoder = None
+    if cluster is not None:  # the same pipeline; its decoder is the cluster's workers
+        from ..scale.translate import make_decoder_factory
+
+        def open_model() -> Any:  # the driver only tokenizes and plans: no GPU for it
+            from ..engine.model import Model
+
+            return Model(model.path(), n_ctx=model.ctx, n_threads=model.threads, n_gpu_layers=0,
+                         verbose=model.verbose, chat_template=model.template(), chat_context=False)
+
+        make_decoder = make_decoder_factory(cluster, lambda: RayArgs.worker_model(model, cluster),
+                                            on_note=lambda text: con.error(f"translate: ray: {text}"))
+    summary = run_translate(tasks, open_model=open_model, settings=settings, progress=progress,
+                            make_decoder=make_decoder)
     for r in summary.files:
         if r.text is not None:
             if preview is not None and len(summary.files) > 1:
