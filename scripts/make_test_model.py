@@ -21,6 +21,15 @@ Kinds:
   scripted-tool  the same, answering with a tool call: the metadata line "search", then
                  tool_call(city="Paris") and <|observation|> (on a vocabulary that also saw tool calls)
   scripted-loop  the same, answering "Hello! I am ChatGLM3" forever (never a stop token)
+  scripted-code  the same, in ChatGLM3's code-interpreter format: the metadata line "interpreter",
+                 a ```python block whose code is exec(open('cell.py').read()) (tests put the
+                 cell's real code in cell.py in the kernel's working directory), <|observation|>
+  glm4           GLM-4-9B-chat's layout: architecture chatglm with a small byte-level BPE
+                 vocabulary (GPT-2 style, pre-tokenizer chatglm-bpe) and GLM-4's special tokens
+                 at their texts; GLM-4's official template embedded; greedy answer "\\n" + a
+                 known answer + <|user|> + a leak + <|observation|> + a leak + <|endoftext|>
+  glm4-tool      the same vocabulary answering with GLM-4's tool call: "get_weather" + "\\n" +
+                 {"city": "Paris"} + <|observation|> + a leak + <|user|> + <|endoftext|>
   template       llama architecture with an embedded ChatML template whose end-of-generation
                  token is <|im_end|>: the path every non-ChatGLM3 model takes
   6b             the real ChatGLM3-6B shapes with random Q4_0 weights (~3.5 GB): for speed
@@ -107,7 +116,16 @@ TOOL_CORPUS = ('Tools are called in Python: tool_call(city="Paris") asks for the
                "a price. A tool_call names its arguments.\n")
 
 
-def train_vocab(out: Path, extra: str = "") -> Path:
+# The interpreter fixture's code: one user-defined piece (the scripted model maps each token to
+# one successor, so a code cell written piece by piece could not repeat a character), and the
+# fence lines as pieces of their own ("\\n" is needed once for the metadata line).
+CODE_CELL = "exec(open('cell.py').read())"
+CODE_PIECES = ["```python\n", CODE_CELL, "\n```"]
+CODE_CORPUS = ("The interpreter runs Python code. An interpreter cell prints its result, and the "
+               "interpreter shows images too.\n" * 3)
+
+
+def train_vocab(out: Path, extra: str = "", user_defined: list[str] | None = None) -> Path:
     """Train our own ChatGLM3-style SentencePiece BPE on the repo's corpus (plus extra text)."""
     import sentencepiece as spm
 
@@ -122,6 +140,7 @@ def train_vocab(out: Path, extra: str = "") -> Path:
             remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True,
             unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1,
             shuffle_input_sentence=False, minloglevel=2,
+            **({"user_defined_symbols": user_defined} if user_defined else {}),
         )
         from sentencepiece import sentencepiece_model_pb2 as pb
 
@@ -457,6 +476,151 @@ def write_6b(path: Path, vocab: Vocab) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# GLM-4
+
+
+GLM4_SPECIALS = ["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
+                 "<|user|>", "<|assistant|>", "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>",
+                 "<|begin_of_video|>", "<|end_of_video|>"]
+# GLM-4-9B-chat's official chat template (THUDM/glm-4-9b-chat tokenizer_config.json), with the
+# branches for function tools; its built-in python/browser/cogview tools are left out.
+GLM4_TEMPLATE = (
+    "[gMASK]<sop>{% for item in messages %}{% if item['tools'] is defined %}<|system|>\n"
+    "你是一个名为 GLM-4 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，你的任务是针对用户的问题和要求提供适当的答复和支持。\n\n"
+    "# 可用工具{% set tools = item['tools'] %}{% for tool in tools %}{% if tool['type'] == 'function' %}\n\n"
+    "## {{ tool['function']['name'] }}\n\n{{ tool['function'] | tojson(indent=4) }}\n"
+    "在调用上述函数时，请使用 Json 格式表示调用的参数。{% endif %}{% endfor %}{% endif %}"
+    "{% if item['content'] %}<|{{ item['role'] }}|>{{ item['metadata'] }}\n{{ item['content'] }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+GLM4_ANSWER = "Hello from GLM-4"
+GLM4_LEAK2 = "Observation leak"
+GLM4_TOOL = "get_weather"
+GLM4_TOOL_ARGS = '{"city": "Paris"}'
+GLM4_CORPUS = ("Weather in Paris? What is the weather like today in Beijing? Hello, how are you? "
+               "GLM-4 answers questions about the weather, the city and the time.\n")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-ins for bytes, as byte-level BPE vocabularies spell them."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def _chunks(text: str) -> list[str]:
+    import re
+
+    return re.findall(r" ?[A-Za-z_]+| ?[0-9]| ?[^\sA-Za-z0-9]+|\s+", text)
+
+
+@dataclass
+class BPEVocab:
+    tokens: list[str]
+    types: list[int]
+    merges: list[str]
+
+    def id(self, token: str) -> int:
+        return self.tokens.index(token)
+
+    def chunk_ids(self, text: str) -> list[int]:
+        """Ids of text cut into our chunks, each a whole token of this vocabulary."""
+        b2u = _bytes_to_unicode()
+        return [self.id("".join(b2u[b] for b in c.encode("utf-8"))) for c in _chunks(text)]
+
+
+def glm4_vocab() -> BPEVocab:
+    """Byte-level BPE: the 256 byte tokens, then whole-chunk tokens of the fixture texts built
+    by left-to-right merges, then GLM-4's special tokens (control)."""
+    b2u = _bytes_to_unicode()
+    tokens = [b2u[b] for b in range(256)]
+    seen = set(tokens)
+    merges: list[str] = []
+    texts = [GLM4_CORPUS, GLM4_ANSWER, SCRIPTED_LEAK, GLM4_LEAK2, GLM4_TOOL, GLM4_TOOL_ARGS]
+    for text in texts:
+        for chunk in _chunks(text):
+            u = "".join(b2u[b] for b in chunk.encode("utf-8"))
+            for i in range(2, len(u) + 1):
+                if u[:i] not in seen:
+                    merges.append(f"{u[:i - 1]} {u[i - 1]}")
+                    tokens.append(u[:i])
+                    seen.add(u[:i])
+    types = [NORMAL] * len(tokens)
+    for piece in GLM4_SPECIALS:
+        assert piece not in seen
+        tokens.append(piece)
+        types.append(CONTROL)
+    return BPEVocab(tokens, types, merges)
+
+
+def write_glm4(path: Path, tool: bool) -> Path:
+    v = glm4_vocab()
+    sp = {t: v.id(t) for t in GLM4_SPECIALS}
+    nl = v.id(_bytes_to_unicode()[10])
+    if tool:
+        chain = ([sp["<|assistant|>"]] + v.chunk_ids(GLM4_TOOL) + [nl] + v.chunk_ids(GLM4_TOOL_ARGS)
+                 + [sp["<|observation|>"]] + v.chunk_ids(SCRIPTED_LEAK) + [sp["<|user|>"], sp["<|endoftext|>"]])
+        sidecar = {"metadata": GLM4_TOOL, "answer": GLM4_TOOL_ARGS, "stop": sp["<|observation|>"],
+                   "leak": SCRIPTED_LEAK}
+    else:
+        chain = ([sp["<|assistant|>"], nl] + v.chunk_ids(GLM4_ANSWER) + [sp["<|user|>"]]
+                 + v.chunk_ids(SCRIPTED_LEAK) + [sp["<|observation|>"]] + v.chunk_ids(GLM4_LEAK2)
+                 + [sp["<|endoftext|>"]])
+        sidecar = {"metadata": "", "answer": GLM4_ANSWER, "stop": sp["<|user|>"], "leak": SCRIPTED_LEAK,
+                   "leak2": GLM4_LEAK2}
+    sidecar.update(chain=chain, answer_ids=chain[1:chain.index(sidecar["stop"])],
+                   specials=sp, template=GLM4_TEMPLATE)
+    shape = Shape(n_embd=64, n_layer=1, n_ff=64, n_head=4, n_head_kv=2)
+    embd, out = _chain_weights(chain, len(v.tokens), shape.n_embd)
+    tensors = []
+    for name, shp in _chatglm_tensors(shape, len(v.tokens)):
+        if name == "token_embd.weight":
+            data = embd
+        elif name == "output.weight":
+            data = out
+        elif name == "output_norm.weight":
+            data = np.ones(shp, dtype=np.float32)
+        else:
+            data = np.zeros(shp, dtype=np.float32)
+        tensors.append((name, data))
+
+    def header(w) -> None:
+        w.add_name("scripted glm-4" + (" tool" if tool else ""))
+        w.add_context_length(shape.n_ctx)
+        w.add_embedding_length(shape.n_embd)
+        w.add_block_count(shape.n_layer)
+        w.add_feed_forward_length(shape.n_ff)
+        w.add_head_count(shape.n_head)
+        w.add_head_count_kv(shape.n_head_kv)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_rope_dimension_count(shape.head_dim // 2)
+        w.add_rope_freq_base(10000.0)
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("chatglm-bpe")
+        w.add_token_list(v.tokens)
+        w.add_token_types(v.types)
+        w.add_token_merges(v.merges)
+        # As llama.cpp's converter writes GLM-4: eos <|endoftext|>, eot <|user|>, and nothing
+        # for <|observation|>.
+        w.add_eos_token_id(sp["<|endoftext|>"])
+        w.add_eot_token_id(sp["<|user|>"])
+        w.add_unk_token_id(sp["<|endoftext|>"])
+        w.add_pad_token_id(sp["<|endoftext|>"])
+        w.add_add_bos_token(False)
+        w.add_chat_template(GLM4_TEMPLATE)
+
+    _write(path, "chatglm", header, tensors)
+    path.with_suffix(".json").write_text(json.dumps(sidecar, ensure_ascii=False, indent=1))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
 # Kinds
 
 
@@ -478,6 +642,20 @@ def scripted_chain(sp_model_path: Path, tool: bool) -> tuple[list[int], dict]:
     return chain, sidecar
 
 
+def code_chain(sp_model_path: Path) -> tuple[list[int], dict]:
+    meta_ids = sp_encode(sp_model_path, "interpreter")
+    content = "".join(CODE_PIECES)
+    content_ids = sp_encode(sp_model_path, content)
+    leak_ids = sp_encode(sp_model_path, SCRIPTED_LEAK)
+    import sentencepiece as spm
+
+    # The user-defined pieces come right after <unk> <s> </s>: the byte pieces move up.
+    newline = spm.SentencePieceProcessor(model_file=str(sp_model_path)).piece_to_id("<0x0A>")
+    chain = [ASSISTANT] + meta_ids + [newline] + content_ids + [OBSERVATION] + leak_ids + [EOS]
+    return chain, {"metadata": "interpreter", "answer": content, "code": CODE_CELL, "stop": OBSERVATION,
+                   "leak": SCRIPTED_LEAK, "answer_ids": [newline] + content_ids, "chain": chain}
+
+
 def loop_chain(sp_model_path: Path) -> tuple[list[int], dict]:
     """A chain that never ends: for interrupting a long answer."""
     ids = sp_encode(sp_model_path, "Hello! I am ChatGLM3")
@@ -495,9 +673,16 @@ def build(kind: str, cache: Path, force: bool = False) -> Path:
     if kind == "vocab-tools":
         path = cache / f"vocab-tools-{fp}.model"
         return path if path.exists() and not force else train_vocab(path, TOOL_CORPUS)
+    if kind == "vocab-code":
+        path = cache / f"vocab-code-{fp}.model"
+        return path if path.exists() and not force else train_vocab(path, CODE_CORPUS, CODE_PIECES)
+    if kind in ("glm4", "glm4-tool"):
+        path = cache / f"{kind}-{fp}.gguf"
+        return path if path.exists() and not force else write_glm4(path, tool=kind == "glm4-tool")
     if real and not REAL_VOCAB.exists():
         raise FileNotFoundError(f"{REAL_VOCAB} is absent: the -real fixtures cannot be built")
-    sp_path = REAL_VOCAB if real else build("vocab-tools" if base == "scripted-tool" else "vocab", cache)
+    sp_path = REAL_VOCAB if real else build(
+        {"scripted-tool": "vocab-tools", "scripted-code": "vocab-code"}.get(base, "vocab"), cache)
     path = cache / f"{kind}-{fp}.gguf"
     if path.exists() and not force:
         return path
@@ -509,6 +694,9 @@ def build(kind: str, cache: Path, force: bool = False) -> Path:
         return write_random_q4km(path, chatglm3_vocab(sp_path), ftype=base.split("-")[1].upper())
     if base in ("scripted", "scripted-tool"):
         chain, sidecar = scripted_chain(sp_path, tool=base == "scripted-tool")
+        return write_scripted_chatglm(path, chatglm3_vocab(sp_path), chain, sidecar)
+    if base == "scripted-code" and not real:
+        chain, sidecar = code_chain(sp_path)
         return write_scripted_chatglm(path, chatglm3_vocab(sp_path), chain, sidecar)
     if base == "scripted-loop":
         chain, sidecar = loop_chain(sp_path)

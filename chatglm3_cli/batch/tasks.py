@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 from ..engine.prompt import Message
 from ..engine.sampling import DEFAULT_ANSWER_CAP  # free-form answers: chat, generate, OpenAI lines
-from ..engine.tools import call_message, function_specs, parse_call, tools_message
+from ..engine.tools import call_message, function_specs, read_call, tools_message
 from ..errors import OutputFormatError
 
 TASKS = ("chat", "generate", "translate", "summarize", "classify", "extract", "qa", "rewrite")
@@ -372,12 +372,12 @@ def check_tools(tools: Any) -> str | None:
 
 
 def parse_tool_call(record: Mapping[str, Any], name: str, text: str) -> dict[str, Any]:
-    """The tool call a ChatGLM3 answer ended with: {"name", "arguments"}; OutputFormatError
+    """The tool call a ChatGLM3 or GLM-4 answer ended with: {"name", "arguments"}; OutputFormatError
     when the tool is not one the record offered or its arguments cannot be read."""
     offered = [f["name"] for f in function_specs(record.get("tools") or [])]
     if name not in offered:
         raise OutputFormatError(f"the model called a tool that was not offered: {_shorten(name)!r}")
-    args = parse_call(text)
+    args = read_call(text, "chatglm3")  # ChatGLM3's tool_call(...) or GLM-4's JSON
     if args is None:
         raise OutputFormatError(f"the arguments of the call to {name!r} cannot be read: {_shorten(text.strip())!r}")
     return {"name": name, "arguments": args}

@@ -7,7 +7,7 @@ When a turn would not fit, the oldest turns leave the window (the system prompt 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..engine.prompt import Message
 from ..engine.sampling import SamplingParams
@@ -53,10 +53,13 @@ class Turn:
 
 class ChatSession:
     def __init__(self, model: "Model", *, system: str | None = None,
-                 params: SamplingParams | None = None, messages: list[Message] | None = None) -> None:
+                 params: SamplingParams | None = None, messages: list[Message] | None = None,
+                 tools: list[dict[str, Any]] | None = None) -> None:
         self.model = model
         self.params = params or SamplingParams()
         self.system = system or None
+        # Tool specs the model may call: they go first, in ChatGLM3's tool system message.
+        self.tools = tools or None
         self.messages: list[Message] = list(messages or [])  # user/assistant/observation turns
         self.window_start = 0  # index of the first message still inside the context window
         self.last_prompt_tokens = 0
@@ -65,9 +68,20 @@ class ChatSession:
 
     # conversation ------------------------------------------------------------------------
 
+    def system_messages(self) -> list[Message]:
+        """The tools message (when there are tools), then the system prompt."""
+        from ..engine.tools import tools_message
+
+        out = [tools_message(self.tools)] if self.tools else []
+        return out + ([Message("system", self.system)] if self.system else [])
+
     def all_messages(self) -> list[Message]:
-        """The whole conversation, system prompt first (what is saved)."""
-        return ([Message("system", self.system)] if self.system else []) + self.messages
+        """The whole conversation, system messages first (what is saved)."""
+        return self.system_messages() + self.messages
+
+    def add(self, message: Message) -> None:
+        """Record a message without answering it (an observation the chain will not follow)."""
+        self.messages.append(message)
 
     def clear(self) -> None:
         """Forget the turns; the system prompt stays."""
@@ -75,9 +89,12 @@ class ChatSession:
         self.window_start = 0
 
     def load(self, messages: list[Message]) -> None:
-        system = [m for m in messages if m.role == "system"]
+        system = [m for m in messages if m.role == "system" and m.tools is None]
         if system:
             self.system = system[0].content or None
+        tools = [m for m in messages if m.role == "system" and m.tools is not None]
+        if tools:
+            self.tools = tools[0].tools
         self.messages = [m for m in messages if m.role != "system"]
         self.window_start = 0
 
@@ -144,11 +161,11 @@ class ChatSession:
 
     def _prompt_ids(self) -> list[int]:
         window = self.messages[self.window_start:]
-        msgs = ([Message("system", self.system)] if self.system else []) + window
+        msgs = self.system_messages() + window
         return self.model.prompt_ids(msgs)
 
     def _record(self, r: "Completion") -> None:
         self.last_completion = r
-        ids = r.tokens if self.model.family == "chatglm3" else None
+        ids = r.tokens if self.model.family in ("chatglm3", "glm4") else None
         self.messages.append(Message("assistant", r.text, metadata=r.metadata, token_ids=ids,
                                      interrupted=r.finish_reason == "interrupted"))

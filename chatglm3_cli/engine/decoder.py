@@ -227,7 +227,7 @@ class ParallelDecoder:
             self.ctx.remove(seq, 0, -1)
             raise
         self.stats.prompt_tokens += len(prompt)
-        shaper = _Verbatim() if req.raw else AnswerShaper(metadata_line=self.model.family == "chatglm3")
+        shaper = _Verbatim() if req.raw else AnswerShaper(metadata_line=self.model.metadata_line)
         lookup = None
         if self.speculate:
             from .lookup import PromptLookup

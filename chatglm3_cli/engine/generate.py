@@ -55,8 +55,30 @@ class AnswerShaper:
         self._state = "meta" if metadata_line else "lead_raw"
         self._meta_buf = ""
         self._pending_ws = ""
+        self._emitted = False
+        self._separate = False
+
+    def new_segment(self) -> None:
+        """The model wrote ``<|assistant|>`` inside its answer: a new message begins, with its
+        own metadata line (ChatGLM3 does this to start a tool call or interpreter cell after
+        some text; the official process_response splits on it). The segments' text is joined
+        by a blank line; ``metadata`` becomes the new segment's."""
+        self._state = "meta"
+        self._meta_buf = ""
+        self._pending_ws = ""
+        self.metadata = ""
+        self._separate = self._emitted
 
     def feed(self, text: str) -> str:
+        out = self._feed(text)
+        if out:
+            if self._separate:
+                out = "\n\n" + out
+                self._separate = False
+            self._emitted = True
+        return out
+
+    def _feed(self, text: str) -> str:
         if not text:
             return ""
         if self._state == "meta":
@@ -66,11 +88,11 @@ class AnswerShaper:
                 self._meta_buf = ""
                 self.metadata = meta.strip()
                 self._state = "lead" if not self.metadata else "raw"
-                return self.feed(rest)
+                return self._feed(rest)
             if len(self._meta_buf) > _MAX_METADATA_CHARS:
                 rest, self._meta_buf = self._meta_buf, ""
                 self._state = "lead"
-                return self.feed(rest)
+                return self._feed(rest)
             return ""
         if self._state == "raw":
             return text
@@ -205,7 +227,7 @@ class Generation:
     def __init__(self, model: "LlamaModel", cache: KVCache, prompt: Sequence[int],
                  params: SamplingParams, *, stop_tokens: set[int], tool_stop: int | None,
                  metadata_line: bool, make_sampler: Any, speculate: int = 0,
-                 spec_policy: SpecPolicy | None = None) -> None:
+                 spec_policy: SpecPolicy | None = None, segment_token: int | None = None) -> None:
         n_ctx = cache.ctx.n_ctx
         if len(prompt) + 1 > n_ctx:
             raise PromptTooLongError(len(prompt), n_ctx)
@@ -218,6 +240,7 @@ class Generation:
         self._stops = stop_tokens
         self._tool_stop = tool_stop
         self._shaper = AnswerShaper(metadata_line=metadata_line)
+        self._segment_token = segment_token if metadata_line else None
         self._make_sampler = make_sampler
         self.speculate = max(0, speculate)  # prompt-lookup draft tokens per step (0 = off)
         self._policy = spec_policy  # None: draft whenever the lookup finds something
@@ -230,6 +253,12 @@ class Generation:
 
     def __next__(self) -> str:
         return next(self._iter)
+
+    @property
+    def metadata(self) -> str:
+        """The current message's metadata line, known once its first text piece is out: a
+        non-empty value means the model is writing a tool call (or interpreter code)."""
+        return self._shaper.metadata
 
     def close(self) -> None:
         """Stop early; ``result`` then holds the partial answer (finish_reason "interrupted")."""
@@ -275,6 +304,8 @@ class Generation:
                     stop_token = tok
                     break
                 generated.append(tok)
+                if tok == self._segment_token:
+                    self._shaper.new_segment()
                 out = self._shaper.feed(text.feed(model.token_bytes(tok)))
                 if out:
                     pieces.append(out)

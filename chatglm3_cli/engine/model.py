@@ -3,11 +3,13 @@
 ``Model`` decides, from the file's own metadata, which path a file takes:
 - ChatGLM3 (architecture ``chatglm`` with a SentencePiece vocabulary and ChatGLM3's control
   tokens): the exact path, whether or not the file carries a template;
-- any other model with an embedded chat template (GLM-4 included): that template, and the
-  file's own end-of-generation tokens;
+- GLM-4-9B-chat (architecture ``chatglm`` with a BPE vocabulary and GLM-4's special tokens):
+  GLM-4's official template as token ids, and its stop set looked up in the vocabulary;
+- any other model with an embedded chat template: that template, and the file's own
+  end-of-generation tokens;
 - a chat template given by the caller (a Jinja text or a llama.cpp built-in name, see
-  ``templates``) replaces the file's, or stands in for a missing one. ChatGLM3 files keep the
-  official format (the override is ignored, with a note).
+  ``templates``) replaces the file's, or stands in for a missing one. ChatGLM3 and GLM-4 files
+  keep their official formats (the override is ignored, with a note).
 """
 from __future__ import annotations
 
@@ -22,23 +24,38 @@ from . import backend, memory
 from .generate import Completion, Generation, KVCache
 from .gguf_file import GGUFInfo, read_gguf
 from .lookup import SpecPolicy
-from .prompt import ChatGLM3Specials, Message, chatglm3_prompt_ids, render_template, template_prompt_ids
+from .prompt import (
+    ChatGLM3Specials,
+    GLM4Specials,
+    Message,
+    chatglm3_prompt_ids,
+    glm4_prompt_ids,
+    render_template,
+    template_prompt_ids,
+)
 from .sampling import SamplingParams
 from .templates import ChatTemplate, builtin_prompt_ids, builtin_prompt_text, turn_end_token
 from .tokenizer import SentencePieceTokenizer
 
 CHATGLM3 = "chatglm3"
+GLM4 = "glm4"
 TEMPLATE = "template"
 DEFAULT_MAX_CTX = 8192
 EOS_ID = 2
 
 
-def detect_family(info: GGUFInfo) -> tuple[str, ChatGLM3Specials | None]:
+def detect_family(info: GGUFInfo) -> tuple[str, ChatGLM3Specials | GLM4Specials | None]:
     tokens = info.get("tokenizer.ggml.tokens")
-    if info.architecture == "chatglm" and info.get("tokenizer.ggml.model") == "llama" and tokens:
-        specials = ChatGLM3Specials.from_tokens(tokens)
-        if specials is not None:
-            return CHATGLM3, specials
+    if info.architecture == "chatglm" and tokens:
+        specials: ChatGLM3Specials | GLM4Specials | None = None
+        if info.get("tokenizer.ggml.model") == "llama":
+            specials = ChatGLM3Specials.from_tokens(tokens)
+            if specials is not None:
+                return CHATGLM3, specials
+        elif info.get("tokenizer.ggml.model") == "gpt2":
+            specials = GLM4Specials.from_tokens(tokens)
+            if specials is not None:
+                return GLM4, specials
     return TEMPLATE, None
 
 
@@ -107,6 +124,7 @@ class Model:
             assert s is not None
             # llama.cpp's end-of-generation set for ChatGLM3 is only <eos>; the model ends its
             # turn with <|user|>, or <|observation|> after a tool call.
+            assert isinstance(s, ChatGLM3Specials)
             self.stop_tokens = {EOS_ID, s.roles["user"], s.roles["observation"]}
             self._tool_stop: int | None = s.roles["observation"]
             self.chat_template = self.info.chat_template
@@ -114,6 +132,18 @@ class Model:
             if chat_template is not None:
                 self.notes.append(f"the chat template {chat_template.source} is not used: ChatGLM3 "
                                   f"files always take the official prompt format")
+        elif self.family == GLM4:
+            s = self._specials
+            assert isinstance(s, GLM4Specials)
+            # llama.cpp's converter marks only some of these as end-of-generation; GLM-4's own
+            # generation config stops on all three.
+            self.stop_tokens = {s.endoftext, s.roles["user"], s.roles["observation"]}
+            self._tool_stop = s.roles["observation"]
+            self.chat_template = self.info.chat_template
+            self.template = None
+            if chat_template is not None:
+                self.notes.append(f"the chat template {chat_template.source} is not used: GLM-4-9B-chat "
+                                  f"files always take GLM-4's official prompt format")
         else:
             own = self._llama.chat_template()
             if chat_template is None and not own:
@@ -194,6 +224,16 @@ class Model:
             return self.tokenizer.encode(text)
         return self._llama.tokenize(text, parse_special=False)
 
+    @property
+    def metadata_line(self) -> bool:
+        """Whether answers begin with a metadata line (ChatGLM3 and GLM-4: empty, or a tool's name)."""
+        return self.family in (CHATGLM3, GLM4)
+
+    @property
+    def tool_style(self) -> str | None:
+        """How this model writes a tool call: "chatglm3" (tool_call(...)), "glm4" (JSON), or None."""
+        return self.family if self.family in (CHATGLM3, GLM4) else None
+
     def token_text(self, token: int) -> str:
         return self._llama.token_text(token)
 
@@ -201,8 +241,16 @@ class Model:
         if not messages:
             raise ValueError("no messages")
         if self.family == CHATGLM3:
-            assert self._specials is not None and self.tokenizer is not None
+            assert isinstance(self._specials, ChatGLM3Specials) and self.tokenizer is not None
             return chatglm3_prompt_ids(messages, self.tokenizer.encode, self._specials)
+        if self.family == GLM4:
+            from .tools import TOOLS_SYSTEM_PROMPT
+
+            assert isinstance(self._specials, GLM4Specials)
+            return glm4_prompt_ids(
+                messages, lambda text: self._llama.tokenize(text, parse_special=False), self._specials,
+                # ChatGLM3's tool preamble is not part of GLM-4's format (its tools block replaces it).
+                skip_content=lambda m: m.tools is not None and m.content == TOOLS_SYSTEM_PROMPT)
         assert self.template is not None
         if self.template.builtin is not None:
             ids = builtin_prompt_ids(messages, self.template.builtin, tokenize=self._tokenize_special)
@@ -247,8 +295,9 @@ class Model:
             prompt_ids = self.prompt_ids(messages)
         return Generation(self._llama, self._cache, prompt_ids, params or SamplingParams(),
                           stop_tokens=self.stop_tokens, tool_stop=self._tool_stop,
-                          metadata_line=self.family == CHATGLM3, make_sampler=self._make_sampler,
-                          speculate=self.speculate, spec_policy=self.spec_policy)
+                          metadata_line=self.metadata_line, make_sampler=self._make_sampler,
+                          speculate=self.speculate, spec_policy=self.spec_policy,
+                          segment_token=self._specials.roles["assistant"] if self._specials else None)
 
     def _make_sampler(self, p: SamplingParams, grammar: str | None = None) -> backend.Sampler:
         return backend.Sampler(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
@@ -309,6 +358,12 @@ def chat_facts(path: str | os.PathLike[str], info: GGUFInfo | None = None) -> Ch
         tokens = info.get("tokenizer.ggml.tokens") or []
         ids = sorted({EOS_ID, specials.roles["user"], specials.roles["observation"]})
         return ChatFacts(family, len(template), "ChatGLM3's official format (build_chat_input); "
+                         "--chat-template is not used", [(i, str(tokens[i])) for i in ids if i < len(tokens)])
+    if family == GLM4:
+        assert isinstance(specials, GLM4Specials)
+        tokens = info.get("tokenizer.ggml.tokens") or []
+        ids = sorted({specials.endoftext, specials.roles["user"], specials.roles["observation"]})
+        return ChatFacts(family, len(template), "GLM-4's official format ([gMASK]<sop>, <|role|> turns); "
                          "--chat-template is not used", [(i, str(tokens[i])) for i in ids if i < len(tokens)])
     vocab = backend.LlamaModel(str(path), 0, vocab_only=True)
     try:

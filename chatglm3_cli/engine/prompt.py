@@ -2,8 +2,9 @@
 
 ChatGLM3 files take the official ``build_chat_input`` path, as token ids:
 ``[gMASK] sop`` + per message ``<|role|>`` + encode(metadata + "\\n") + encode(content), then
-``<|assistant|>``. Content is encoded on its own with the exact tokenizer, so user text can
-never smuggle in a control token. Other models render the chat template stored in the file.
+``<|assistant|>``. GLM-4-9B-chat files take GLM-4's official template the same way
+(``[gMASK]<sop>``, its ``# 可用工具`` system block for tools). Content is encoded on its own, so
+user text can never smuggle in a control token. Other models render the file's chat template.
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ class Message:
     # as the official stream_chat does with its past_key_values. Not saved with the message.
     token_ids: list[int] | None = field(default=None, repr=False, compare=False)
     interrupted: bool = False
+    # For an assistant tool call built from structured data (OpenAI tool_calls): its arguments,
+    # so that each model family can write the call in its own format (ChatGLM3: tool_call(...),
+    # GLM-4: JSON). ``content`` holds ChatGLM3's spelling.
+    arguments: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -77,6 +82,78 @@ class ChatGLM3Specials:
             return None
         return cls(gmask=index["[gMASK]"], sop=index["sop"],
                    roles={r: index[f"<|{r}|>"] for r in ROLES})
+
+
+@dataclass(frozen=True)
+class GLM4Specials:
+    gmask: int
+    sop: int
+    endoftext: int
+    roles: dict[str, int]
+
+    @classmethod
+    def from_tokens(cls, tokens: Sequence[str]) -> "GLM4Specials | None":
+        wanted = {"[gMASK]", "<sop>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>",
+                  "<|observation|>"}
+        index: dict[str, int] = {}
+        # GLM-4's special tokens follow its BPE vocabulary: search from the end.
+        for i in range(len(tokens) - 1, -1, -1):
+            t = tokens[i]
+            if t in wanted and t not in index:
+                index[t] = i
+                if len(index) == len(wanted):
+                    break
+        if len(index) != len(wanted):
+            return None
+        return cls(gmask=index["[gMASK]"], sop=index["<sop>"], endoftext=index["<|endoftext|>"],
+                   roles={r: index[f"<|{r}|>"] for r in ROLES})
+
+
+# GLM-4-9B-chat's official chat template writes this block for a message that carries tools
+# (tokenizer_config.json of THUDM/glm-4-9b-chat; functions only: the built-in python /
+# simple_browser / cogview tools belong to Zhipu's own demo).
+GLM4_TOOLS_SYSTEM = ("你是一个名为 GLM-4 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，"
+                     "你的任务是针对用户的问题和要求提供适当的答复和支持。\n\n# 可用工具")
+GLM4_TOOL_SUFFIX = "\n在调用上述函数时，请使用 Json 格式表示调用的参数。"
+
+
+def glm4_tools_text(tools: Sequence[Mapping[str, Any]]) -> str:
+    """The text after ``<|system|>`` of GLM-4's tools block, as transformers renders the
+    template: ``trim_blocks`` eats the first of the two newlines after ``{% if ... %}`` (so one
+    newline before ``## name``), and ``tojson(indent=4)`` keeps non-ASCII text and key order."""
+    text = "\n" + GLM4_TOOLS_SYSTEM
+    for fn in tools:
+        text += f"\n## {fn['name']}\n\n" + json.dumps(dict(fn), indent=4, ensure_ascii=False) + GLM4_TOOL_SUFFIX
+    return text
+
+
+def glm4_prompt_ids(messages: Sequence[Message], encode: Callable[[str], list[int]],
+                    specials: GLM4Specials, *, skip_content: Callable[[Message], bool] = lambda m: False) -> list[int]:
+    """Token ids of GLM-4-9B-chat's official template:
+    ``[gMASK]<sop>`` + (for a message with tools: ``<|system|>`` + the tools block) + for every
+    message with content ``<|role|>`` + encode(metadata + "\\n") + encode(content), then
+    ``<|assistant|>``; the answer begins with its metadata line, as ChatGLM3's does.
+    The template skips messages whose content is empty; ``skip_content`` names others whose
+    content belongs to another family's format (ChatGLM3's tool preamble)."""
+    ids = [specials.gmask, specials.sop]
+    for m in messages:
+        if m.role == "system" and m.tools is not None:
+            ids.append(specials.roles["system"])
+            ids += encode(glm4_tools_text(m.tools))
+        if m.role == "assistant" and m.token_ids is not None:
+            ids.append(specials.roles["assistant"])
+            ids += m.token_ids
+            continue
+        content = m.content
+        if m.role == "assistant" and m.arguments is not None and m.metadata:
+            content = json.dumps(m.arguments, ensure_ascii=False)  # GLM-4 writes a call as JSON
+        if not content or skip_content(m):
+            continue
+        ids.append(specials.roles[m.role])
+        ids += encode(f"{m.metadata}\n")
+        ids += encode(content)
+    ids.append(specials.roles["assistant"])
+    return ids
 
 
 def chatglm3_prompt_ids(messages: Sequence[Message], encode: Callable[[str], list[int]],

@@ -6,6 +6,10 @@ It calls one by answering with the tool's name as the metadata line, then a Pyth
 ``<|observation|>``; the tool's result comes back as an ``observation`` message. The official
 ``process_response`` reads the call with ``eval``; we read it with ``ast`` and accept only
 literal arguments, so model output is never executed.
+
+GLM-4-9B-chat learns its tools from the ``# 可用工具`` block of its template (see prompt.py)
+and calls one as ``name`` (metadata line) + the arguments as a JSON object; ``read_call``
+reads either format.
 """
 from __future__ import annotations
 
@@ -106,5 +110,30 @@ def parse_call(text: str) -> dict[str, Any] | None:
 
 
 def call_message(name: str, arguments: Mapping[str, Any]) -> Message:
-    """An assistant tool-call turn, for a conversation replayed from OpenAI messages."""
-    return Message("assistant", format_call(arguments), metadata=name)
+    """An assistant tool-call turn, for a conversation replayed from OpenAI messages (each
+    family's prompt writes it in its own format from ``arguments``)."""
+    return Message("assistant", format_call(arguments), metadata=name, arguments=dict(arguments))
+
+
+def parse_json_call(text: str) -> dict[str, Any] | None:
+    """GLM-4's call: the answer after the metadata line is one JSON object (possibly fenced)."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.strip("`").strip()
+        if body.startswith("json"):
+            body = body[4:]
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_call(text: str, style: str) -> dict[str, Any] | None:
+    """The arguments of a tool-call answer written in a family's style ("chatglm3" writes
+    ``tool_call(...)``, "glm4" writes JSON); each also accepts the other's spelling."""
+    if style == "glm4":
+        args = parse_json_call(text)
+        return args if args is not None else parse_call(text)
+    args = parse_call(text)
+    return args if args is not None else parse_json_call(text)
