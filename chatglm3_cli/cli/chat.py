@@ -8,6 +8,7 @@ import typer
 from . import console as console_mod
 from .errors import UsageError, handle_errors
 from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_options
+from .tooling import ToolArgs
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..chat.history import ConversationStore
@@ -25,6 +26,7 @@ def chat(
     model: ModelArgs = ModelArgs.options(),
     sampling: SamplingParams = SamplingArgs.options(),
     system: SystemArgs = SystemArgs.options(),
+    tool_args: ToolArgs = ToolArgs.options(),
 ) -> None:
     """Chat interactively. Ctrl-C stops an answer; Ctrl-D or /exit leaves; /help lists commands.
 
@@ -111,8 +113,15 @@ def chat(
     rich_out = con.stdout_isatty and not plain
     if con.stderr_isatty:
         con.error("loading model…")
-    with model.open() as m:
-        session = ChatSession(m, system=sys_text, params=sampling)
+    from . import tooling
+
+    toolbox = tool_args.toolbox()
+    approvals = tooling.chat_approvals(tool_args.yes) if toolbox is not None else None
+    with tooling.closing(toolbox), model.open() as m:  # the interpreter's kernel ends with the chat
+        if toolbox is not None:
+            tooling.check_model(m, toolbox)
+            sys_text = toolbox.system_prompt(sys_text)
+        session = ChatSession(m, system=sys_text, params=sampling, tools=tooling.specs(toolbox))
         if restored:
             session.load(restored)
             if sys_text:
@@ -124,9 +133,12 @@ def chat(
             make_renderer=(lambda: MarkdownRenderer(con.stdout)) if rich_out else (lambda: PlainRenderer(con.stdout)),
             pt_input=pt_input, pt_output=pt_output, history=history, store=store,
             conversation=conversation, stats=stats, model_label=model.label or str(m.path),
-            tty_fd=tty_fd if interactive else None)
+            tty_fd=tty_fd if interactive else None, toolbox=toolbox, approvals=approvals,
+            max_tool_calls=tool_args.max_tool_calls, interactive=interactive)
         if interactive and con.stderr_isatty:
             con.error(f"chatting with {m.name} · /help for commands · Ctrl-D or /exit to leave")
+        if toolbox is not None and con.stderr_isatty:
+            con.error("tools the model may call (/tools lists them):\n" + tooling.list_tools(toolbox))
         code = repl.run(first, interactive=interactive)
     for f in tty_files:
         f.close()

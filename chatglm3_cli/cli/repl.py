@@ -32,6 +32,7 @@ COMMANDS = {
     "/save": "/save [FILE]: write the conversation as OpenAI-style messages JSON",
     "/load": "/load FILE: replace the conversation with a saved messages JSON",
     "/stats": "/stats [on|off]: show token counts and speed after each answer",
+    "/tools": "list the tools the model may call (--tools, --tool-json, --code)",
 }
 EXIT_WORDS = {"/exit", "/bye", "/quit", "exit", "quit", "stop"}
 SET_KEYS = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int,
@@ -50,7 +51,8 @@ class ChatREPL:
                  make_renderer: Callable[[], Renderer], pt_input: Any = None, pt_output: Any = None,
                  history: Any = None, store: ConversationStore | None = None,
                  conversation: Conversation | None = None, stats: bool = False,
-                 model_label: str = "", tty_fd: int | None = None) -> None:
+                 model_label: str = "", tty_fd: int | None = None, toolbox: Any = None,
+                 approvals: Any = None, max_tool_calls: int = 5, interactive: bool = True) -> None:
         self.session = session
         self.out = out
         self.err = err
@@ -65,6 +67,17 @@ class ChatREPL:
         self.tty_fd = tty_fd  # the terminal typed on: no echo while an answer streams
         self.pending_files: list[tuple[str, str]] = []
         self._prompt: Any = None
+        self._approve_prompt: Any = None
+        # Tools: what the model may call, who approves, and a call the user must answer
+        # (a --tool-json tool): their next message is its observation.
+        self.toolbox = toolbox
+        self.max_tool_calls = max_tool_calls
+        self.awaiting: Any = None
+        if toolbox is not None and approvals is None:
+            from ..tools.chain import Approvals
+
+            approvals = Approvals(self._ask_approval if interactive else None)
+        self.approvals = approvals
 
     # output ------------------------------------------------------------------------------
 
@@ -171,12 +184,52 @@ class ChatREPL:
             parts = [f"File {name}:\n```\n{content}\n```" for name, content in self.pending_files]
             text = "\n\n".join(parts + [text])
             self.pending_files = []
+        role = "user"
+        if self.awaiting is not None:
+            role, self.awaiting = "observation", None
         try:
-            turn = self.session.ask(text)
+            turn = self.session.ask(text, role=role)
         except ChatGLM3Error as e:
             self.say(format_error(e))
             return
-        self._stream(turn)
+        self._answer(turn)
+
+    def _answer(self, turn: Any) -> None:
+        """Stream the answer; with tools, follow the model's calls (with approval)."""
+        if self.toolbox is None:
+            self._stream(turn)
+            return
+        from ..tools.chain import run_chain
+        from .tooling import show_call, show_outcome
+
+        def on_call(call: Any) -> None:
+            if self.approvals.approve_all or call.name in self.approvals.always:
+                show_call(self.err, call, color=False)
+
+        chain = run_chain(self.session, turn, self.toolbox, self.approvals, stream=self._stream,
+                          max_calls=self.max_tool_calls, on_call=on_call,
+                          on_outcome=lambda o: show_outcome(self.err, o))
+        if chain.limit_reached:
+            self.say(f"stopped: the model asked for more than {self.max_tool_calls} tool calls in a row "
+                     "(--max-tool-calls)")
+        elif chain.pending is not None:
+            self.awaiting = chain.pending
+            self.say(f"the model calls {chain.pending.describe()}: type the result; it goes back as the observation")
+        self.autosave()
+
+    def _ask_approval(self, call: Any) -> str:
+        from .tooling import APPROVE_PROMPT, parse_answer, show_call
+
+        workdir = self.toolbox.interpreter.workdir if self.toolbox.interpreter is not None else None
+        show_call(self.err, call, color=_isatty(self.err), workdir=workdir)
+        if self._approve_prompt is None:
+            from prompt_toolkit import PromptSession
+
+            self._approve_prompt = PromptSession(input=self.pt_input, output=self.pt_output)
+        try:
+            return parse_answer(self._approve_prompt.prompt(APPROVE_PROMPT))
+        except (EOFError, KeyboardInterrupt):
+            return "no"
 
     def _stream(self, turn: Any) -> None:
         notice = self.session.take_dropped_notice(turn.dropped)
@@ -226,7 +279,7 @@ class ChatREPL:
             "/help": self.cmd_help, "/clear": self.cmd_clear, "/system": self.cmd_system,
             "/set": self.cmd_set, "/show": self.cmd_show, "/regen": self.cmd_regen,
             "/read": self.cmd_read, "/save": self.cmd_save, "/load": self.cmd_load,
-            "/stats": self.cmd_stats,
+            "/stats": self.cmd_stats, "/tools": self.cmd_tools,
         }.get(name)
         if name in EXIT_WORDS:
             raise _Leave
@@ -241,8 +294,21 @@ class ChatREPL:
     def cmd_help(self, arg: str) -> None:
         self.say(HELP_TEXT)
 
+    def cmd_tools(self, arg: str) -> None:
+        from .tooling import list_tools
+
+        if self.toolbox is None:
+            self.say("no tools (start chat with --tools FILE.py, --tool-json FILE or --code)")
+            return
+        self.say("tools the model may call:\n" + list_tools(self.toolbox))
+        if self.approvals is not None and self.approvals.approve_all:
+            self.say("every call runs without asking (--yes)")
+        elif self.approvals is not None and self.approvals.always:
+            self.say("approved for this session: " + ", ".join(sorted(self.approvals.always)))
+
     def cmd_clear(self, arg: str) -> None:
         self.session.clear()
+        self.awaiting = None
         self.pending_files = []
         self.say("conversation cleared" + (" (system prompt kept)" if self.session.system else ""))
         self.autosave()
@@ -292,7 +358,7 @@ class ChatREPL:
         except ValueError as e:
             self.say(str(e))
             return
-        self._stream(turn)
+        self._answer(turn)
 
     def cmd_read(self, arg: str) -> None:
         if not arg:
@@ -380,6 +446,13 @@ def _no_echo(fd: int | None) -> Iterator[None]:
             termios.tcsetattr(fd, termios.TCSANOW, old)
         except (termios.error, OSError):
             pass
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (ValueError, AttributeError):
+        return False
 
 
 def _replace(params: Any, key: str, value: Any) -> Any:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -11,6 +11,7 @@ from . import console as console_mod
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
 from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_options
+from .tooling import ToolArgs
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.generate import Completion
@@ -34,6 +35,7 @@ def run(
     # otherwise fill the whole context (reported on stderr when it is reached).
     sampling: SamplingParams = SamplingArgs.options(max_tokens=DEFAULT_ANSWER_CAP),
     system: SystemArgs = SystemArgs.options(),
+    tool_args: ToolArgs = ToolArgs.options(),
 ) -> None:
     """Answer one prompt and exit.
 
@@ -69,6 +71,10 @@ def run(
 
     sys_text = system.text()
     messages = ([Message("system", sys_text)] if sys_text else []) + [Message("user", text)]
+
+    if tool_args.wanted:
+        _run_with_tools(con, model, tool_args, sys_text, text, sampling, as_json, stats, verbose_prompt)
+        return
 
     with model.open() as m:
         ids = m.prompt_ids(messages)
@@ -111,10 +117,45 @@ def run(
                 con.error(f"note: the answer was cut off: the context of {m.n_ctx} tokens is full "
                           f"(raise --ctx)")
         if stats:
-            t = result.timings
-            pt = f"{t.prompt_tps:.1f} tok/s" if t.prompt_tps else "-"
-            gt = f"{t.generation_tps:.1f} tok/s" if t.generation_tps else "-"
-            con.error(f"prompt: {result.prompt_tokens} tokens ({result.cached_tokens} cached), "
-                      f"{t.prompt_tokens} evaluated in {t.prompt_ms / 1000:.2f}s, {pt} | "
-                      f"generation: {t.generated_tokens} tokens in {t.generation_ms / 1000:.2f}s, {gt} | "
-                      f"finish: {result.finish_reason}")
+            _stats(con, result)
+
+
+def _run_with_tools(con: console_mod.Console, model: ModelArgs, tools: ToolArgs, sys_text: Optional[str],
+                    text: str, sampling: SamplingParams, as_json: bool, stats: bool, verbose_prompt: bool) -> None:
+    """One prompt with tools: the model's calls run (with consent) until it answers."""
+    from . import tooling
+
+    toolbox = tools.toolbox()
+    assert toolbox is not None
+    with tooling.closing(toolbox):
+        approvals = tooling.run_approvals(con, toolbox, tools.yes)  # before the model loads
+        with model.open() as m:
+            session, chain = tooling.answer_with_tools(
+                con, m, toolbox, approvals, system=sys_text, text=text, params=sampling,
+                max_calls=tools.max_tool_calls, as_json=as_json, verbose_prompt=verbose_prompt)
+            result = chain.last
+            if as_json:
+                con.write(json.dumps({
+                    "model": str(m.path), "family": m.family,
+                    "messages": [msg.to_dict() for msg in session.all_messages()],
+                    "response": result.text if result and result.finish_reason != "tool_calls" else "",
+                    "metadata": result.metadata if result else "",
+                    "finish_reason": result.finish_reason if result else "interrupted",
+                    "tool_calls": [o.to_dict() for o in chain.outcomes],
+                    "pending_call": chain.pending.to_dict() if chain.pending else None,
+                    "tool_call_limit_reached": chain.limit_reached,
+                    "usage": result.usage if result else None,
+                    "timings": result.timings.to_dict() if result else None,
+                }, ensure_ascii=False) + "\n")
+            if stats and result is not None:
+                _stats(con, result)
+
+
+def _stats(con: console_mod.Console, result: Any) -> None:
+    t = result.timings
+    pt = f"{t.prompt_tps:.1f} tok/s" if t.prompt_tps else "-"
+    gt = f"{t.generation_tps:.1f} tok/s" if t.generation_tps else "-"
+    con.error(f"prompt: {result.prompt_tokens} tokens ({result.cached_tokens} cached), "
+              f"{t.prompt_tokens} evaluated in {t.prompt_ms / 1000:.2f}s, {pt} | "
+              f"generation: {t.generated_tokens} tokens in {t.generation_ms / 1000:.2f}s, {gt} | "
+              f"finish: {result.finish_reason}")

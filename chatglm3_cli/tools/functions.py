@@ -106,7 +106,7 @@ def type_schema(tp: Any) -> dict[str, Any]:
             return {"type": simple}
         return {"anyOf": parts}
     if inspect.isclass(tp) and issubclass(tp, enum.Enum):
-        return type_schema(typing.Literal[tuple(m.value for m in tp)])  # type: ignore[misc]
+        return type_schema(typing.Literal[tuple(m.value for m in tp)])
     if tp in (list, set, frozenset) or origin in (list, set, frozenset, Sequence, typing.Sequence):
         out = {"type": "array"}
         if args:

@@ -90,7 +90,8 @@ class Interpreter:
             try:
                 self.workdir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise InterpreterError(f"cannot create {self.workdir}: {e.strerror}", hint="name another directory") from e
+                raise InterpreterError(f"cannot create {self.workdir}: {e.strerror}",
+                                       hint="name another directory") from e
         self.workdir = self.workdir.resolve()
         self.timeout = timeout
         self.startup_timeout = startup_timeout
@@ -175,7 +176,8 @@ class Interpreter:
                     text = data["text/plain"] + "\n"
             elif kind == "error":
                 result.error = True
-                text = "\n".join(content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]) + "\n"
+                lines = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
+                text = "\n".join(lines) + "\n"
             if text and size < _MAX_COLLECT:
                 text = text[: _MAX_COLLECT - size]
                 size += len(text)

@@ -9,8 +9,7 @@ from typing import Annotated, Literal, Optional
 import pytest
 
 from chatglm3_cli.tools.chain import Approvals, Toolbox
-from chatglm3_cli.tools.functions import (FunctionTool, ToolsFileError, function_spec, load_json_tools,
-                                          load_python_tools)
+from chatglm3_cli.tools.functions import FunctionTool, ToolsFileError, function_spec, load_json_tools, load_python_tools
 
 
 class Color(enum.Enum):
@@ -19,7 +18,8 @@ class Color(enum.Enum):
 
 
 def weather(city: str, unit: Literal["c", "f"] = "c", days: Optional[int] = None,
-            tags: list[str] | None = None, extra: dict[str, float] = {}, color: Color = Color.RED) -> dict:
+            tags: list[str] | None = None, extra: dict[str, float] = {},  # noqa: B006 (a default the schema must show)
+            color: Color = Color.RED) -> dict:
     """Get the weather for a city.
 
     Args:

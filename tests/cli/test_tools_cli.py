@@ -1,0 +1,190 @@
+"""`run` and `chat` with --tools, --tool-json and --code: consent, --yes, no terminal, --json,
+and the approval prompt on a real terminal (tmux)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from chatglm3_cli.cli.app import app
+from chatglm3_cli.cli.exit_codes import ExitCode
+
+from .test_chat_terminal import TMUX, Tmux
+
+CMD = [sys.executable, "-m", "chatglm3_cli"]
+
+
+def _tools_file(tmp_path, fail=False):
+    marker = tmp_path / "called.txt"
+    body = "raise RuntimeError('search is down')" if fail else "return 'sunny in ' + city"
+    p = tmp_path / "mytools.py"
+    p.write_text(textwrap.dedent(f'''
+        def search(city: str) -> str:
+            """Search the weather of a city."""
+            with open({str(marker)!r}, "a") as f:
+                f.write(city + "\\n")
+            {body}
+        '''))
+    return p, marker
+
+
+def _env(tmp_path):
+    env = dict(os.environ)
+    env.pop("CHATGLM3_MODEL", None)
+    env["CHATGLM3_DATA_DIR"] = str(tmp_path / "data")
+    return env
+
+
+def test_run_with_yes_calls_the_tool_and_json_has_every_call(fixtures, tmp_path):
+    tools, marker = _tools_file(tmp_path)
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("scripted-tool")), "--tools", str(tools),
+                                 "--yes", "--max-tool-calls", "2", "--json", "Weather in Paris?"])
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert marker.read_text() == "Paris\nParis\n"
+    assert out["tool_calls"] == [{"name": "search", "arguments": {"city": "Paris"}, "status": "ok",
+                                  "result": "sunny in Paris"}] * 2
+    assert out["tool_call_limit_reached"] is True and out["pending_call"]["name"] == "search"
+    roles = [m["role"] for m in out["messages"]]
+    assert roles == ["system", "user", "assistant", "observation", "assistant", "observation", "assistant"]
+    assert out["messages"][0]["tools"][0]["name"] == "search"
+
+
+def test_run_with_yes_shows_calls_on_stderr_and_keeps_stdout_for_answers(fixtures, tmp_path):
+    tools, marker = _tools_file(tmp_path, fail=True)
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("scripted-tool")), "--tools", str(tools),
+                                 "--yes", "--max-tool-calls", "1", "Weather?"])
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == ""  # the only answers were calls
+    assert "search(city='Paris')" in r.stderr and "Error: RuntimeError: search is down" in r.stderr
+    assert "--max-tool-calls 1" in r.stderr and marker.read_text() == "Paris\n"
+
+
+def test_run_without_a_terminal_refuses_tools_unless_yes(fixtures, tmp_path):
+    tools, marker = _tools_file(tmp_path)
+    p = subprocess.run(CMD + ["run", "-m", str(fixtures.path("scripted-tool")), "--tools", str(tools), "hi"],
+                       stdin=subprocess.DEVNULL, capture_output=True, env=_env(tmp_path), timeout=120,
+                       start_new_session=True)
+    assert p.returncode == ExitCode.USAGE and b"no terminal to approve tool calls" in p.stderr
+    assert b"--yes" in p.stderr and not marker.exists()
+
+
+def test_tool_json_calls_are_shown_not_run(fixtures, tmp_path):
+    spec = tmp_path / "tools.json"
+    spec.write_text(json.dumps([{"type": "function", "function": {
+        "name": "search", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]))
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("scripted-tool")), "--tool-json", str(spec),
+                                 "--json", "x"])
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["tool_calls"] == [] and out["pending_call"] == {"name": "search", "arguments": {"city": "Paris"}}
+
+
+def test_code_and_tools_together_is_a_usage_error(fixtures, tmp_path):
+    tools, _ = _tools_file(tmp_path)
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("scripted-code")), "--code", "--tools",
+                                 str(tools), "x"])
+    assert r.exit_code == ExitCode.USAGE and "either a tool list or the code interpreter" in r.stderr
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("scripted-code")), "--workdir", str(tmp_path), "x"])
+    assert r.exit_code == ExitCode.USAGE and "needs --code" in r.stderr
+
+
+def test_tools_on_a_model_without_a_tool_format(fixtures, tmp_path):
+    tools, marker = _tools_file(tmp_path)
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("template")), "--tools", str(tools), "--yes", "x"])
+    assert r.exit_code == ExitCode.USAGE and "no tool-calling format" in r.stderr and not marker.exists()
+
+
+def test_run_code_with_yes_runs_the_cell_in_the_workdir(fixtures, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "cell.py").write_text("print(6 * 7)\n")
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("scripted-code")), "--code", "--yes",
+                                 "--workdir", str(work), "--max-tool-calls", "1", "--json", "6*7?"])
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    (call,) = out["tool_calls"]
+    assert call["name"] == "interpreter" and call["code"] == "exec(open('cell.py').read())\n"
+    assert call["status"] == "ok" and call["result"] == "42"
+    assert out["messages"][0] == {"role": "system", "content": out["messages"][0]["content"]}
+    assert "你是一位智能AI助手" in out["messages"][0]["content"]
+
+
+def test_chat_piped_without_terminal_refuses_then_yes_runs(fixtures, tmp_path):
+    tools, marker = _tools_file(tmp_path)
+    base = CMD + ["chat", "-m", str(fixtures.path("scripted-tool")), "--tools", str(tools),
+                  "--max-tool-calls", "1", "--no-save"]
+    p = subprocess.run(base, input=b"Weather in Paris?", capture_output=True, env=_env(tmp_path),
+                       timeout=120, start_new_session=True)
+    assert p.returncode == 0, p.stderr
+    assert b"[refused]" in p.stderr and not marker.exists()
+    p = subprocess.run(base + ["--yes"], input=b"Weather in Paris?", capture_output=True, env=_env(tmp_path),
+                       timeout=120, start_new_session=True)
+    assert p.returncode == 0, p.stderr
+    assert b"[result] sunny in Paris" in p.stderr and marker.read_text() == "Paris\n"
+
+
+def _wait_count(t, needle, n, timeout=60.0):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if t.screen().count(needle) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{needle!r} did not appear {n} times:\n{t.screen()}")
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_approval_prompt_in_a_real_terminal(fixtures, tmp_path):
+    tools, marker = _tools_file(tmp_path)
+    t = Tmux("tools", tmp_path)
+    env = _env(tmp_path)
+    cmd = " ".join(CMD + ["chat", "-m", str(fixtures.path("scripted-tool")), "--tools", str(tools),
+                          "--max-tool-calls", "2", "--plain"])
+    envs = " ".join(f"{k}='{v}'" for k, v in [("CHATGLM3_DATA_DIR", env["CHATGLM3_DATA_DIR"]),
+                                                ("PYTHONPATH", os.pathsep.join(sys.path))])
+    t("new-session", "-d", "-s", "tools", "-x", "120", "-y", "40", f"env {envs} {cmd}; echo EXIT=$?; sleep 60")
+    try:
+        t.wait_for(">>>")
+        t("send-keys", "-t", "tools", "/tools", "Enter")
+        t.wait_for("search(city): Search the weather of a city.")
+        t("send-keys", "-t", "tools", "Weather in Paris?", "Enter")
+        t.wait_for("The model wants to call search(city='Paris')")
+        t.wait_for("[a]lways for this tool:")
+        assert not marker.exists()  # nothing runs while the question is open
+        t("send-keys", "-t", "tools", "n", "Enter")
+        t.wait_for("[refused]")
+        _wait_count(t, "Run it?", 2)  # the observation went back; the scripted model calls again
+        assert not marker.exists()
+        t("send-keys", "-t", "tools", "a", "Enter")
+        t.wait_for("[result] sunny in Paris")
+        t.wait_for("stopped: the model asked for more than 2 tool calls")
+        assert marker.read_text() == "Paris\n"
+        t("send-keys", "-t", "tools", "/exit", "Enter")
+        screen = t.wait_for("EXIT=")
+        assert "EXIT=0" in screen and "Traceback" not in screen
+    finally:
+        t("kill-server")
+
+
+def test_glm4_answers_and_calls_tools_in_its_own_format(fixtures, tmp_path):
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("glm4")), "Hello"])
+    assert r.exit_code == 0 and r.stdout == "Hello from GLM-4\n"
+    tools = tmp_path / "weather.py"
+    tools.write_text('def get_weather(city: str) -> dict:\n    """The weather."""\n    return {"city": city, "sky": "clear"}\n')
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("glm4-tool")), "--tools", str(tools), "--yes",
+                                 "--max-tool-calls", "1", "--json", "Weather in Paris?"])
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["family"] == "glm4"
+    assert out["tool_calls"] == [{"name": "get_weather", "arguments": {"city": "Paris"}, "status": "ok",
+                                  "result": '{"city": "Paris", "sky": "clear"}'}]
+    assert out["messages"][2] == {"role": "assistant", "content": '{"city": "Paris"}', "metadata": "get_weather"}
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("glm4")), "--code", "--yes", "x"])
+    assert r.exit_code == ExitCode.USAGE and "not ChatGLM3" in r.stderr
