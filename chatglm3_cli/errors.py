@@ -66,6 +66,13 @@ class PromptTooLongError(ChatGLM3Error):
         self.n_ctx = n_ctx
 
 
+class InterpreterError(ChatGLM3Error):
+    """The code interpreter cannot run: its packages are missing, its working directory is
+    unusable, or the Python kernel did not start."""
+
+    hint = "the code interpreter needs jupyter_client and ipykernel: pip install 'chatglm3[code]'"
+
+
 class InputError(ChatGLM3Error):
     """Input text that cannot be used: a missing, binary or non-UTF-8 file."""
 

@@ -24,6 +24,7 @@ from ..errors import (
     GenerationError,
     InputError,
     InsecureBindError,
+    InterpreterError,
     InvalidJobsError,
     ManifestMismatchError,
     ModelError,
@@ -49,6 +50,7 @@ class UsageError(ChatGLM3Error):
 # come before their bases: the first match wins.
 _CODES: list[tuple[type[BaseException], ExitCode]] = [
     (UsageError, ExitCode.USAGE),
+    (InterpreterError, ExitCode.USAGE),  # --code without its packages, a bad --workdir
     (InvalidJobsError, ExitCode.STRICT_INVALID_INPUT),  # before InputError, its base
     (ManifestMismatchError, ExitCode.MANIFEST_MISMATCH),
     (BatchFailedError, ExitCode.PARTIAL_FAILURE),

@@ -206,9 +206,18 @@ class ChatREPL:
             if self.approvals.approve_all or call.name in self.approvals.always:
                 show_call(self.err, call, color=False)
 
-        chain = run_chain(self.session, turn, self.toolbox, self.approvals, stream=self._stream,
-                          max_calls=self.max_tool_calls, on_call=on_call,
-                          on_outcome=lambda o: show_outcome(self.err, o))
+        try:
+            chain = run_chain(self.session, turn, self.toolbox, self.approvals, stream=self._stream,
+                              max_calls=self.max_tool_calls, on_call=on_call,
+                              on_outcome=lambda o: show_outcome(self.err, o))
+        except ChatGLM3Error as e:  # the kernel did not start, a prompt too long for the context...
+            self.say(format_error(e))
+            self.autosave()
+            return
+        except KeyboardInterrupt:  # between a call and its result: the chat goes on
+            self.say("(tool call interrupted)")
+            self.autosave()
+            return
         if chain.limit_reached:
             self.say(f"stopped: the model asked for more than {self.max_tool_calls} tool calls in a row "
                      "(--max-tool-calls)")

@@ -91,7 +91,8 @@ def build_toolbox(tools: Optional[list[str]], tool_json: Optional[list[str]], co
         functions += load_json_tools(path)
     interpreter = None
     if code:
-        from ..tools.interpreter import Interpreter, InterpreterError
+        from ..errors import InterpreterError
+        from ..tools.interpreter import Interpreter
 
         try:
             import ipykernel  # noqa: F401

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ChatGLM3Error
+from ..errors import InterpreterError
 
 # The official demo's system prompt for the interpreter mode (composite_demo/demo_ci.py).
 INTERPRETER_SYSTEM_PROMPT = (
@@ -34,12 +34,6 @@ DEFAULT_TIMEOUT = 60.0
 _MAX_COLLECT = 1 << 20  # never hold more than 1 MiB of a cell's output in memory
 _ANSI = re.compile(r"(\x9B|\x1B\[)[0-?]*[ -/]*[@-~]")
 _FENCE = re.compile(r"```([^\n]*)\n(.*?)```", re.DOTALL)
-
-
-class InterpreterError(ChatGLM3Error):
-    """The kernel could not be started or stopped answering."""
-
-    hint = "the code interpreter needs jupyter_client and ipykernel: pip install 'chatglm3[code]'"
 
 
 def extract_code(text: str) -> str | None:
