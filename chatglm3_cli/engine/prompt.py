@@ -60,6 +60,20 @@ class Message:
         return out
 
 
+def _last_ids(tokens: Sequence[str], wanted: set[str]) -> dict[str, int] | None:
+    """The id of each wanted text, or None if one is missing. Special tokens sit after the
+    ordinary pieces (SentencePiece or BPE): searching from the end means a normal piece spelled
+    the same way can never be picked up."""
+    index: dict[str, int] = {}
+    for i in range(len(tokens) - 1, -1, -1):
+        t = tokens[i]
+        if t in wanted and t not in index:
+            index[t] = i
+            if len(index) == len(wanted):
+                return index
+    return None
+
+
 @dataclass(frozen=True)
 class ChatGLM3Specials:
     gmask: int
@@ -68,17 +82,8 @@ class ChatGLM3Specials:
 
     @classmethod
     def from_tokens(cls, tokens: Sequence[str]) -> "ChatGLM3Specials | None":
-        index: dict[str, int] = {}
-        wanted = {"[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"}
-        # The control tokens sit after the SentencePiece pieces: search from the end so that a
-        # normal piece spelled the same way can never be picked up.
-        for i in range(len(tokens) - 1, -1, -1):
-            t = tokens[i]
-            if t in wanted and t not in index:
-                index[t] = i
-                if len(index) == len(wanted):
-                    break
-        if len(index) != len(wanted):
+        index = _last_ids(tokens, {"[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"})
+        if index is None:
             return None
         return cls(gmask=index["[gMASK]"], sop=index["sop"],
                    roles={r: index[f"<|{r}|>"] for r in ROLES})
@@ -93,17 +98,9 @@ class GLM4Specials:
 
     @classmethod
     def from_tokens(cls, tokens: Sequence[str]) -> "GLM4Specials | None":
-        wanted = {"[gMASK]", "<sop>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>",
-                  "<|observation|>"}
-        index: dict[str, int] = {}
-        # GLM-4's special tokens follow its BPE vocabulary: search from the end.
-        for i in range(len(tokens) - 1, -1, -1):
-            t = tokens[i]
-            if t in wanted and t not in index:
-                index[t] = i
-                if len(index) == len(wanted):
-                    break
-        if len(index) != len(wanted):
+        index = _last_ids(tokens, {"[gMASK]", "<sop>", "<|endoftext|>", "<|system|>", "<|user|>",
+                                   "<|assistant|>", "<|observation|>"})
+        if index is None:
             return None
         return cls(gmask=index["[gMASK]"], sop=index["<sop>"], endoftext=index["<|endoftext|>"],
                    roles={r: index[f"<|{r}|>"] for r in ROLES})
