@@ -11,12 +11,13 @@ from .. import __version__, env
 from .batch import batch
 from .bench import bench
 from .chat import chat, history_app
+from .help import App
 from .models import models_app, pull
 from .run import run
 from .serve import serve
 from .translate import translate
 
-app = typer.Typer(
+app = App(
     name="chatglm3",
     help="Run the ChatGLM3 language model locally (llama.cpp on CPU, CUDA or Metal).",
     epilog=env.help_epilog(),

@@ -69,8 +69,8 @@ def batch(
         metavar="JOBS.jsonl", show_default=False)],
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="RESULTS.jsonl",
-        help="Where results go ('-' for stdout) (default: JOBS.results.jsonl beside the input; "
-             "stdout when the input is stdin).")] = None,
+        show_default="JOBS.results.jsonl beside the input; stdout when the input is stdin",
+        help="Where results go ('-' for stdout).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Run nothing when any record is invalid (default: invalid records "
                          "become error lines and the rest runs).")] = False,
@@ -84,9 +84,10 @@ def batch(
     system: SystemArgs = SystemArgs.options(),
     ray: RayArgs = RayArgs.options(),
 ) -> None:
-    """Run a JSONL file of tasks (chat, generate, translate, summarize, classify, extract, qa,
-    rewrite) or OpenAI Batch API lines; one result line per record. Re-running the same command
-    resumes where it stopped.
+    """Run a JSONL file of tasks or OpenAI Batch API lines; one result line per record.
+
+    Tasks: chat, generate, translate, summarize, classify, extract, qa, rewrite. Re-running the
+    same command resumes where it stopped.
 
     Examples: chatglm3 batch jobs.jsonl · chatglm3 batch jobs.jsonl --retry-errors
     · cat jobs.jsonl | chatglm3 batch - > results.jsonl · chatglm3 batch jobs.jsonl --ray auto --workers 8

@@ -19,7 +19,7 @@ def bench(
     gen_tokens: Annotated[int, typer.Option(
         "--gen-tokens", min=2, help="Tokens to generate per run and per record.")] = 32,
     parallel: Annotated[str, typer.Option(
-        "--parallel", help="Sequences in flight to compare, e.g. 1,2,4,8.")] = "1,2,4",
+        "--parallel", "-p", metavar="N,N,...", help="Sequences in flight to compare, e.g. 1,2,4,8.")] = "1,2,4",
     records: Annotated[int, typer.Option("--records", min=1, help="Records in each parallel run.")] = 8,
     reps: Annotated[int, typer.Option("--reps", min=1, help="Single-stream runs (median and spread).")] = 3,
     load: Annotated[int, typer.Option(
@@ -28,8 +28,10 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (a stable schema).")] = False,
     model: ModelArgs = ModelArgs.options(omit=("ctx", "verbose", "speculate", "cache_type")),
 ) -> None:
-    """Measure prompt and generation speed, single stream and parallel, against a raw llama.cpp
-    loop on the same model, and the machine's memory-bandwidth limit."""
+    """Measure prompt and generation speed against a raw llama.cpp loop on the same model.
+
+    Single stream and parallel, and the machine's memory-bandwidth limit.
+    """
     from ..bench.run import format_report, run_bench
 
     try:

@@ -7,6 +7,7 @@ import typer
 
 from . import console as console_mod
 from .errors import UsageError, handle_errors
+from .help import App
 from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_options
 from .tooling import ToolArgs
 
@@ -152,7 +153,8 @@ def _fileno(f: object) -> Optional[int]:
         return None
 
 
-history_app = typer.Typer(help="Saved conversations.", no_args_is_help=False, invoke_without_command=True)
+history_app = App(help="Saved conversations: `chatglm3 history` lists them, newest first; show or export "
+                       "one by its ID.", no_args_is_help=False, invoke_without_command=True)
 
 
 @history_app.callback()
@@ -188,7 +190,9 @@ def _report_skipped(store: "ConversationStore") -> None:
 
 @history_app.command("show")
 @handle_errors
-def history_show(conv_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+def history_show(conv_id: Annotated[str, typer.Argument(
+        metavar="ID", help="A conversation's id as `chatglm3 history` lists it (a unique prefix is enough).")],
+) -> None:
     """Print a saved conversation."""
     from ..chat.history import ConversationStore, to_markdown
 
@@ -198,10 +202,12 @@ def history_show(conv_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 @history_app.command("export")
 @handle_errors
 def history_export(
-    conv_id: Annotated[str, typer.Argument(metavar="ID")],
-    fmt: Annotated[str, typer.Option("--format", help="md or json.")] = "md",
+    conv_id: Annotated[str, typer.Argument(
+        metavar="ID", help="A conversation's id as `chatglm3 history` lists it (a unique prefix is enough).")],
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="md or json.")] = "md",
     output: Annotated[Optional[str], typer.Option(
-        "--output", "-o", help="Write to a file instead of stdout ('-': stdout).")] = None,
+        "--output", "-o", metavar="FILE", show_default="stdout",
+        help="Write to a file ('-': stdout).")] = None,
 ) -> None:
     """Export a saved conversation as Markdown or JSON (OpenAI messages shape)."""
     import json

@@ -14,6 +14,7 @@ import typer
 from . import console as console_mod
 from . import options as opt
 from .errors import UsageError, handle_errors
+from .help import App
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -50,10 +51,11 @@ def short_name(f: "CachedFile") -> str:
 @handle_errors
 def pull(
     model: Annotated[Optional[str], typer.Argument(
-        help="Alias (chatglm3-6b[:QUANT]), Hub repo (owner/repo[:QUANT]) or owner/repo/file.gguf. "
-             "(default: the configured model, else chatglm3-6b)", show_default=False)] = None,
+        help="Alias (chatglm3-6b[:QUANT]), Hub repo (owner/repo[:QUANT]) or owner/repo/file.gguf.",
+        metavar="MODEL", show_default="the configured model, else chatglm3-6b")] = None,
     quant: Annotated[Optional[str], typer.Option(
-        "--quant", "-q", help="Quantization, e.g. Q4_K_M, Q8_0, in any case (default: Q4_K_M).")] = None,
+        "--quant", "-q", metavar="QUANT", show_default="Q4_K_M",
+        help="Quantization, e.g. Q4_K_M, Q8_0, in any case.")] = None,
     list_quants: Annotated[bool, typer.Option(
         "--list", help="Show the quants the repo offers, with sizes; download nothing.")] = False,
     offline: opt.Offline = False,
@@ -105,8 +107,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-models_app = typer.Typer(
-    help="Models on disk: list them (the default), show one's metadata, remove one.",
+models_app = App(
+    help="Models on disk: list them (the default, or `models list`), show one's metadata, remove one.",
     invoke_without_command=True, no_args_is_help=False)
 
 
@@ -117,8 +119,20 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model, one per line.")] = False,
 ) -> None:
     """List the models on disk: name (usable with -m), quant, size, last used, path."""
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        _list_models(as_json)
+
+
+@models_app.command("list")
+@handle_errors
+def models_list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model, one per line.")] = False,
+) -> None:
+    """List the models on disk (the same as `chatglm3 models`)."""
+    _list_models(as_json)
+
+
+def _list_models(as_json: bool) -> None:
     from ..hub import human_size
     from ..hub.store import all_models, last_used, partials
     from ..paths import hf_cache_dir
@@ -167,7 +181,8 @@ def _on_disk(model: Optional[str]) -> tuple["ModelSpec", list["CachedFile"]]:
 @models_app.command("info")
 @handle_errors
 def models_info(
-    model: Annotated[str, typer.Argument(help="A model name (as `chatglm3 models` shows it) or a .gguf path.")],
+    model: Annotated[str, typer.Argument(
+        metavar="MODEL", help="A model name (as `chatglm3 models` shows it) or a .gguf path.")],
 ) -> None:
     """Show a model's GGUF metadata: architecture, context, layers, quant, size, sha256, and
     how its prompts are built (chat template) and where its answers stop (stop tokens)."""
@@ -235,7 +250,7 @@ def _sha256(path: "Path", con: console_mod.Console) -> str:
 @handle_errors
 def models_rm(
     model: Annotated[str, typer.Argument(
-        help="A model name (alias[:QUANT], owner/repo[:QUANT]) or its path; "
+        metavar="MODEL", help="A model name (alias[:QUANT], owner/repo[:QUANT]) or its path; "
              "without a quant, all of the repo's files.")],
 ) -> None:
     """Remove a model from disk, with the repo's partial downloads."""

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def run(
     prompt: Annotated[Optional[list[str]], typer.Argument(
         help="The prompt. Piped stdin comes first, then -f FILE, then these words.",
-        show_default=False)] = None,
+        metavar="PROMPT...", show_default=False)] = None,
     file: Annotated[Optional[str], typer.Option(
         "--file", "-f", help="Read the prompt from a file ('-' for stdin).", metavar="PATH")] = None,
     as_json: Annotated[bool, typer.Option(

@@ -117,17 +117,14 @@ def translate(
     from_: Annotated[str, typer.Option(
         "--from", help="Source language, or 'auto' to let the model tell.", metavar="LANG")] = "auto",
     output_dir: Annotated[Optional[str], typer.Option(
-        "--output-dir", "-o", metavar="OUTDIR",
-        help="Write the translations here, keeping names (and the tree of a directory). "
-             "[default: beside each input as NAME.LANG.EXT]")] = None,
+        "--output-dir", "-o", metavar="DIR", show_default="beside each input as NAME.LANG.EXT",
+        help="Write the translations here, keeping names (and the tree of a directory).")] = None,
     glob: Annotated[Optional[str], typer.Option(
-        "--glob", metavar="PATTERN",
-        help="Which files of a directory to translate, e.g. '**/*.md'. [default: every .txt, .md, "
-             ".srt and .vtt file]")] = None,
+        "--glob", metavar="PATTERN", show_default="every .txt, .md, .srt and .vtt file",
+        help="Which files of a directory to translate, e.g. '**/*.md'.")] = None,
     fmt: Annotated[Optional[str], typer.Option(
-        "--format", metavar="FORMAT",
-        help="Treat the input as txt, md, srt or vtt (stdin, or files of another extension). "
-             "[default: from the extension; txt for stdin]")] = None,
+        "--format", metavar="FORMAT", show_default="from the extension; txt for stdin",
+        help="Treat the input as txt, md, srt or vtt (stdin, or files of another extension).")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing output that translate did not write (a translation "
                             "made or edited by hand); without it, such a file is kept and reported.")] = False,
@@ -147,12 +144,13 @@ def translate(
     sampling: SamplingParams = SamplingArgs.options(temperature=0.0, max_tokens=AnswerCap),
     ray: RayArgs = RayArgs.options(),
 ) -> None:
-    """Translate .txt, .md, .srt and .vtt files, keeping their structure: code, front matter,
-    links and table layout in Markdown; cue numbers and timings in subtitles. Re-running the same
-    command resumes where it stopped.
+    """Translate .txt, .md, .srt and .vtt files, keeping their structure.
 
-    Examples: chatglm3 translate README.md --to zh · chatglm3 translate subs/ --to en --glob '*.srt' ·
-    cat notes.txt | chatglm3 translate - --to ja
+    Code, front matter, links and table layout stay as they are in Markdown; cue numbers and
+    timings in subtitles. Re-running the same command resumes where it stopped.
+
+    Examples: chatglm3 translate README.md --to zh · chatglm3 translate subs/ --to en --glob
+    '*.srt' · cat notes.txt | chatglm3 translate - --to ja
     """
     from ..textio import read_text_file
     from ..translate.formats import FORMATS

@@ -11,6 +11,7 @@ A new command fails here until its golden file exists, so nobody adds help text 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,22 @@ def test_no_stale_golden_files():
     expected = {golden_name(p) for p in command_paths()}
     stale = sorted(p.name for p in GOLDEN.glob("*.txt") if p.name not in expected)
     assert not stale, f"golden help for commands that no longer exist: {stale}"
+
+
+TYPE_LIKE = re.compile(r"<(bool|int|float|str|text|list|path)\b[^>]*>|\b(int|float) range\b|\{[A-Z.]+\}")
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("path", command_paths(), ids=lambda p: " ".join(p) or "chatglm3")
+def test_help_reads_well_at_common_widths(path, width):
+    """Defaults are shown, placeholders are names (N, PATH), never types (<bool>, <int range>)."""
+    text = render_help(path, width)
+    assert not TYPE_LIKE.search(text), TYPE_LIKE.search(text).group(0)
+    assert max(len(line) for line in text.splitlines()) <= width
+    cmd = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    with_default = [p for p in cmd.params if getattr(p, "show_default", None) is not False
+                    and not getattr(p, "is_flag", False)
+                    and (isinstance(p.show_default, str) or p.default not in (None, ()))]
+    assert text.count("[default:") >= len(with_default), [p.name for p in with_default]
