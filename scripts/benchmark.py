@@ -165,6 +165,8 @@ def main() -> int:
                        parallel=[int(x) for x in args.parallel.split(",")], reps=args.reps,
                        records=args.records, load=args.load,
                        progress=lambda s: print(f"bench: {s}", file=sys.stderr))
+    # Published files name the model by its file name: the path is this machine's business.
+    report.model = Path(report.model).name
     d = report.to_dict()
     smol = smollm_speculation(args.spec_tokens, args.reps)
     smol_rows = "\n".join(
