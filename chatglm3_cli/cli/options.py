@@ -93,10 +93,11 @@ class Group:
             if f.name in omit or (f.name in optional and change is _UNSET):
                 continue
             annotation = change if is_declaration else hints[f.name]
-            default = f.default if change is _UNSET or is_declaration else change
+            new_default = change is not _UNSET and not is_declaration
+            default = change if new_default else f.default
             self.parameters.append(inspect.Parameter(
                 f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                annotation=_in_panel(annotation, cls.PANEL)))
+                annotation=_in_panel(annotation, cls.PANEL, show_value=new_default)))
         if changes:
             raise TypeError(f"{cls.__name__} has no options {sorted(changes)}")
 
@@ -111,13 +112,18 @@ class Group:
 _UNSET: Any = object()
 
 
-def _in_panel(annotation: Any, panel: str) -> Any:
-    """The same ``Annotated[...]`` with its typer.Option shown under ``panel`` in --help."""
+def _in_panel(annotation: Any, panel: str, *, show_value: bool = False) -> Any:
+    """The same ``Annotated[...]`` with its typer.Option shown under ``panel`` in --help;
+    ``show_value``: a command gave the option another default, which --help shows as it is
+    (not the group's description of its own default, e.g. "when the model ends its turn")."""
     base, *meta = typing.get_args(annotation)
     meta = [copy.copy(m) for m in meta]
     for m in meta:
-        if isinstance(m, typer.models.OptionInfo) and m.rich_help_panel is None:
-            m.rich_help_panel = panel
+        if isinstance(m, typer.models.OptionInfo):
+            if m.rich_help_panel is None:
+                m.rich_help_panel = panel
+            if show_value and isinstance(m.show_default, str):
+                m.show_default = True
     return Annotated.__class_getitem__((base, *meta))  # type: ignore[attr-defined]
 
 
