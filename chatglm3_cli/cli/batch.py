@@ -26,7 +26,8 @@ from .options import (
 from .progress import make_batch_progress
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..batch.runner import Summary
+    from ..batch.jobs import JobFile
+    from ..batch.runner import Settings, Summary
 
 # A record without "max_tokens" gets its task's cap (batch/tasks.py), not an unbounded answer.
 RecordCap = Annotated[Optional[int], typer.Option(
@@ -92,44 +93,13 @@ def batch(
     Examples: chatglm3 batch jobs.jsonl · chatglm3 batch jobs.jsonl --retry-errors
     · cat jobs.jsonl | chatglm3 batch - > results.jsonl · chatglm3 batch jobs.jsonl --ray auto --workers 8
     """
-    from ..batch.jobs import parse_jobs
-    from ..batch.runner import Settings, retry_advice, run_batch
-    from ..errors import BatchFailedError, InvalidJobsError, OutputWriteError
-    from ..files import MAX_JOBS_INPUT, is_stdout_name, read_bytes, write_target
+    from ..batch.runner import Settings, run_batch
 
     con = console_mod.current()
     cluster = ray.cluster(verbose=model.verbose)
-    if jobs == "-":
-        if con.stdin_isatty:
-            raise UsageError("JOBS.jsonl is '-' (stdin), but stdin is a terminal: pipe the records in")
-        data, source = con.read_stdin_bytes(MAX_JOBS_INPUT), "stdin"
-    else:
-        data, source = read_bytes(jobs, limit=MAX_JOBS_INPUT), jobs
-    out_path = default_output(jobs) if output is None else (None if is_stdout_name(output) else Path(output))
-    if out_path is not None:
-        # a results file is read back and resumed: a device or FIFO can be neither (and nothing
-        # is ever created beside one: no lock, no manifest next to /dev/...)
-        try:
-            write_target(out_path)
-        except OutputWriteError as e:
-            raise OutputWriteError(e.message, hint="give a results file, or `-o -` for stdout") from None
-    if out_path is not None and jobs != "-" and out_path.resolve() == Path(jobs).resolve():
-        raise UsageError("the results file cannot be the input file")
-    if out_path is None and (retry_errors or force):
-        raise UsageError("--retry-errors and --force resume a results file: give one with -o")
-
-    jobfile = parse_jobs(data, source)
-    if jobfile.problems:
-        n = len(jobfile.problems)
-        what = "nothing was run" if strict else "they become error lines; the rest runs"
-        con.error(f"{source}: {n} invalid record{'s' if n != 1 else ''} of {jobfile.total} ({what}):")
-        shown = jobfile.problems if strict else jobfile.problems[:MAX_REPORTED]
-        for p in shown:
-            con.error(f"  {p.describe()}")
-        if len(shown) < n:
-            con.error(f"  ... and {n - len(shown)} more (each has an error line in the results)")
-        if strict:
-            raise InvalidJobsError(f"{source}: {n} invalid record{'s' if n != 1 else ''}; nothing was run")
+    data, source = read_input(con, jobs)
+    out_path = results_path(jobs, output, resume_flags=retry_errors or force)
+    jobfile = parse_and_report(con, data, source, strict)
 
     sys_text = system.text()
     model_path = model.path()
@@ -146,6 +116,66 @@ def batch(
     summary = run_batch(jobfile, output=out_path, stdout=con.stdout if out_path is None else None,
                         model_path=model_path, open_model=open_model, settings=settings,
                         progress=progress, decode=decode)
+    finish(con, summary, settings, out_path)
+
+
+def read_input(con: console_mod.Console, jobs: str) -> tuple[bytes, str]:
+    """The JSONL bytes and how messages name them ('-' is stdin, which must be a pipe)."""
+    from ..files import MAX_JOBS_INPUT, read_bytes
+
+    if jobs == "-":
+        if con.stdin_isatty:
+            raise UsageError("JOBS.jsonl is '-' (stdin), but stdin is a terminal: pipe the records in")
+        return con.read_stdin_bytes(MAX_JOBS_INPUT), "stdin"
+    return read_bytes(jobs, limit=MAX_JOBS_INPUT), jobs
+
+
+def results_path(jobs: str, output: Optional[str], *, resume_flags: bool) -> Optional[Path]:
+    """-o, or JOBS.results.jsonl beside the input; None: stdout (nothing to resume)."""
+    from ..errors import OutputWriteError
+    from ..files import is_stdout_name, write_target
+
+    out_path = default_output(jobs) if output is None else (None if is_stdout_name(output) else Path(output))
+    if out_path is not None:
+        # a results file is read back and resumed: a device or FIFO can be neither (and nothing
+        # is ever created beside one: no lock, no manifest next to /dev/...)
+        try:
+            write_target(out_path)
+        except OutputWriteError as e:
+            raise OutputWriteError(e.message, hint="give a results file, or `-o -` for stdout") from None
+    if out_path is not None and jobs != "-" and out_path.resolve() == Path(jobs).resolve():
+        raise UsageError("the results file cannot be the input file")
+    if out_path is None and resume_flags:
+        raise UsageError("--retry-errors and --force resume a results file: give one with -o")
+    return out_path
+
+
+def parse_and_report(con: console_mod.Console, data: bytes, source: str, strict: bool) -> JobFile:
+    """The records; every invalid one listed on stderr (up to MAX_REPORTED unless --strict,
+    which then runs nothing)."""
+    from ..batch.jobs import parse_jobs
+    from ..errors import InvalidJobsError
+
+    jobfile = parse_jobs(data, source)
+    if jobfile.problems:
+        n = len(jobfile.problems)
+        what = "nothing was run" if strict else "they become error lines; the rest runs"
+        con.error(f"{source}: {n} invalid record{'s' if n != 1 else ''} of {jobfile.total} ({what}):")
+        shown = jobfile.problems if strict else jobfile.problems[:MAX_REPORTED]
+        for p in shown:
+            con.error(f"  {p.describe()}")
+        if len(shown) < n:
+            con.error(f"  ... and {n - len(shown)} more (each has an error line in the results)")
+        if strict:
+            raise InvalidJobsError(f"{source}: {n} invalid record{'s' if n != 1 else ''}; nothing was run")
+    return jobfile
+
+
+def finish(con: console_mod.Console, summary: Summary, settings: Settings, out_path: Optional[Path]) -> None:
+    """The summary on stderr, then the exit: 0, INTERRUPTED, or PARTIAL_FAILURE with advice."""
+    from ..batch.runner import retry_advice
+    from ..errors import BatchFailedError
+
     con.error(_summary_line(summary))
     if summary.cut_off_now:
         n = summary.cut_off_now
