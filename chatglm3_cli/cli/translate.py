@@ -19,6 +19,7 @@ from .options import ModelArgs, RayArgs, SamplingArgs, SamplingParams, SequenceC
 from .progress import make_translate_progress, plural
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..translate.languages import Language
     from ..translate.pipeline import FileTask, Summary
 
 # --max-tokens means a cap per chunk's answer here; a longer answer is retried in smaller chunks.
@@ -153,40 +154,16 @@ def translate(
     '*.srt' · cat notes.txt | chatglm3 translate - --to ja
     """
     from ..textio import read_text_file
-    from ..translate.formats import FORMATS
     from ..translate.glossary import Glossary, load_glossary
-    from ..translate.languages import parse_language
-    from ..translate.pipeline import FileTask, Settings
+    from ..translate.pipeline import Settings
     from ..translate.pipeline import translate as run_translate
 
     con = console_mod.current()
     cluster = ray.cluster(verbose=model.verbose)
-    try:
-        target = parse_language(to)
-        source = None if from_.strip().lower() in ("auto", "") else parse_language(from_)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    for lang, flag in ((target, "--to"), (source, "--from")):
-        if lang is not None and not lang.known:
-            con.error(f"warning: {flag} {lang.name!r} is not a language this tool knows: the model is "
-                      f"asked for {lang.name!r} as written" + (f", and outputs are named NAME.{lang.code}.EXT"
-                                                               if flag == "--to" else ""))
-    if fmt is not None:
-        fmt = {"markdown": "md", "text": "txt", "webvtt": "vtt"}.get(fmt.lower(), fmt.lower())
-        if fmt not in FORMATS:
-            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    target, source = parse_languages(con, to, from_)
+    fmt = normalize_format(fmt)
     if "-" in paths:
-        if len(paths) > 1:
-            raise UsageError("'-' (stdin) cannot be mixed with files")
-        if output_dir is not None:
-            raise UsageError("with '-' the translation goes to stdout; -o is for files")
-        if con.stdin_isatty:
-            raise UsageError("PATH is '-' (stdin), but stdin is a terminal: pipe the text in")
-        data = con.read_stdin_bytes()
-        import hashlib
-
-        tasks = [FileTask("stdin", data=data, fmt=fmt or "txt",
-                          checkpoint="stdin:" + hashlib.sha256(data).hexdigest())]
+        tasks = stdin_task(con, paths, output_dir, fmt)
     else:
         tasks = _expand(paths, glob, fmt, target.code, Path(output_dir) if output_dir else None)
 
@@ -216,28 +193,83 @@ def translate(
                                             on_note=lambda text: con.error(f"translate: ray: {text}"))
     summary = run_translate(tasks, open_model=open_model, settings=settings, progress=progress,
                             make_decoder=make_decoder)
-    for r in summary.files:
-        if r.text is not None:
-            if preview is not None and len(summary.files) > 1:
-                con.write(f"==> {r.task.label} <==\n")
-            con.write(r.text + ("\n" if preview is not None and not r.text.endswith("\n") else ""))
+    write_stdout_results(con, summary, preview)
     for line in _summary_lines(summary):
         con.error(line)
     if summary.interrupted:
         con.error("translate: interrupted; finished chunks are kept: run the same command again to resume")
         raise typer.Exit(ExitCode.INTERRUPTED)
     if not summary.ok:
-        from ..errors import TranslationFailedError
+        raise failure(summary, sampling)
 
-        nf = len(summary.failed_files)
-        nu = sum(len(r.failures) for r in summary.files if r.status != "failed")
-        what = []
-        if nf:
-            what.append(f"{nf} of {len(summary.files)} file{'s' if len(summary.files) != 1 else ''} failed")
-        if nu:
-            what.append(f"{nu} unit{'s' if nu != 1 else ''} not translated (kept in the source language)")
-        from ..translate.pipeline import retry_advice
 
-        model_ran = summary.failed_units or any(r.wordy for r in summary.failed_files)
-        hint = retry_advice(summary, sampling) if model_ran else None
-        raise TranslationFailedError("; ".join(what) or "the translation is incomplete", hint=hint)
+def parse_languages(con: console_mod.Console, to: str, from_: str) -> tuple[Language, Optional[Language]]:
+    """--to and --from ('auto': None); a name the tool does not know is warned about."""
+    from ..translate.languages import parse_language
+
+    try:
+        target = parse_language(to)
+        source = None if from_.strip().lower() in ("auto", "") else parse_language(from_)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for lang, flag in ((target, "--to"), (source, "--from")):
+        if lang is not None and not lang.known:
+            con.error(f"warning: {flag} {lang.name!r} is not a language this tool knows: the model is "
+                      f"asked for {lang.name!r} as written" + (f", and outputs are named NAME.{lang.code}.EXT"
+                                                               if flag == "--to" else ""))
+    return target, source
+
+
+def normalize_format(fmt: Optional[str]) -> Optional[str]:
+    """--format by its name or an alias (markdown, text, webvtt); None: from each extension."""
+    from ..translate.formats import FORMATS
+
+    if fmt is None:
+        return None
+    fmt = {"markdown": "md", "text": "txt", "webvtt": "vtt"}.get(fmt.lower(), fmt.lower())
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    return fmt
+
+
+def stdin_task(con: console_mod.Console, paths: list[str], output_dir: Optional[str],
+               fmt: Optional[str]) -> list[FileTask]:
+    """'-': stdin in, stdout out; its checkpoint is keyed by the text itself."""
+    import hashlib
+
+    from ..translate.pipeline import FileTask
+
+    if len(paths) > 1:
+        raise UsageError("'-' (stdin) cannot be mixed with files")
+    if output_dir is not None:
+        raise UsageError("with '-' the translation goes to stdout; -o is for files")
+    if con.stdin_isatty:
+        raise UsageError("PATH is '-' (stdin), but stdin is a terminal: pipe the text in")
+    data = con.read_stdin_bytes()
+    return [FileTask("stdin", data=data, fmt=fmt or "txt", checkpoint="stdin:" + hashlib.sha256(data).hexdigest())]
+
+
+def write_stdout_results(con: console_mod.Console, summary: Summary, preview: Optional[int]) -> None:
+    """Translations that go to stdout (stdin, --preview); a preview of several files is headed."""
+    for r in summary.files:
+        if r.text is not None:
+            if preview is not None and len(summary.files) > 1:
+                con.write(f"==> {r.task.label} <==\n")
+            con.write(r.text + ("\n" if preview is not None and not r.text.endswith("\n") else ""))
+
+
+def failure(summary: Summary, sampling: SamplingParams) -> Exception:
+    """The error a run that left something untranslated exits with (TRANSLATE_FAILED)."""
+    from ..errors import TranslationFailedError
+    from ..translate.pipeline import retry_advice
+
+    nf = len(summary.failed_files)
+    nu = sum(len(r.failures) for r in summary.files if r.status != "failed")
+    what = []
+    if nf:
+        what.append(f"{nf} of {len(summary.files)} file{'s' if len(summary.files) != 1 else ''} failed")
+    if nu:
+        what.append(f"{nu} unit{'s' if nu != 1 else ''} not translated (kept in the source language)")
+    model_ran = summary.failed_units or any(r.wordy for r in summary.failed_files)
+    hint = retry_advice(summary, sampling) if model_ran else None
+    return TranslationFailedError("; ".join(what) or "the translation is incomplete", hint=hint)
