@@ -14,7 +14,9 @@ from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_o
 from .tooling import ToolArgs
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..engine.generate import Completion
+    from ..engine.generate import Completion, Generation
+    from ..engine.model import Model
+    from ..engine.prompt import Message
 
 
 @handle_errors
@@ -42,9 +44,36 @@ def run(
     Examples: chatglm3 run "Hello" · git diff | chatglm3 run "review this" · chatglm3 run -f q.txt --json
     """
     from ..engine.prompt import Message
-    from ..textio import decode_text, read_text_file
 
     con = console_mod.current()
+    text = gather_prompt(con, prompt, file)
+    sys_text = system.text()
+    messages = ([Message("system", sys_text)] if sys_text else []) + [Message("user", text)]
+
+    if tool_args.wanted:
+        _run_with_tools(con, model, tool_args, sys_text, text, sampling, as_json, stats, verbose_prompt)
+        return
+
+    with model.open() as m:
+        ids = m.prompt_ids(messages)
+        if verbose_prompt:
+            show_prompt(con, m, ids)
+        gen = m.generate(prompt_ids=ids, params=sampling)
+        result = gen.complete() if as_json else stream(con, gen)
+        if as_json:
+            con.write(json.dumps(json_record(m, messages, result), ensure_ascii=False) + "\n")
+        if result.finish_reason == "length":
+            # Truncation is not success, but the text is still the answer: say so on stderr.
+            con.error(cut_off_note(result, sampling, m.n_ctx))
+        if stats:
+            _stats(con, result)
+
+
+def gather_prompt(con: console_mod.Console, prompt: Optional[list[str]], file: Optional[str]) -> str:
+    """Piped stdin, then -f FILE, then the words, joined by blank lines. Nothing at all on a
+    terminal: usage and exit 2, rather than waiting for input."""
+    from ..textio import decode_text, read_text_file
+
     parts: list[str] = []
     stdin_used = False
     if not con.stdin_isatty and file != "-":
@@ -68,56 +97,50 @@ def run(
         con.error("Usage: chatglm3 run [OPTIONS] [PROMPT]...  (or pipe text in: echo hi | chatglm3 run)")
         con.error("Try 'chatglm3 run --help' for help.")
         raise typer.Exit(ExitCode.USAGE)
+    return text
 
-    sys_text = system.text()
-    messages = ([Message("system", sys_text)] if sys_text else []) + [Message("user", text)]
 
-    if tool_args.wanted:
-        _run_with_tools(con, model, tool_args, sys_text, text, sampling, as_json, stats, verbose_prompt)
-        return
+def show_prompt(con: console_mod.Console, m: Model, ids: list[int]) -> None:
+    """--verbose-prompt: the token ids and their text, on stderr."""
+    con.error(f"prompt: {len(ids)} tokens")
+    con.error(" ".join(str(i) for i in ids))
+    con.error("".join(f"[{t}]" for _, t in m.describe(ids)))
 
-    with model.open() as m:
-        ids = m.prompt_ids(messages)
-        if verbose_prompt:
-            con.error(f"prompt: {len(ids)} tokens")
-            con.error(" ".join(str(i) for i in ids))
-            con.error("".join(f"[{t}]" for _, t in m.describe(ids)))
-        gen = m.generate(prompt_ids=ids, params=sampling)
-        result: Optional[Completion]
-        if as_json:
-            result = gen.complete()
-        else:
-            wrote_any = False
-            ends_newline = True
-            try:
-                for piece in gen:
-                    con.write(piece)
-                    wrote_any = True
-                    ends_newline = piece.endswith("\n")
-            finally:
-                gen.close()
-                if wrote_any and not ends_newline:
-                    con.write("\n")
-            result = gen.result
-        assert result is not None
-        if as_json:
-            con.write(json.dumps({
-                "model": str(m.path), "family": m.family,
-                "messages": [msg.to_dict() for msg in messages],
-                "response": result.text, "metadata": result.metadata,
-                "finish_reason": result.finish_reason, "usage": result.usage,
-                "timings": result.timings.to_dict(),
-            }, ensure_ascii=False) + "\n")
-        if result.finish_reason == "length":
-            # Truncation is not success, but the text is still the answer: say so on stderr.
-            if sampling.max_tokens is not None and result.completion_tokens >= sampling.max_tokens:
-                con.error(f"note: the answer was cut off at {sampling.max_tokens} tokens (--max-tokens): "
-                          f"raise it to let the model finish")
-            else:
-                con.error(f"note: the answer was cut off: the context of {m.n_ctx} tokens is full "
-                          f"(raise --ctx)")
-        if stats:
-            _stats(con, result)
+
+def stream(con: console_mod.Console, gen: Generation) -> Completion:
+    """Write the answer as it comes, ending with one newline (also when stopped early)."""
+    wrote_any = False
+    ends_newline = True
+    try:
+        for piece in gen:
+            con.write(piece)
+            wrote_any = True
+            ends_newline = piece.endswith("\n")
+    finally:
+        gen.close()
+        if wrote_any and not ends_newline:
+            con.write("\n")
+    assert gen.result is not None
+    return gen.result
+
+
+def json_record(m: Model, messages: list[Message], result: Completion) -> dict[str, Any]:
+    """--json without tools: one object for the whole exchange."""
+    return {
+        "model": str(m.path), "family": m.family,
+        "messages": [msg.to_dict() for msg in messages],
+        "response": result.text, "metadata": result.metadata,
+        "finish_reason": result.finish_reason, "usage": result.usage,
+        "timings": result.timings.to_dict(),
+    }
+
+
+def cut_off_note(result: Completion, sampling: SamplingParams, n_ctx: int) -> str:
+    """Why an answer ended at finish_reason "length": --max-tokens, or a full context."""
+    if sampling.max_tokens is not None and result.completion_tokens >= sampling.max_tokens:
+        return (f"note: the answer was cut off at {sampling.max_tokens} tokens (--max-tokens): "
+                f"raise it to let the model finish")
+    return f"note: the answer was cut off: the context of {n_ctx} tokens is full (raise --ctx)"
 
 
 def _run_with_tools(con: console_mod.Console, model: ModelArgs, tools: ToolArgs, sys_text: Optional[str],
