@@ -1,7 +1,9 @@
 """`chatglm3 chat` and `chatglm3 history`."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
 
@@ -12,7 +14,8 @@ from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_o
 from .tooling import ToolArgs
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..chat.history import ConversationStore
+    from ..chat.history import Conversation, ConversationStore
+    from ..engine.prompt import Message
 
 
 @handle_errors
@@ -33,12 +36,9 @@ def chat(
 
     Piped text becomes the first message: cat notes.md | chatglm3 chat
     """
-    from .. import env
-    from ..chat.history import Conversation, ConversationStore
     from ..chat.session import ChatSession
-    from ..engine.prompt import Message
-    from ..paths import data_dir
     from ..textio import decode_text
+    from . import tooling
     from .render import MarkdownRenderer, PlainRenderer
     from .repl import ChatREPL
 
@@ -47,38 +47,94 @@ def chat(
     if not con.stdin_isatty:
         first = decode_text(con.read_stdin_bytes(), "stdin").strip() or None
 
-    # Where typing comes from: the terminal, even when stdin was a pipe (cat notes | chatglm3 chat).
-    pt_input = pt_output = None
-    interactive = con.stdin_isatty
-    tty_files = []
-    tty_fd = _fileno(con.stdin) if con.stdin_isatty else None
-    if not con.stdin_isatty:
-        try:
-            tty_in = open("/dev/tty")
-            tty_files.append(tty_in)
-            tty_fd = tty_in.fileno()
-            from prompt_toolkit.input import create_input
+    with chat_terminal(con) as term:  # the /dev/tty files are closed however the chat ends
+        if not term.interactive and not first:
+            raise UsageError("nothing to answer: no terminal to chat on and nothing piped in")
+        if cont and resume:
+            raise UsageError("use either --continue or --resume, not both")
+        sys_text = system.text()
+        store, conversation, restored = open_conversation(no_save, cont, resume, model.label)
+        history, writable = input_history(con) if term.interactive else (None, True)
+        if not writable:
+            store = None
 
-            pt_input = create_input(stdin=tty_in)
-            interactive = True
-        except OSError:
-            interactive = False
-    if interactive and not con.stdout_isatty:
-        # Prompts belong on the terminal, never in redirected output.
-        try:
-            tty_out = open("/dev/tty", "w")
-            tty_files.append(tty_out)
-            from prompt_toolkit.output import create_output
+        rich_out = con.stdout_isatty and not plain
+        if con.stderr_isatty:
+            con.error("loading model…")
+        toolbox = tool_args.toolbox()
+        approvals = tooling.chat_approvals(tool_args.yes) if toolbox is not None else None
+        with tooling.closing(toolbox), model.open() as m:  # the interpreter's kernel ends with the chat
+            if toolbox is not None:
+                tooling.check_model(m, toolbox)
+                sys_text = toolbox.system_prompt(sys_text)
+            session = ChatSession(m, system=sys_text, params=sampling, tools=tooling.specs(toolbox))
+            if restored:
+                session.load(restored)
+                if sys_text:
+                    session.system = sys_text
+                assert conversation is not None
+                con.error(f"resumed conversation {conversation.id} ({len(session.messages)} messages)")
+            renderer = MarkdownRenderer if rich_out else PlainRenderer
+            repl = ChatREPL(
+                session, out=con.stdout, err=con.stderr, make_renderer=lambda: renderer(con.stdout),
+                pt_input=term.pt_input, pt_output=term.pt_output, history=history, store=store,
+                conversation=conversation, stats=stats, model_label=model.label or str(m.path),
+                tty_fd=term.tty_fd if term.interactive else None, toolbox=toolbox, approvals=approvals,
+                max_tool_calls=tool_args.max_tool_calls, interactive=term.interactive)
+            if term.interactive and con.stderr_isatty:
+                con.error(f"chatting with {m.name} · /help for commands · Ctrl-D or /exit to leave")
+            if toolbox is not None and con.stderr_isatty:
+                con.error("tools the model may call (/tools lists them):\n" + tooling.list_tools(toolbox))
+            code = repl.run(first, interactive=term.interactive)
+    raise typer.Exit(code)
 
-            pt_output = create_output(stdout=tty_out)
-        except OSError:
-            interactive = False
-    if not interactive and not first:
-        raise UsageError("nothing to answer: no terminal to chat on and nothing piped in")
-    if cont and resume:
-        raise UsageError("use either --continue or --resume, not both")
 
-    sys_text = system.text()
+@dataclass
+class ChatTerminal:
+    """Where typing comes from and prompts go: the terminal, even when stdin is a pipe."""
+
+    interactive: bool
+    pt_input: Any = None  # prompt_toolkit input on /dev/tty (stdin was a pipe)
+    pt_output: Any = None  # prompt_toolkit output on /dev/tty (stdout is redirected)
+    tty_fd: Optional[int] = None
+
+
+@contextlib.contextmanager
+def chat_terminal(con: console_mod.Console) -> Iterator[ChatTerminal]:
+    """Open /dev/tty where stdin or stdout is not the terminal (cat notes | chatglm3 chat, or
+    chat > log); the files are closed however the chat ends. Without a terminal the chat is not
+    interactive: it answers what was piped and exits."""
+    with contextlib.ExitStack() as files:
+        term = ChatTerminal(interactive=con.stdin_isatty,
+                            tty_fd=_fileno(con.stdin) if con.stdin_isatty else None)
+        if not con.stdin_isatty:
+            try:
+                tty_in = files.enter_context(open("/dev/tty"))
+                term.tty_fd = tty_in.fileno()
+                from prompt_toolkit.input import create_input
+
+                term.pt_input = create_input(stdin=tty_in)
+                term.interactive = True
+            except OSError:
+                term.interactive = False
+        if term.interactive and not con.stdout_isatty:
+            # Prompts belong on the terminal, never in redirected output.
+            try:
+                tty_out = files.enter_context(open("/dev/tty", "w"))
+                from prompt_toolkit.output import create_output
+
+                term.pt_output = create_output(stdout=tty_out)
+            except OSError:
+                term.interactive = False
+        yield term
+
+
+def open_conversation(no_save: bool, cont: bool, resume: Optional[str], label: str
+                      ) -> tuple[Optional[ConversationStore], Optional[Conversation], list[Message]]:
+    """(the store to save into, or None with --no-save; the conversation, new or resumed; the
+    messages restored from it)."""
+    from ..chat.history import Conversation, ConversationStore
+    from ..engine.prompt import Message
 
     store = None if no_save else ConversationStore()
     conversation = None
@@ -94,56 +150,30 @@ def chat(
         import time
 
         now = time.time()
-        conversation = Conversation(id=store.new_id(), created=now, updated=now, model=model.label)
+        conversation = Conversation(id=store.new_id(), created=now, updated=now, model=label)
+    return store, conversation, restored
 
-    history = None
-    if interactive and not env.flag("CHATGLM3_NOHISTORY"):
-        from prompt_toolkit.history import FileHistory
 
-        path = data_dir() / "input_history"
-        try:  # a read-only data dir: say so once and chat without saving
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "ab"):
-                pass
-            history = FileHistory(str(path))
-        except OSError as e:
-            con.error(f"warning: cannot write to {path.parent} ({e.strerror or e}): "
-                      f"input history and this conversation are not saved")
-            store = None
+def input_history(con: console_mod.Console) -> tuple[Any, bool]:
+    """What was typed in earlier chats (Up, Ctrl-R), unless CHATGLM3_NOHISTORY is set; and
+    whether the data dir can be written (a read-only one: said once, and nothing is saved)."""
+    from .. import env
+    from ..paths import data_dir
 
-    rich_out = con.stdout_isatty and not plain
-    if con.stderr_isatty:
-        con.error("loading model…")
-    from . import tooling
+    if env.flag("CHATGLM3_NOHISTORY"):
+        return None, True
+    from prompt_toolkit.history import FileHistory
 
-    toolbox = tool_args.toolbox()
-    approvals = tooling.chat_approvals(tool_args.yes) if toolbox is not None else None
-    with tooling.closing(toolbox), model.open() as m:  # the interpreter's kernel ends with the chat
-        if toolbox is not None:
-            tooling.check_model(m, toolbox)
-            sys_text = toolbox.system_prompt(sys_text)
-        session = ChatSession(m, system=sys_text, params=sampling, tools=tooling.specs(toolbox))
-        if restored:
-            session.load(restored)
-            if sys_text:
-                session.system = sys_text
-            assert conversation is not None
-            con.error(f"resumed conversation {conversation.id} ({len(session.messages)} messages)")
-        repl = ChatREPL(
-            session, out=con.stdout, err=con.stderr,
-            make_renderer=(lambda: MarkdownRenderer(con.stdout)) if rich_out else (lambda: PlainRenderer(con.stdout)),
-            pt_input=pt_input, pt_output=pt_output, history=history, store=store,
-            conversation=conversation, stats=stats, model_label=model.label or str(m.path),
-            tty_fd=tty_fd if interactive else None, toolbox=toolbox, approvals=approvals,
-            max_tool_calls=tool_args.max_tool_calls, interactive=interactive)
-        if interactive and con.stderr_isatty:
-            con.error(f"chatting with {m.name} · /help for commands · Ctrl-D or /exit to leave")
-        if toolbox is not None and con.stderr_isatty:
-            con.error("tools the model may call (/tools lists them):\n" + tooling.list_tools(toolbox))
-        code = repl.run(first, interactive=interactive)
-    for f in tty_files:
-        f.close()
-    raise typer.Exit(code)
+    path = data_dir() / "input_history"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+        return FileHistory(str(path)), True
+    except OSError as e:
+        con.error(f"warning: cannot write to {path.parent} ({e.strerror or e}): "
+                  f"input history and this conversation are not saved")
+        return None, False
 
 
 def _fileno(f: object) -> Optional[int]:
