@@ -44,7 +44,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     EnvVar("CHATGLM3_NO_MEMORY_CHECK", "1: make a context even when its estimated memory exceeds what is available",
            "off: refused with the estimate"),
     EnvVar("CHATGLM3_MMAP", "1 or 0: map the model file, or read it into memory",
-           "read when most weights are repacked for the CPU, else mapped"),
+           "mapped; on a CPU, the pages repacking leaves unused are dropped while loading"),
     EnvVar("CHATGLM3_SPECULATE", "1, 0 or auto: prompt-lookup speculation on, off, or on while it measures "
            "faster (timed as it runs)", "off"),
     EnvVar("CHATGLM3_OMP_WAIT_POLICY", "passive or active: how llama.cpp's threads wait, unless "

@@ -168,6 +168,9 @@ def main() -> int:
     # Published files name the model by its file name: the path is this machine's business.
     report.model = Path(report.model).name
     d = report.to_dict()
+    # Kept before anything else can fail: a 20-minute measurement is not lost to a plot.
+    checkpoint = mtm.cache_dir() / "benchmark-last.json"
+    checkpoint.write_text(json.dumps(d, indent=2))
     smol = smollm_speculation(args.spec_tokens, args.reps)
     smol_rows = "\n".join(
         f"| {w['name']} | {w['baseline_decode_tokens_per_s']['median']:.1f} | {w['decode_tokens_per_s']['median']:.1f} | "
@@ -178,7 +181,10 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
-    plot(d, png)
+    try:
+        plot(d, png)
+    except ImportError:
+        print("benchmark: no plot (pip install -e '.[bench]' for matplotlib)", file=sys.stderr)
     cmd = (f"python scripts/benchmark.py --prompt-tokens {args.prompt_tokens} --gen-tokens {args.gen_tokens} "
            f"--records {args.records} --parallel {args.parallel} --reps {args.reps} --load {args.load} "
            f"--spec-tokens {args.spec_tokens}")

@@ -17,8 +17,9 @@ from .sampling import SamplingParams
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import LlamaContext, LlamaModel
 
-# Longer than any tool name: a first line this long without "\n" is content, not metadata.
-_MAX_METADATA_CHARS = 256
+# Longer than any tool name (OpenAI caps function names at 64): a first line this long without
+# "\n" is content, not metadata, and streaming need not wait for more of it.
+_MAX_METADATA_CHARS = 64
 
 
 class Utf8Stream:

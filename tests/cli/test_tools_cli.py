@@ -188,3 +188,52 @@ def test_glm4_answers_and_calls_tools_in_its_own_format(fixtures, tmp_path):
     assert out["messages"][2] == {"role": "assistant", "content": '{"city": "Paris"}', "metadata": "get_weather"}
     r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("glm4")), "--code", "--yes", "x"])
     assert r.exit_code == ExitCode.USAGE and "not ChatGLM3" in r.stderr
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_ctrl_c_in_a_running_cell_interrupts_the_kernel_not_the_chat(fixtures, tmp_path):
+    """Ctrl-C while an approved cell runs stops the cell (the kernel lives on with its state)
+    and the chat goes on; the cell's remaining code never runs."""
+    pytest.importorskip("jupyter_client")
+    work = tmp_path / "work"
+    work.mkdir()
+    started, finished = work / "started.txt", work / "finished.txt"
+    # The scripted model's cell is exec(open('cell.py').read()): it keeps state, says it has
+    # started, then waits far longer than the test.
+    (work / "cell.py").write_text(textwrap.dedent(f"""
+        import time
+        kept = 41 + 1
+        open({str(started)!r}, "w").write("yes")
+        time.sleep(120)
+        open({str(finished)!r}, "w").write("yes")
+        """))
+    t = Tmux("cell", tmp_path)
+    env = _env(tmp_path)
+    cmd = " ".join(CMD + ["chat", "-m", str(fixtures.path("scripted-code")), "--code", "--workdir", str(work),
+                          "--max-tool-calls", "1", "--plain", "--no-save"])
+    envs = " ".join(f"{k}='{v}'" for k, v in [("CHATGLM3_DATA_DIR", env["CHATGLM3_DATA_DIR"]),
+                                                ("PYTHONPATH", os.pathsep.join(sys.path))])
+    t("new-session", "-d", "-s", "cell", "-x", "120", "-y", "40", f"env {envs} {cmd}; echo EXIT=$?; sleep 60")
+    try:
+        t.wait_for(">>>")
+        t("send-keys", "-t", "cell", "What is 6*7?", "Enter")
+        t.wait_for("Run it?")
+        t("send-keys", "-t", "cell", "y", "Enter")
+        import time
+
+        deadline = time.time() + 120  # the kernel starts on the first cell (slow on a busy machine)
+        while not started.exists():
+            assert time.time() < deadline, t.screen()
+            time.sleep(0.2)
+        t("send-keys", "-t", "cell", "C-c")
+        t.wait_for("[interrupted]")
+        t.wait_for(">>>", timeout=30)
+        screen = t.screen()
+        assert screen.count(">>>") >= 2, screen  # the chat asks for the next message
+        assert "EXIT=" not in screen and "Traceback" not in screen
+        t("send-keys", "-t", "cell", "/exit", "Enter")
+        screen = t.wait_for("EXIT=")
+        assert "EXIT=0" in screen, screen
+        assert not finished.exists()  # the rest of the cell never ran
+    finally:
+        t("kill-server")

@@ -184,3 +184,16 @@ def test_sampling_params_validation():
     with pytest.raises(ValueError):
         SamplingParams(temperature=-1)
     assert SamplingParams().temperature == 0.8 and SamplingParams().top_p == 0.8
+
+
+def test_a_first_line_longer_than_any_tool_name_streams_as_content():
+    """The metadata line is held back only while it could still be a tool name (<= 64 chars,
+    OpenAI's limit for function names): a model that never writes "\\n" streams anyway."""
+    sh = AnswerShaper(metadata_line=True)
+    assert sh.feed("get_current_weather") == ""  # could be a tool name: held
+    assert sh.feed("\n{}") == "{}" and sh.metadata == "get_current_weather"
+    sh = AnswerShaper(metadata_line=True)
+    pieces = ["word " * 6] * 3  # 90 characters, no newline
+    out = [sh.feed(p) for p in pieces]
+    assert out[:2] == ["", ""] and out[2] and sh.metadata == ""  # past 64 characters: content
+    assert "".join(out) + sh.finish() == ("word " * 18).strip()

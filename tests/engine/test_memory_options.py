@@ -1,6 +1,8 @@
-"""Loading without mmap when most weights are repacked, KV cache types, the context warning."""
+"""Mapping the model file and dropping its dead pages, KV cache types, the context warning."""
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -30,29 +32,79 @@ def _file(q4_share: float):
             _T("blk.0.attn_norm.weight", 0, (4096,), 1)]
 
 
-def test_mmap_is_kept_unless_most_weights_are_repacked(monkeypatch):
+def test_the_file_is_mapped_unless_mmap_is_turned_off(monkeypatch):
     monkeypatch.delenv("CHATGLM3_MMAP", raising=False)
     monkeypatch.setattr(backend, "_cpu_extra_buffer_types", lambda: {"CPU_REPACK": 1})
     assert backend.repacked_share(_file(0.9)) == pytest.approx(0.9, abs=0.01)
-    assert backend.use_mmap(0, _file(0.9)) is False  # a 6B Q4_0 file: 96% repacked
-    assert backend.use_mmap(0, _file(0.2)) is True  # the tiny fixtures: mostly embeddings
-    assert backend.use_mmap(99, _file(0.9)) is True  # on a GPU nothing is repacked
-    monkeypatch.setattr(backend, "_cpu_extra_buffer_types", lambda: {})
-    assert backend.use_mmap(0, _file(0.9)) is True  # no repacking kernels on this CPU
+    assert backend.use_mmap(0, _file(0.9)) is True  # mapped; its dead pages are dropped
+    assert backend.use_mmap(99, _file(0.2)) is True
     monkeypatch.setenv("CHATGLM3_MMAP", "0")
-    assert backend.use_mmap(0, _file(0.2)) is False
+    assert backend.use_mmap(0, _file(0.9)) is False
 
 
-def test_a_model_read_without_mmap_answers_as_mapped(fixtures, monkeypatch):
+def test_the_load_mode_reaches_llama_cpp():
+    """ctypes structures accept any attribute: the choice must land in a real field (it once
+    went to `use_mmap`, which this llama.cpp no longer has, and nothing changed)."""
+    L = backend.llama()
+    params = L.llama_model_default_params()
+    fields = {f[0] for f in type(params)._fields_}
+    backend.set_load_mode(params, False)
+    if "load_mode" in fields:
+        assert params.load_mode == L.LLAMA_LOAD_MODE_NONE
+        backend.set_load_mode(params, True)
+        assert params.load_mode == L.LLAMA_LOAD_MODE_AUTO
+    else:
+        assert params.use_mmap is False
+
+
+def _mapped_rss_kb(path):
+    from chatglm3_cli.engine.pagedrop import file_mappings
+
+    ranges = set(file_mappings(path))
+    total, cur = 0, None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(None, 1)[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                cur = (lo, hi) in ranges
+            elif head == "Rss:" and cur:
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
+def test_dropped_pages_leave_memory_and_read_back_the_same(tmp_path):
+    import mmap
+
+    from chatglm3_cli.engine.pagedrop import PageDropper
+
+    path = tmp_path / "weights.bin"
+    data = os.urandom(8 * 2**20)
+    path.write_bytes(data)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        assert bytes(mm[:]) == data  # every page touched: resident
+        before = _mapped_rss_kb(path)
+        assert before >= 8 * 1024 * 0.9
+        dropper = PageDropper(path)
+        dropper.drop()
+        assert dropper.drops == 1
+        assert _mapped_rss_kb(path) < before / 10
+        assert bytes(mm[:]) == data  # faulted back in from the file, unchanged
+
+
+def test_a_model_answers_the_same_mapped_read_and_with_pages_dropped(fixtures, monkeypatch):
     from chatglm3_cli.engine.model import Model
 
     out = {}
-    for mm in ("1", "0"):
+    for name, mm, min_share in (("mapped", "1", 2.0), ("dropped", "1", 0.0), ("read", "0", 0.0)):
         monkeypatch.setenv("CHATGLM3_MMAP", mm)
+        monkeypatch.setattr(backend, "DROP_PAGES_MIN_REPACKED", min_share)
         with Model(fixtures.path("tiny-q4_0"), n_ctx=256) as m:
             assert m._llama.mmap is (mm == "1")
-            out[mm] = m.chat([Message("user", "hello")], SamplingParams(temperature=0, max_tokens=12)).tokens
-    assert out["0"] == out["1"]
+            assert m._llama.dropped_pages is (name == "dropped" and sys.platform.startswith("linux"))
+            out[name] = m.chat([Message("user", "hello")], SamplingParams(temperature=0, max_tokens=12)).tokens
+    assert out["dropped"] == out["mapped"] == out["read"]
 
 
 @pytest.mark.parametrize("cache_type", ["q8_0", "q4_0"])
