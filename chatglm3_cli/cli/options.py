@@ -354,7 +354,7 @@ class RayArgs(OptionGroup):
             return None
         from ..scale.cluster import ClusterOptions, import_ray
 
-        import_ray()  # not installed: say how to install it before reading anything
+        import_ray(self.ray)  # not installed: say how to install it before reading anything
         return ClusterOptions(address=self.ray, workers=self.workers or 1, worker_cpus=self.worker_cpus or 1.0,
                               worker_gpus=self.worker_gpus or 0.0, verbose=verbose)
 

@@ -11,6 +11,7 @@ import io
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -64,8 +65,24 @@ def _version(text: str) -> tuple[int, int]:
         return (0, 0)
 
 
-def import_ray() -> Any:
-    """The ``ray`` module with Ray Data, or RayNotInstalledError saying how to get it."""
+def _local_auth(address: str | None) -> None:
+    """Ray protects a new cluster with a token it saves in ~/.ray; a cluster of our own lives for
+    one job, so its token lives in this process (and the cluster it starts) only. It must be set
+    before Ray is imported: Ray reads it then, and a token set later reaches the cluster's
+    processes but not this driver ("InvalidAuthToken", then "Failed to start GCS")."""
+    if (address or LOCAL).strip() not in ("", LOCAL) or "ray" in sys.modules:
+        return
+    if env.get("RAY_AUTH_MODE") is None and env.get("RAY_AUTH_TOKEN") is None:
+        import secrets
+
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
+def import_ray(address: str | None = None) -> Any:
+    """The ``ray`` module with Ray Data, or RayNotInstalledError saying how to get it; ``address``
+    is the job's --ray (a local cluster gets its own token first)."""
+    _local_auth(address)
     try:
         import ray
         import ray.data  # noqa: F401  (pandas/pyarrow come with ray[data])
@@ -146,22 +163,15 @@ def connect(options: ClusterOptions) -> Iterator[Cluster]:
     if not options.verbose and env.get("RAY_BACKEND_LOG_LEVEL") is None:
         # native (C++) log lines of this process; a cluster started here inherits it too
         os.environ["RAY_BACKEND_LOG_LEVEL"] = "fatal"
-    ray = import_ray()
+    address = options.address.strip() or LOCAL
+    ray = import_ray(address)
     _quiet(options.verbose)
     if ray.is_initialized():  # a library caller who connected already
         yield Cluster(ray, options, started=False)
         return
-    address = options.address.strip() or LOCAL
     kwargs: dict[str, Any] = {"log_to_driver": options.verbose,
                               "logging_level": logging.INFO if options.verbose else logging.ERROR}
     if address == LOCAL:
-        if env.get("RAY_AUTH_MODE") is None and env.get("RAY_AUTH_TOKEN") is None:
-            # Ray protects a new cluster with a token it saves in ~/.ray; ours lives for one
-            # job, so its token lives in this process (and the cluster it starts) only.
-            import secrets
-
-            os.environ["RAY_AUTH_MODE"] = "token"
-            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
         kwargs.update(address="local", include_dashboard=False,
                       num_cpus=max(1, math.ceil(options.workers * options.worker_cpus)),
                       object_store_memory=LOCAL_OBJECT_STORE)

@@ -273,8 +273,11 @@ def test_translate_a_directory_over_two_workers_gives_the_local_files(fixtures, 
     local = subprocess.run(base + ["-o", str(tmp_path / "local")], env=env(), capture_output=True, text=True,
                            timeout=600, stdin=subprocess.DEVNULL)
     before = ray_daemons()
-    # a bare --ray: the command starts a local cluster of its own, and stops it
-    on_ray = subprocess.run(base + ["-o", str(tmp_path / "ray"), "--workers", "2", "--ray"], env=env(),
+    # a bare --ray: the command starts a local cluster of its own, and stops it. A user's
+    # environment has no Ray token: the command makes one for its cluster (before importing
+    # Ray, which reads it only then).
+    user_env = {k: v for k, v in env().items() if not k.startswith("RAY_AUTH")}
+    on_ray = subprocess.run(base + ["-o", str(tmp_path / "ray"), "--workers", "2", "--ray"], env=user_env,
                             capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert on_ray.returncode == local.returncode, on_ray.stderr
     files = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
