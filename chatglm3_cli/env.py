@@ -39,7 +39,8 @@ VARIABLES: tuple[EnvVar, ...] = (
     EnvVar("CHATGLM3_NOHISTORY", "1: chat keeps no input history", "off"),
     EnvVar("CHATGLM3_API_KEY", "the key `serve` requires as `Authorization: Bearer KEY` (like --api-key)", "none"),
     EnvVar("CHATGLM3_FLASH_ATTN", "on, off or auto: llama.cpp's flash attention",
-           "off on a CPU, auto with a GPU"),
+           "off on a CPU up to 32,768 KV cells (on past that, and with a quantized `--cache-type`), "
+           "auto with a GPU"),
     EnvVar("CHATGLM3_CPU_EXTRA_BUFTS", "1: llama.cpp's own choice of CPU weight buffers", "off (see README: AMX)"),
     EnvVar("CHATGLM3_NO_MEMORY_CHECK", "1: make a context even when its estimated memory exceeds what is available",
            "off: refused with the estimate"),

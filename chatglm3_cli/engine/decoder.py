@@ -143,7 +143,8 @@ class ParallelDecoder:
                                   f"(and one for shared prompts)",
                              lower="--parallel or --ctx", on_cpu=model.n_gpu_layers == 0,
                              cache_type=getattr(model, "cache_type", "f16"),
-                             flash_attn=getattr(model, "cache_type", "f16") != "f16")
+                             flash_attn=backend.uses_flash_attn(model.n_gpu_layers != 0, self.n_ctx * (n_parallel + 1),
+                                                                getattr(model, "cache_type", "f16")))
         self.ctx = backend.LlamaContext(model._llama, n_ctx=self.n_ctx * (n_parallel + 1),
                                         n_batch=n_batch, n_threads=model.n_threads,
                                         n_seq_max=n_parallel + 1, kv_unified=True,

@@ -190,7 +190,9 @@ class Model:
         if self._kv is None:
             memory.check_context(self.info, n_cells=self._want_ctx, n_batch=self._n_batch,
                                  what=f"{self._want_ctx} tokens", lower="--ctx or --cache-type",
-                                 cache_type=self.cache_type, flash_attn=self.cache_type != "f16",
+                                 cache_type=self.cache_type,
+                                 flash_attn=backend.uses_flash_attn(self.n_gpu_layers != 0, self._want_ctx,
+                                                                    self.cache_type),
                                  on_cpu=self.n_gpu_layers == 0)
             self._ctx = backend.LlamaContext(self._llama, n_ctx=self._want_ctx, n_batch=self._n_batch,
                                              n_threads=self._n_threads, cache_type=self.cache_type)

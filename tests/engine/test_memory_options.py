@@ -147,3 +147,35 @@ def test_bad_cache_type_and_context_warning(fixtures):
         train = m.n_ctx_train
     with Model(fixtures.path("tiny"), n_ctx=train * 2) as m:
         assert len(m.warnings) == 1 and str(train) in m.warnings[0]
+
+
+def test_cpu_flash_attention_only_where_its_memory_matters(monkeypatch):
+    """Off on a CPU for parity across prompt cuts, except with a quantized KV cache and past
+    FA_CPU_MAX_CELLS_OFF cells, where the attention scores alone would take gigabytes."""
+    monkeypatch.delenv("CHATGLM3_FLASH_ATTN", raising=False)
+    limit = backend.FA_CPU_MAX_CELLS_OFF
+    assert backend.flash_attn_type(False, 4096 * 5) == backend._FA_OFF  # batch's default context
+    assert backend.flash_attn_type(False, limit) == backend._FA_OFF
+    assert backend.flash_attn_type(False, limit + 1) == backend._FA_ON
+    assert backend.flash_attn_type(False, 256, "q8_0") == backend._FA_ON
+    assert backend.flash_attn_type(True, 256) == backend._FA_AUTO
+    assert backend.uses_flash_attn(False, limit + 1) and not backend.uses_flash_attn(False, limit)
+    monkeypatch.setenv("CHATGLM3_FLASH_ATTN", "off")
+    assert backend.flash_attn_type(False, limit * 4) == backend._FA_OFF
+
+
+def test_a_long_context_is_estimated_and_made_with_flash_attention(fixtures, monkeypatch):
+    from chatglm3_cli.engine import memory
+    from chatglm3_cli.engine.model import Model
+
+    monkeypatch.delenv("CHATGLM3_FLASH_ATTN", raising=False)
+    monkeypatch.setattr(backend, "FA_CPU_MAX_CELLS_OFF", 512)
+    with Model(fixtures.path("tiny"), n_ctx=1024) as m:
+        m.chat([Message("user", "hi")], SamplingParams(temperature=0, max_tokens=2))
+        assert m._ctx.flash_attn
+        # at long contexts the scores dominate the compute buffer; flash attention has none
+        est = memory.estimate(m.info, 65536, n_batch=512, flash_attn=True)
+        assert est.compute * 2 < memory.estimate(m.info, 65536, n_batch=512, flash_attn=False).compute
+    with Model(fixtures.path("tiny"), n_ctx=256) as m:
+        m.chat([Message("user", "hi")], SamplingParams(temperature=0, max_tokens=2))
+        assert not m._ctx.flash_attn
