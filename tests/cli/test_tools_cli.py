@@ -129,6 +129,16 @@ def test_chat_piped_without_terminal_refuses_then_yes_runs(fixtures, tmp_path):
     assert b"[result] sunny in Paris" in p.stderr and marker.read_text() == "Paris\n"
 
 
+def _chat_in_tmux(name, tmp_path, args):
+    """`chatglm3 chat ARGS` in a real terminal (tmux session NAME, 120x40); it prints EXIT=rc."""
+    t = Tmux(name, tmp_path)
+    cmd = " ".join(CMD + ["chat", *args])
+    envs = " ".join(f"{k}='{v}'" for k, v in [("CHATGLM3_DATA_DIR", _env(tmp_path)["CHATGLM3_DATA_DIR"]),
+                                                ("PYTHONPATH", os.pathsep.join(sys.path))])
+    t("new-session", "-d", "-s", name, "-x", "120", "-y", "40", f"env {envs} {cmd}; echo EXIT=$?; sleep 60")
+    return t
+
+
 def _wait_count(t, needle, n, timeout=60.0):
     import time
 
@@ -143,13 +153,8 @@ def _wait_count(t, needle, n, timeout=60.0):
 @pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
 def test_approval_prompt_in_a_real_terminal(fixtures, tmp_path):
     tools, marker = _tools_file(tmp_path)
-    t = Tmux("tools", tmp_path)
-    env = _env(tmp_path)
-    cmd = " ".join(CMD + ["chat", "-m", str(fixtures.path("scripted-tool")), "--tools", str(tools),
-                          "--max-tool-calls", "2", "--plain"])
-    envs = " ".join(f"{k}='{v}'" for k, v in [("CHATGLM3_DATA_DIR", env["CHATGLM3_DATA_DIR"]),
-                                                ("PYTHONPATH", os.pathsep.join(sys.path))])
-    t("new-session", "-d", "-s", "tools", "-x", "120", "-y", "40", f"env {envs} {cmd}; echo EXIT=$?; sleep 60")
+    t = _chat_in_tmux("tools", tmp_path, ["-m", str(fixtures.path("scripted-tool")), "--tools", str(tools),
+                                          "--max-tool-calls", "2", "--plain"])
     try:
         t.wait_for(">>>")
         t("send-keys", "-t", "tools", "/tools", "Enter")
@@ -207,13 +212,8 @@ def test_ctrl_c_in_a_running_cell_interrupts_the_kernel_not_the_chat(fixtures, t
         time.sleep(120)
         open({str(finished)!r}, "w").write("yes")
         """))
-    t = Tmux("cell", tmp_path)
-    env = _env(tmp_path)
-    cmd = " ".join(CMD + ["chat", "-m", str(fixtures.path("scripted-code")), "--code", "--workdir", str(work),
-                          "--max-tool-calls", "1", "--plain", "--no-save"])
-    envs = " ".join(f"{k}='{v}'" for k, v in [("CHATGLM3_DATA_DIR", env["CHATGLM3_DATA_DIR"]),
-                                                ("PYTHONPATH", os.pathsep.join(sys.path))])
-    t("new-session", "-d", "-s", "cell", "-x", "120", "-y", "40", f"env {envs} {cmd}; echo EXIT=$?; sleep 60")
+    t = _chat_in_tmux("cell", tmp_path, ["-m", str(fixtures.path("scripted-code")), "--code", "--workdir", str(work),
+                                         "--max-tool-calls", "1", "--plain", "--no-save"])
     try:
         t.wait_for(">>>")
         t("send-keys", "-t", "cell", "What is 6*7?", "Enter")
