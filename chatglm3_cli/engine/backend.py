@@ -242,7 +242,7 @@ def repacked_share(tensors: Sequence[Any]) -> float:
 DROP_PAGES_MIN_REPACKED = 0.5
 
 
-def use_mmap(n_gpu_layers: int, tensors: Sequence[Any]) -> bool:
+def use_mmap() -> bool:
     """Whether to map the file rather than read it: mapped, unless CHATGLM3_MMAP=0.
 
     Repacking copies most weights into an anonymous buffer in another layout; the mapped pages
@@ -283,7 +283,7 @@ class LlamaModel:
         params.n_gpu_layers = n_gpu_layers
         self.n_gpu_layers = n_gpu_layers
         keep = cpu_weight_placement(params, tensors) if n_gpu_layers == 0 and not vocab_only else None
-        self.mmap = use_mmap(n_gpu_layers, tensors) or vocab_only
+        self.mmap = use_mmap() or vocab_only
         set_load_mode(params, self.mmap)
         dropper = None
         if self.mmap and n_gpu_layers == 0 and not vocab_only and repacked_share(tensors) >= DROP_PAGES_MIN_REPACKED:

@@ -266,6 +266,15 @@ async def _completion_stream(state: ServerState, req: P.CompletionRequest, job: 
 
 # endpoints ------------------------------------------------------------------------------------
 
+async def _answer(job: Job, first: Event, watch: "_Watch") -> tuple[str, str, Event]:
+    """A non-streamed answer, whole; the client's disconnect is watched until then."""
+    try:
+        return await _collect(job, first)
+    finally:
+        watch.stop()
+        job.cancel()
+
+
 async def _run_job(state: ServerState, request: Request, prompt_ids: list[int], params: Any, *,
                    grammar: str | None, raw: bool, stops: list[str]) -> tuple[Job, Event, _Watch]:
     if len(prompt_ids) + 1 > state.n_ctx:
@@ -307,11 +316,7 @@ async def chat_completions(request: Request) -> Response:
     if req.stream:
         watch.stop()  # SSEResponse watches from here on
         return SSEResponse(_chat_stream(state, req, job, first), job)
-    try:
-        text, metadata, done = await _collect(job, first)
-    finally:
-        watch.stop()
-        job.cancel()
+    text, metadata, done = await _answer(job, first, watch)
     call, finish = _tool_answer(req, text, metadata, done.finish_reason or "stop")
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if call is not None:
@@ -343,11 +348,7 @@ async def completions(request: Request) -> Response:
     if req.stream:
         watch.stop()
         return SSEResponse(_completion_stream(state, req, job, first), job)
-    try:
-        text, _, done = await _collect(job, first)
-    finally:
-        watch.stop()
-        job.cancel()
+    text, _, done = await _answer(job, first, watch)
     created = int(time.time())
     return JSONResponse(_with_ids(P.text_completion(P.new_id("cmpl"), state.model_id, created, text,
                                                     done.finish_reason, _usage(done)), req, done))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from chatglm3_cli.cli.app import app
 from chatglm3_cli.cli.exit_codes import ExitCode
 
-from .test_chat_terminal import TMUX, Tmux
+from .test_chat_terminal import TMUX, Tmux, _env
 
 CMD = [sys.executable, "-m", "chatglm3_cli"]
 
@@ -31,13 +31,6 @@ def _tools_file(tmp_path, fail=False):
             {body}
         '''))
     return p, marker
-
-
-def _env(tmp_path):
-    env = dict(os.environ)
-    env.pop("CHATGLM3_MODEL", None)
-    env["CHATGLM3_DATA_DIR"] = str(tmp_path / "data")
-    return env
 
 
 def test_run_with_yes_calls_the_tool_and_json_has_every_call(fixtures, tmp_path):

@@ -36,10 +36,9 @@ def test_the_file_is_mapped_unless_mmap_is_turned_off(monkeypatch):
     monkeypatch.delenv("CHATGLM3_MMAP", raising=False)
     monkeypatch.setattr(backend, "_cpu_extra_buffer_types", lambda: {"CPU_REPACK": 1})
     assert backend.repacked_share(_file(0.9)) == pytest.approx(0.9, abs=0.01)
-    assert backend.use_mmap(0, _file(0.9)) is True  # mapped; its dead pages are dropped
-    assert backend.use_mmap(99, _file(0.2)) is True
+    assert backend.use_mmap() is True  # mapped; its dead pages are dropped
     monkeypatch.setenv("CHATGLM3_MMAP", "0")
-    assert backend.use_mmap(0, _file(0.9)) is False
+    assert backend.use_mmap() is False
 
 
 def test_the_load_mode_reaches_llama_cpp():
