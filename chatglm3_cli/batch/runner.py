@@ -71,7 +71,8 @@ class Summary(RunStats):
     output: str = "-"
     notes: list[str] = field(default_factory=list)
     failure_kinds: Counter = field(default_factory=Counter)  # error type -> records, this run
-    workers: Optional[int] = None  # on a Ray cluster (scale/): workers alive
+    workers: Optional[int] = None  # on a Ray cluster (scale/): workers alive at the last look
+    workers_used: Optional[int] = None  # on a Ray cluster: worker processes that returned answers
 
 
 # output lines -------------------------------------------------------------------------------

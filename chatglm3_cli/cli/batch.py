@@ -54,7 +54,8 @@ def _summary_line(s: "Summary") -> str:
         parts[0] += f" ({s.skipped} answered by an earlier run)"
     if s.todo:
         rate = f", {s.tokens_per_second:.1f} tok/s" if s.seconds > 0 and s.generated_tokens else ""
-        parts.append(f"this run: {s.done_now} records, {s.generated_tokens} tokens generated in "
+        on = f" on {s.workers_used} Ray worker{'s' if s.workers_used != 1 else ''}" if s.workers_used else ""
+        parts.append(f"this run: {s.done_now} records{on}, {s.generated_tokens} tokens generated in "
                      f"{s.seconds:.1f}s{rate}")
         if s.prompt_tokens:
             parts.append(f"prompts: {s.prompt_tokens} tokens, {s.evaluated_prompt_tokens} evaluated")

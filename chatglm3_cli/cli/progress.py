@@ -147,9 +147,17 @@ def _failure_text(key: Optional[str], error: str) -> str:
 
 
 def _workers(stats: Any) -> str:
-    """On a Ray cluster (--ray): how many workers are alive (the driver asks Ray now and then)."""
-    n = getattr(stats, "workers", None)
-    return "" if n is None else f", {plural(n, 'worker')} alive"
+    """On a Ray cluster (--ray): while records are left, how many workers are alive (the driver
+    asks Ray now and then); once Ray says none (Ray Data stops the pool when its last batch is
+    done, which a short job's only batch can do before the driver asks) or the job is done, how
+    many returned answers: "0 workers alive" only when none has answered either."""
+    alive = getattr(stats, "workers", None)
+    used = getattr(stats, "workers_used", None) or 0
+    if alive and stats.done_now < stats.planned:
+        return f", {plural(alive, 'worker')} alive"
+    if used:
+        return f", {plural(used, 'worker')} used"
+    return "" if alive is None else f", {plural(alive, 'worker')} alive"
 
 
 class PlainBatch(BatchProgress):

@@ -100,5 +100,6 @@ def decode_on_cluster(todo: "list[Job]", on: OnCluster, settings: "Settings", su
         summary.evaluated_prompt_tokens = totals.evaluated_tokens
         summary.generated_tokens = totals.generated_tokens
         summary.workers = totals.workers_alive
+        summary.workers_used = totals.workers_used
         error = (line.get("error") or {}).get("message") if failed else None
         progress.advance(not failed, row.key, error, summary)

@@ -37,9 +37,17 @@ class Totals:
     evaluated_tokens: int = 0
     generated_tokens: int = 0
     batches: int = 0
+    # Ray's count of this job's actors at the driver's last look (every WORKERS_EVERY_S, when a
+    # batch arrives): 0 once Ray Data has stopped the pool, which a short job's only batch can
+    # outrun. ``workers_used`` says who took part.
     workers_alive: Optional[int] = None
-    workers_seen: set[str] = field(default_factory=set)
+    workers_seen: set[str] = field(default_factory=set)  # worker processes (host:pid) that answered
     missing: int = 0  # keys that no answer came back for (never expected: counted, not lost)
+
+    @property
+    def workers_used(self) -> int:
+        """Worker processes that returned answers so far (a worker Ray restarted counts again)."""
+        return len(self.workers_seen)
 
 
 def batch_size_for(n_items: int, n_parallel: int, workers: int) -> int:
