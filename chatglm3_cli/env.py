@@ -48,6 +48,8 @@ VARIABLES: tuple[EnvVar, ...] = (
            "mapped; on a CPU, the pages repacking leaves unused are dropped while loading"),
     EnvVar("CHATGLM3_SPECULATE", "1, 0 or auto: prompt-lookup speculation on, off, or on while it measures "
            "faster (timed as it runs)", "off"),
+    EnvVar("CHATGLM3_PAD_ROWS", "auto, 1 or 0: pad a parallel decode step to a multiple of four rows where "
+           "this machine measured that cheaper (timed as it runs), always, or never", "auto"),
     EnvVar("CHATGLM3_OMP_WAIT_POLICY", "passive or active: how llama.cpp's threads wait, unless "
            "OMP_WAIT_POLICY or GOMP_SPINCOUNT is set", "passive"),
     EnvVar("OMP_WAIT_POLICY", "OpenMP's own wait policy (then the tool sets none)", "passive (set by the tool)"),

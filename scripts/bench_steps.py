@@ -5,11 +5,16 @@ after 2 warm-up steps, for k = 1..8.
 
     python scripts/bench_steps.py                 # the 6B-shaped Q4_0 fixture, 2 threads
     python scripts/bench_steps.py --model FILE.gguf --threads 4
+    python scripts/bench_steps.py --padding 3     # the decoder with 3 sequences, padding off/auto/on
 
 It shows where batching pays on a CPU: a 1-row step reads every weight once (memory-bound),
 a k-row step multiplies k rows with what it read (compute-bound once k rows of FLOPs take
 longer than the read); llama.cpp's repacked kernels also multiply rows in groups of 4, so a
 step of 4 rows can cost less than one of 3. Not a test: run it on a quiet machine.
+
+``--padding K``: the parallel decoder itself with K sequences of --tokens tokens each, with
+CHATGLM3_PAD_ROWS off, auto (which times its own steps first) and on, alternated --repeat times
+in one run; tokens/s of each and the ratios to "off".
 """
 from __future__ import annotations
 
@@ -30,6 +35,10 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=None, help="a GGUF file (default: the 6b fixture)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rows", default="1,2,3,4,5,6,8")
+    ap.add_argument("--padding", type=int, default=0, metavar="K",
+                    help="time the decoder with K sequences, padding off/auto/on, instead")
+    ap.add_argument("--tokens", type=int, default=32, help="tokens per sequence (--padding)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of off/auto/on (--padding)")
     args = ap.parse_args()
 
     from chatglm3_cli.bench.raw import RawContext
@@ -39,6 +48,8 @@ def main() -> int:
         import make_test_model as mtm
 
         args.model = mtm.build("6b", mtm.cache_dir())
+    if args.padding:
+        return padding(args)
     rows = [int(x) for x in args.rows.split(",")]
     with Model(args.model, n_ctx=256, n_threads=args.threads) as m:
         matmul = sum(math.prod(t.shape) for t in m.info.tensors if t.name != "token_embd.weight")
@@ -67,6 +78,38 @@ def main() -> int:
                       f"{med * 1000 / k:.0f} | {k / med:.2f} | {2 * matmul * k / med / 1e9:.0f} |", flush=True)
         finally:
             raw.close()
+    return 0
+
+
+def padding(args: argparse.Namespace) -> int:
+    """The decoder with K sequences: tokens/s with row padding off, auto and on, alternated."""
+    from chatglm3_cli.engine.decoder import DecodeRequest, ParallelDecoder
+    from chatglm3_cli.engine.model import Model
+    from chatglm3_cli.engine.sampling import SamplingParams
+    from chatglm3_cli.engine.steps import StepTimes
+
+    params = SamplingParams(temperature=0, max_tokens=args.tokens)
+    got: dict[str, list[float]] = {"off": [], "auto": [], "on": []}
+    with Model(args.model, n_ctx=256, n_threads=args.threads) as m:
+        m.stop_tokens = set()  # a random file may end early: every sequence runs --tokens
+        reqs = [DecodeRequest(str(i), prompt_ids=[64790, 64792, 100 + i] * 3, params=params)
+                for i in range(args.padding)]
+        print(f"{Path(args.model).name}, {args.threads} threads, {args.padding} sequences x {args.tokens} tokens")
+        print("| round | mode | tok/s | padded steps | steps |")
+        print("| ---: | --- | ---: | ---: | ---: |")
+        for r in range(args.repeat):
+            for mode in got:
+                m.pad_rows, m.step_times = mode, StepTimes()  # auto measures from scratch each round
+                with ParallelDecoder(m, n_parallel=args.padding, n_ctx=128) as d:
+                    t = time.perf_counter()
+                    n = sum(res.completion.completion_tokens for res in d.run(reqs) if res.completion)
+                    rate = n / (time.perf_counter() - t)
+                    got[mode].append(rate)
+                    print(f"| {r + 1} | {mode} | {rate:.2f} | {d.stats.padded_steps} | {d.stats.decode_calls} |",
+                          flush=True)
+    for mode in ("auto", "on"):
+        ratios = [a / b for a, b in zip(got[mode], got["off"])]
+        print(f"{mode} / off: {min(ratios):.2f}-{max(ratios):.2f} (median {statistics.median(ratios):.2f})")
     return 0
 
 

@@ -65,7 +65,7 @@ Endpoint = Annotated[Optional[str], typer.Option(
 def parallel_option(what: str) -> Any:
     """--parallel/-p for a command that decodes several sequences at once (``what`` they are)."""
     return Annotated[Optional[int], typer.Option(
-        "--parallel", "-p", min=1, max=256, metavar="N", show_default="4 on a CPU, 8 with a GPU",
+        "--parallel", "-p", min=1, max=255, metavar="N", show_default="4 on a CPU, 8 with a GPU",
         help=f"{what} decoded at once.")]
 
 

@@ -14,8 +14,9 @@ A server feeds ``run`` from a queue that is empty most of the time: its iterator
 for "nothing to admit now" (the running sequences go on), and ``idle`` blocks until there is
 (only called when nothing is in flight). A request can stream its text (``on_text``), be
 cancelled between steps (``cancelled``), and ``retain=True`` keeps each finished conversation
-(prompt and answer) as the shared prefix, so the next turn of it is evaluated only from where
-it differs.
+(prompt and answer) as a shared prefix, so the next turn of it is evaluated only from where
+it differs. Shared prefixes live in a PrefixStore: several at once, the least recently used
+evicted first, within the cells that sequences in flight cannot need.
 """
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import ChatGLM3Error, GenerationError
+from .prefixes import PrefixStore, common_prefix
 from .prompt import Message
 from .sampling import SamplingParams
+from .steps import RowPadding, StepTimes
 
 if TYPE_CHECKING:  # pragma: no cover
     from .generate import AnswerShaper, Completion, Utf8Stream
@@ -86,18 +89,19 @@ class DecoderStats:
     accepted_tokens: int = 0  # of which the model confirmed
     in_flight: int = 0  # sequences generating now (as of the last step)
     in_flight_tokens: int = 0  # tokens they have generated so far
+    padded_steps: int = 0  # decode steps given padding rows (steps.RowPadding)
+    kept_prefixes: int = 0  # shared prefixes held in the KV cache now
+    kept_prefix_tokens: int = 0  # the tokens they hold
 
 
 # A prefix shorter than this is not worth a separate evaluation and a cell copy.
 MIN_SHARED_PREFIX = 16
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+# Sequences that hold shared prefixes (kept conversations, a job's instructions), besides the
+# N generating ones; llama.cpp allows LLAMA_MAX_SEQ (256) sequences in a context in all.
+PREFIX_SEQS = 8
+LLAMA_MAX_SEQ = 256
+# KV cells for the rows that pad a decode step to a multiple of four (at most three).
+PAD_CELLS = RowPadding.GROUP - 1
 
 
 @dataclass
@@ -137,7 +141,12 @@ class ParallelDecoder:
         self.model = model
         self.n_parallel = n_parallel
         self.n_ctx = n_ctx or min(model.n_ctx, 4096)
-        self.prefix_seq = n_parallel  # the extra sequence that holds the shared prefix
+        if n_parallel + 1 > LLAMA_MAX_SEQ:
+            raise ValueError(f"n_parallel must be below {LLAMA_MAX_SEQ}")
+        # one more sequence, when llama.cpp allows it, for the rows that pad a step (steps.py)
+        self.pad_seq = n_parallel if n_parallel + 1 < LLAMA_MAX_SEQ else -1
+        first_prefix = n_parallel + (self.pad_seq >= 0)
+        n_prefix_seqs = min(PREFIX_SEQS, LLAMA_MAX_SEQ - first_prefix)
         memory.check_context(model.info, n_cells=self.n_ctx * (n_parallel + 1), n_batch=n_batch,
                              what=f"{n_parallel} parallel sequences of {self.n_ctx} tokens "
                                   f"(and one for shared prompts)",
@@ -145,13 +154,17 @@ class ParallelDecoder:
                              cache_type=getattr(model, "cache_type", "f16"),
                              flash_attn=backend.uses_flash_attn(model.n_gpu_layers != 0, self.n_ctx * (n_parallel + 1),
                                                                 getattr(model, "cache_type", "f16")))
-        self.ctx = backend.LlamaContext(model._llama, n_ctx=self.n_ctx * (n_parallel + 1),
+        self.ctx = backend.LlamaContext(model._llama, n_ctx=self.n_ctx * (n_parallel + 1) + PAD_CELLS,
                                         n_batch=n_batch, n_threads=model.n_threads,
-                                        n_seq_max=n_parallel + 1, kv_unified=True,
+                                        n_seq_max=first_prefix + n_prefix_seqs, kv_unified=True,
                                         cache_type=getattr(model, "cache_type", "f16"))
         # What llama.cpp made (a small context caps it), a multiple of backend.PROMPT_ALIGN.
         self.n_batch = self.ctx.n_batch
-        self.prefix: list[int] = []
+        self.prefixes = PrefixStore(self.ctx, range(first_prefix, first_prefix + n_prefix_seqs))
+        # Step times by row count (shared with the speculation policy) and whether padding pays.
+        self.times: StepTimes = getattr(model, "step_times", None) or StepTimes()
+        self.padding = (RowPadding(self.times, getattr(model, "pad_rows", "auto"))
+                        if self.pad_seq >= 0 else None)
         self.stats = DecoderStats()
         self.live = 0  # sequences in flight in the current run (read by other threads)
         # Draft tokens per sequence and step (prompt lookup; 0 = off). By default the model's
@@ -180,20 +193,38 @@ class ParallelDecoder:
             return list(req.prompt_ids)
         return self.model.prompt_ids(list(req.messages or []))
 
-    def _set_prefix(self, tokens: list[int]) -> None:
-        """Evaluate a new shared prefix into the prefix sequence (replacing the old one)."""
-        self.ctx.remove(self.prefix_seq, 0, -1)
-        self.prefix = []
-        for off in range(0, len(tokens), self.n_batch):
-            chunk = tokens[off:off + self.n_batch]
-            self.ctx.decode_entries([(t, off + i, self.prefix_seq, False) for i, t in enumerate(chunk)],
-                                    interruptible=True)
+    def _prefix_budget(self, live: int) -> int:
+        """KV cells shared prefixes may hold while ``live`` sequences are in flight: each of
+        those may grow to n_ctx cells, and the context has cells for n_parallel + 1 of them."""
+        return self.n_ctx * (self.n_parallel + 1 - live)
+
+    def _evaluate(self, seq: int, tokens: list[int], start: int, end: int) -> None:
+        """Evaluate tokens[start:end] into a sequence now, in chunks cut at multiples of
+        n_batch (aligned positions: as the prompt would be cut alone)."""
+        pos = start
+        while pos < end:
+            stop = min(end, (pos // self.n_batch + 1) * self.n_batch)
+            self.ctx.decode_entries([(tokens[p], p, seq, False) for p in range(pos, stop)], interruptible=True)
             self.stats.decode_calls += 1
-        self.stats.evaluated_prompt_tokens += len(tokens)
-        self.prefix = list(tokens)
+            pos = stop
+        self.stats.evaluated_prompt_tokens += end - start
+
+    def _keep(self, seq: int, tokens: list[int], live: int) -> None:
+        """Keep the first len(tokens) cells of a sequence (which holds them) as a shared prefix."""
+        if len(tokens) < MIN_SHARED_PREFIX:
+            return
+        kept = self.prefixes.reserve(tokens, self._prefix_budget(live))
+        if kept is not None:
+            self.ctx.copy_seq(seq, kept, 0, len(tokens))
+        self._count_prefixes()
+
+    def _count_prefixes(self) -> None:
+        # Copied into the stats, which other threads read (a server's /metrics).
+        self.stats.kept_prefixes, self.stats.kept_prefix_tokens = len(self.prefixes), self.prefixes.cells
 
     def _start(self, seq: int, req: DecodeRequest, prompt: list[int],
-               upcoming: list[int] | None) -> _Slot:
+               upcoming: list[int] | None, live: int) -> _Slot:
+        """Set up sequence ``seq`` for a request; ``live`` sequences are in flight with it."""
         from ..errors import PromptTooLongError
         from .backend import align_down
         from .generate import AnswerShaper, Utf8Stream
@@ -207,20 +238,25 @@ class ParallelDecoder:
         # starts from an empty one (left-over cells make llama_decode fail for the whole run).
         sampler = self.model._make_sampler(req.params, req.grammar)
         try:
+            # Sequences in flight may need the cells of idle ones: kept prefixes give them back.
+            self.prefixes.fit(self._prefix_budget(live))
+            self._count_prefixes()
             # The last prompt token is always evaluated, for its logits; shared prefixes end at
             # aligned positions so that each prompt is cut as it would be alone (PROMPT_ALIGN).
             limit = len(prompt) - 1
-            shared = align_down(min(_lcp(self.prefix, prompt), limit))
-            if shared < MIN_SHARED_PREFIX and upcoming is not None:
-                # The next request starts like this one: evaluate what they share once.
-                candidate = align_down(min(_lcp(prompt, upcoming), limit))
-                if candidate >= MIN_SHARED_PREFIX:
-                    self._set_prefix(prompt[:candidate])
-                    shared = candidate
+            source, shared = self.prefixes.find(prompt, limit)
             if shared < MIN_SHARED_PREFIX:
                 shared = 0
             if shared:
-                self.ctx.copy_seq(self.prefix_seq, seq, 0, shared)
+                self.ctx.copy_seq(source, seq, 0, shared)
+            if upcoming is not None:
+                # The next request starts like this one: evaluate what they share now, once,
+                # and keep it for the next.
+                candidate = align_down(min(common_prefix(prompt, upcoming), limit))
+                if candidate >= max(MIN_SHARED_PREFIX, shared + MIN_SHARED_PREFIX):
+                    self._evaluate(seq, prompt, shared, candidate)
+                    shared = candidate
+                    self._keep(seq, prompt[:candidate], live)
             if req.params.repeat_penalty != 1.0:
                 sampler.accept_prompt(prompt)
         except BaseException:
@@ -293,7 +329,7 @@ class ParallelDecoder:
                     self.stats.requests += 1
                     try:
                         prompt = self._prompt(req, ids_cache)
-                        slot = self._start(free[-1], req, prompt, peek_prompt())
+                        slot = self._start(free[-1], req, prompt, peek_prompt(), live=len(slots) + 1)
                     except ChatGLM3Error as e:
                         yield DecodeResult(req.key, error=e)
                         continue
@@ -349,11 +385,19 @@ class ParallelDecoder:
                             slot.row = len(entries)
                         entries.append((t, slot.n_past + i, slot.seq, last))
                     self.stats.evaluated_prompt_tokens += len(take)
+                n_rows = len(entries)
+                has_prompt = n_rows > n_generating
+                if not has_prompt and self.padding is not None:
+                    # Rows nobody reads, where this machine decodes more rows for less (steps.py).
+                    n_rows = self.padding.rows(n_generating)
+                    if n_rows > n_generating:
+                        self.stats.padded_steps += 1
+                        entries += [(entries[0][0], i, self.pad_seq, False) for i in range(n_rows - n_generating)]
                 ts = time.perf_counter()
                 try:
                     # Prompt chunks take long: Ctrl-C may abort them (never a single-token step,
                     # where a Python call per graph node would cost a few percent).
-                    self.ctx.decode_entries(entries, interruptible=len(entries) > n_generating)
+                    self.ctx.decode_entries(entries, interruptible=has_prompt)
                 except GenerationError as e:
                     # The requests of this step fail; the run goes on with the others.
                     for slot in list(slots.values()):
@@ -363,10 +407,13 @@ class ParallelDecoder:
                         free.append(slot.seq)
                         yield DecodeResult(slot.req.key, error=e)
                     continue
+                finally:
+                    if n_rows > n_generating and not has_prompt:
+                        self.ctx.remove(self.pad_seq, 0, -1)
                 self.stats.decode_calls += 1
                 now = time.perf_counter()
-                if self.policy is not None and len(entries) == n_generating:  # no prompt rows
-                    self.policy.timed(n_generating, now - ts)
+                if not has_prompt:  # a step's cost by its rows (prompt rows vary too much)
+                    self.times.timed(n_rows, now - ts)
                 for slot in slots.values():
                     if slot.next_token is not None:
                         slot.n_past += 1
@@ -411,8 +458,8 @@ class ParallelDecoder:
                 for slot, reason, stop_tok in finished:
                     del slots[slot.seq]
                     free.append(slot.seq)
-                    if retain:
-                        self._retain(slot)
+                    if retain:  # the cells it holds, in order: its next turn starts with them
+                        self._keep(slot.seq, (slot.prompt + slot.generated)[:slot.n_past], live=len(slots))
                     completion = self._finish(slot, reason, stop_tok, time.perf_counter())
                     yield DecodeResult(slot.req.key, completion=completion)
                 self.live = len(slots)
@@ -422,16 +469,6 @@ class ParallelDecoder:
             for slot in slots.values():
                 slot.sampler.close()
                 self.ctx.remove(slot.seq, 0, -1)
-
-    def _retain(self, slot: _Slot) -> None:
-        """Keep the latest finished conversation's cells as the shared prefix: its next turn
-        starts with them, and so do other requests with the same system prompt."""
-        held = (slot.prompt + slot.generated)[:slot.n_past]  # the cells it holds, in order
-        if len(held) < MIN_SHARED_PREFIX:
-            return
-        self.ctx.remove(self.prefix_seq, 0, -1)
-        self.ctx.copy_seq(slot.seq, self.prefix_seq, 0, len(held))
-        self.prefix = held
 
     def _draft(self, slot: _Slot, room: int) -> list[int]:
         """Tokens to evaluate after slot.next_token in this step, guessed by prompt lookup."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .steps import StepTimes
+
 NGRAM_MAX = 4
 NGRAM_MIN = 2
 
@@ -62,22 +64,17 @@ class SpecPolicy:
     both times are known it drafts (to measure), and after 32 declined drafts it tries once
     more (the text may have started copying)."""
 
-    EXPLORE = 3  # steps of each row count timed before the times are trusted
     RETRY = 32
-    ALPHA = 0.2  # weight of a new measurement in the moving averages
+    ALPHA = 0.2  # weight of a new measurement in the moving average of the acceptance rate
 
-    def __init__(self) -> None:
-        self._step_s: dict[int, tuple[float, int]] = {}  # rows -> (average seconds, samples)
+    def __init__(self, times: StepTimes | None = None) -> None:
+        self.times = times or StepTimes()  # shared with the decoder's row padding
         self.rate = 0.5  # accepted / drafted tokens, moving average
         self._declined = 0
 
-    def _avg(self, rows: int) -> float | None:
-        got = self._step_s.get(rows)
-        return got[0] if got and got[1] >= self.EXPLORE else None
-
     def want(self, rows: int, tokens: int, draft: int) -> bool:
         """Whether to add `draft` rows to a step of `rows` rows that yields `tokens` tokens."""
-        base, more = self._avg(rows), self._avg(rows + draft)
+        base, more = self.times.avg(rows), self.times.avg(rows + draft)
         if more is None:
             return True
         if base is None:  # every step had a draft so far: now and then time one without
@@ -92,8 +89,7 @@ class SpecPolicy:
         return False
 
     def timed(self, rows: int, seconds: float) -> None:
-        avg, n = self._step_s.get(rows, (seconds, 0))
-        self._step_s[rows] = (avg + self.ALPHA * (seconds - avg) if n else seconds, n + 1)
+        self.times.timed(rows, seconds)
 
     def judged(self, drafted: int, accepted: int) -> None:
         if drafted:

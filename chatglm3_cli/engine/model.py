@@ -34,6 +34,7 @@ from .prompt import (
     template_prompt_ids,
 )
 from .sampling import SamplingParams
+from .steps import PadMode, StepTimes
 from .templates import ChatTemplate, builtin_prompt_ids, builtin_prompt_text, turn_end_token
 from .tokenizer import SentencePieceTokenizer
 
@@ -74,6 +75,17 @@ def speculate_by_default(model: "Model") -> bool | None:
     if want == "auto":
         return None
     return False
+
+
+def pad_rows_mode() -> PadMode:
+    """CHATGLM3_PAD_ROWS: whether the parallel decoder pads a step's rows to a multiple of four
+    (auto: where this machine measured it cheaper, steps.py)."""
+    want = (env.get("CHATGLM3_PAD_ROWS") or "auto").lower()
+    if want in ("1", "on", "true", "yes"):
+        return "on"
+    if want in ("0", "off", "false", "no"):
+        return "off"
+    return "auto"
 
 
 def context_warning(n_ctx: int, n_ctx_train: int) -> str:
@@ -172,7 +184,11 @@ class Model:
         # SpecPolicy time this machine's decode steps and draft only while that pays.
         on = speculate if speculate is not None else speculate_by_default(self)
         self.speculate = SPECULATE_DRAFT if on is not False else 0
-        self.spec_policy: SpecPolicy | None = SpecPolicy() if on is None else None
+        # Decode-step times by row count on this machine, for the speculation policy and the
+        # parallel decoder's row padding (steps.py).
+        self.step_times = StepTimes()
+        self.spec_policy: SpecPolicy | None = SpecPolicy(self.step_times) if on is None else None
+        self.pad_rows = pad_rows_mode()
         self._n_batch = n_batch
         self._n_threads = n_threads or backend.default_threads()
         self._ctx: backend.LlamaContext | None = None

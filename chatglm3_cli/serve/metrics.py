@@ -34,6 +34,11 @@ def render_metrics(snap: Mapping[str, Any], responses: Mapping[int, int]) -> str
     _line(out, "chatglm3_sequences_active", "gauge", "Sequences decoding now.", [("", snap["active"])])
     _line(out, "chatglm3_sequences_max", "gauge", "Sequences the decoder runs at once (--parallel).",
           [("", snap["slots"])])
+    _line(out, "chatglm3_prefixes_kept", "gauge",
+          "Conversations and shared prompts kept evaluated in the KV cache for reuse.",
+          [("", snap["kept_prefixes"])])
+    _line(out, "chatglm3_prefix_tokens_kept", "gauge", "Tokens those kept prefixes hold.",
+          [("", snap["kept_prefix_tokens"])])
     _line(out, "chatglm3_generation_tokens_per_second", "gauge",
           "Generated tokens per second over the last 30 seconds.", [("", float(snap["tokens_per_second"]))])
     return "\n".join(out) + "\n"

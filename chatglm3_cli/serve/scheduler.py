@@ -286,4 +286,6 @@ class Scheduler:
         recent = sum(n for t, n in list(self.counters.recent) if now - t <= window)
         return {"queued": queued, "active": self.decoder.live, "slots": self.decoder.n_parallel,
                 "tokens_per_second": recent / window, "counters": self.counters,
-                "evaluated_prompt_tokens": self.decoder.stats.evaluated_prompt_tokens}
+                "evaluated_prompt_tokens": self.decoder.stats.evaluated_prompt_tokens,
+                "kept_prefixes": self.decoder.stats.kept_prefixes,
+                "kept_prefix_tokens": self.decoder.stats.kept_prefix_tokens}

@@ -72,3 +72,46 @@ def test_a_kept_conversation_makes_its_next_turn_cheap(tiny_model):
     assert r2.completion.cached_tokens >= align_down(r1.completion.prompt_tokens)
     tiny_model.reset()
     assert r2.completion.tokens == tiny_model.chat(turn2, GREEDY).tokens  # and the answer is the same
+
+
+def _turns(model, system, question, params=GREEDY):
+    """A conversation's first turn, and a function making its second from the first answer."""
+    first = [Message("system", system), Message("user", question)]
+    return first, lambda answer: first + [Message("assistant", answer), Message("user", "And then?")]
+
+
+def test_interleaved_conversations_each_keep_their_prefix(tiny_model):
+    # Two clients take turns: each one's second turn finds its own first turn kept, although the
+    # other's conversation finished in between (one kept prefix would have been replaced).
+    x1, x2 = _turns(tiny_model, "You are terse.", "The philosophy of people " * 5)
+    y1, y2 = _turns(tiny_model, "Answer in French.", "A sophisticated tokenizer " * 5)
+    with ParallelDecoder(tiny_model, n_parallel=2, n_ctx=512) as d:
+        (rx1,) = d.run([DecodeRequest("x1", messages=x1, params=GREEDY)], retain=True)
+        (ry1,) = d.run([DecodeRequest("y1", messages=y1, params=GREEDY)], retain=True)
+        assert len(d.prefixes) == 2
+        (rx2,) = d.run([DecodeRequest("x2", messages=x2(rx1.completion.text), params=GREEDY)], retain=True)
+        (ry2,) = d.run([DecodeRequest("y2", messages=y2(ry1.completion.text), params=GREEDY)], retain=True)
+    for r1, r2, msgs in ((rx1, rx2, x2(rx1.completion.text)), (ry1, ry2, y2(ry1.completion.text))):
+        assert r2.completion.cached_tokens >= align_down(r1.completion.prompt_tokens)
+        tiny_model.reset()
+        assert r2.completion.tokens == tiny_model.chat(msgs, GREEDY).tokens
+
+
+def test_kept_prefixes_give_their_cells_back_to_busy_sequences(tiny_model):
+    # Kept prefixes may use the cells of idle sequences; when every sequence is busy they shrink
+    # to one sequence's cells, least recently used first out, and answers do not change.
+    kept = [_turns(tiny_model, f"System prompt number {i}.", "The philosophy of people " * 4)[0] for i in range(4)]
+    busy = [_req(tiny_model, str(i), t) for i, t in enumerate(TEXTS)]
+    with ParallelDecoder(tiny_model, n_parallel=2, n_ctx=96) as d:
+        alone = {r.key: r.completion.tokens for r in d.run(busy)}
+        for i, msgs in enumerate(kept):
+            list(d.run([DecodeRequest(f"k{i}", messages=msgs, params=GREEDY)], retain=True))
+        # ~76 cells each, 3 x 96 cells while nothing runs: the oldest went
+        assert len(d.prefixes) == 3 and d.prefixes.tokens()[0][:12] == tiny_model.prompt_ids(kept[1])[:12]
+        seen = []  # (sequences in flight, cells the kept prefixes hold) at each step
+        d.on_step = lambda stats: seen.append((stats.in_flight, d.prefixes.cells))
+        got = {r.key: r.completion.tokens for r in d.run(busy)}
+    assert got == alone
+    # two sequences in flight: one sequence's worth of cells left, which one kept prefix uses
+    held_while_busy = [cells for n, cells in seen if n == 2]
+    assert held_while_busy and all(0 < cells <= 96 for cells in held_while_busy)

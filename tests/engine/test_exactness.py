@@ -226,6 +226,25 @@ def test_parallel_answers_equal_one_sequence(models, oracle, kind):
             _agree(m, kind, m.prompt_ids(list(r.messages)), want[r.key], got[r.key])
 
 
+@pytest.mark.parametrize("kind", ALL_RANDOM)
+def test_padding_rows_leave_the_answers_alone(models, kind):
+    """Steps padded to four rows (CHATGLM3_PAD_ROWS=1) answer as unpadded ones: exact on F32 and
+    Q4_0; on F16 and Q4_K up to the first near tie (the row count picks the kernel there)."""
+    m = models(kind)
+    reqs = _job_requests()
+    m.speculate = 0
+    out, padded = {}, {}
+    for mode in ("off", "on"):
+        m.pad_rows = mode
+        with ParallelDecoder(m, n_parallel=3, n_ctx=512) as d:
+            out[mode] = {r.key: r.completion.tokens for r in d.run(reqs)}
+            padded[mode] = d.stats.padded_steps
+    m.pad_rows = "auto"
+    assert padded["off"] == 0 and padded["on"] > 10
+    for r in reqs:
+        _agree(m, kind, m.prompt_ids(list(r.messages)), out["off"][r.key], out["on"][r.key])
+
+
 def test_parallel_speculation_accepts_drafts_and_keeps_answers(fixtures):
     from chatglm3_cli.engine.model import Model
 

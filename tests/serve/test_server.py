@@ -280,6 +280,22 @@ def test_a_growing_conversation_pays_only_for_the_new_turn(tiny):
     assert second.usage.prompt_tokens_details.cached_tokens >= align_down(first.usage.prompt_tokens - 1)
 
 
+def test_interleaved_conversations_each_pay_only_for_their_new_turn(tiny):
+    # Two clients take turns; the other's finished turn does not evict one's conversation.
+    client = tiny.client()
+    convs = [[{"role": "system", "content": system},
+              {"role": "user", "content": f"Tell me about {topic} " * 4}]
+             for system, topic in (("Be terse.", "the philosophy of people"), ("Be kind.", "tokenizers"))]
+    firsts = [client.chat.completions.create(model="m", temperature=0, max_tokens=10, messages=c) for c in convs]
+    assert tiny.metrics()["chatglm3_prefixes_kept"] >= 2
+    for conv, first in zip(convs, firsts):
+        conv += [{"role": "assistant", "content": first.choices[0].message.content},
+                 {"role": "user", "content": "And then?"}]
+        second = client.chat.completions.create(model="m", temperature=0, max_tokens=10, messages=conv)
+        assert second.usage.prompt_tokens_details.cached_tokens >= align_down(first.usage.prompt_tokens - 1)
+    assert tiny.metrics()["chatglm3_prefix_tokens_kept"] > 0
+
+
 # load, disconnects, shutdown ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,75 @@
+"""Decode-step times by row count, measured as the engine runs, and the row padding they justify.
+
+What a decode step of k rows costs depends on the CPU and the weights' type: llama.cpp's CPU
+kernels multiply repacked rows in groups of four (GEMM) and the rest one at a time (GEMV). On
+two AVX2 cores with the 6B-shaped Q4_0 file a step of 3 rows took 721 ms and one of 4 rows
+677 ms (scripts/bench_steps.py), while on Q4_K a 4-row step costs more than a 1-row one. So
+nothing is assumed: the engine times its own steps (StepTimes, shared with the speculation
+policy), and RowPadding pads a step of k rows to the next multiple of four only where this
+machine measured that cheaper. The padding rows belong to a scratch sequence; nobody reads
+their results and their cells are dropped after the step.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+PadMode = Literal["auto", "on", "off"]
+
+
+class StepTimes:
+    """Moving averages of decode-step seconds by row count."""
+
+    EXPLORE = 3  # steps of a row count timed before its average is trusted
+    ALPHA = 0.2  # weight of a new measurement
+
+    def __init__(self) -> None:
+        self._s: dict[int, tuple[float, int]] = {}  # rows -> (average seconds, samples)
+
+    def timed(self, rows: int, seconds: float) -> None:
+        avg, n = self._s.get(rows, (seconds, 0))
+        self._s[rows] = (avg + self.ALPHA * (seconds - avg) if n else seconds, n + 1)
+
+    def avg(self, rows: int) -> float | None:
+        """The average step time of ``rows`` rows, once EXPLORE steps were timed."""
+        got = self._s.get(rows)
+        return got[0] if got and got[1] >= self.EXPLORE else None
+
+
+class RowPadding:
+    """How many rows to decode in a step that generates for k sequences.
+
+    ``auto``: first time k rows, then the padded count m (a real step of m rows counts as well),
+    and pad from then on only if m rows measured at least GAIN cheaper. Padding one row to four
+    (or five to eight) is only tried when real steps of m rows were timed anyway: on most CPUs
+    it loses by far (2.7x on two AVX2 cores), so trying costs more than it could find. A choice is checked
+    again every RECHECK steps while the two were within CLOSE of each other (a busy moment
+    during the first measurements must not decide forever); a clear loss is never retried.
+    ``on`` always pads (tests, measurements), ``off`` never does."""
+
+    GROUP = 4
+    GAIN = 0.95
+    CLOSE = 1.25
+    RECHECK = 64
+
+    def __init__(self, times: StepTimes, mode: PadMode = "auto") -> None:
+        self.times = times
+        self.mode = mode
+        self._steps: dict[int, int] = {}  # k -> steps decided for k rows
+
+    def rows(self, k: int) -> int:
+        m = -(-k // self.GROUP) * self.GROUP
+        if m == k or self.mode == "off":
+            return k
+        if self.mode == "on":
+            return m
+        base, padded = self.times.avg(k), self.times.avg(m)
+        if base is None:
+            return k
+        if padded is None:
+            return m if 2 * (k % self.GROUP) >= self.GROUP else k
+        pad = padded < self.GAIN * base
+        n = self._steps.get(k, 0) + 1
+        self._steps[k] = n
+        if n % self.RECHECK == 0 and max(base, padded) < self.CLOSE * min(base, padded):
+            pad = not pad  # time the other choice once more
+        return m if pad else k
