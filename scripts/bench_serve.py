@@ -15,8 +15,16 @@ Also shows one greedy answer from each (`--show`), which is where the servers di
 llama-cpp-python's chatglm3 format does not stop at ChatGLM3's <|user|>, so its turn runs on
 into a made-up next turn until max_tokens.
 
+``--conversations K``: instead, K clients hold one conversation each and take turns one after
+the other (client 1's turn 1, client 2's turn 1, ..., client 1's turn 2, ...), each turn
+resending its whole conversation with a new question. Reported per turn and server: prompt
+tokens, tokens taken from a kept prefix (ours reports them in usage), and time to the first
+token. A server that keeps only the latest conversation evaluates every turn whole again.
+``--ours-root DIR`` runs `chatglm3 serve` from another checkout (an earlier version) instead.
+
 Usage:
   python scripts/bench_serve.py --fixture 6b --clients 1,4,8 --max-tokens 32
+  python scripts/bench_serve.py --fixture 6b --conversations 2 --turns 3 --max-tokens 16
   python scripts/bench_serve.py --model path/to/chatglm3-6b.Q4_0.gguf --json out.json
   python scripts/bench_serve.py --fixture tiny --clients 1,4 --max-tokens 8 --show scripted
 """
@@ -65,10 +73,11 @@ def free_port() -> int:
 class Proc:
     """A server process whose output is drained in the background."""
 
-    def __init__(self, cmd: list[str], ready: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, cmd: list[str], ready: str, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=env)
+                                     stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
         self.match: re.Match[str] | None = None
         self._ready = threading.Event()
         self._pattern = re.compile(ready)
@@ -106,8 +115,10 @@ def start_ours(model: Path, args: argparse.Namespace, parallel: int) -> tuple[Pr
            "--parallel", str(parallel), "--ctx", str(args.ctx), "--queue", "64"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    p = Proc(cmd, r"listening on (http://\S+)", env)
+    root = args.ours_root or ROOT
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # `python -m` puts the working directory first on sys.path: run it from that checkout
+    p = Proc(cmd, r"listening on (http://\S+)", env, cwd=root)
     return p, p.wait_ready(600).group(1)
 
 
@@ -167,6 +178,47 @@ def measure(url: str, n: int, args: argparse.Namespace, tokenizer_count) -> dict
             "ttft_median_s": round(statistics.median(r["ttft_s"] for r in results), 3)}
 
 
+QUESTIONS = ["Tell me more.", "Give an example.", "Why is that?", "Summarize what you said.",
+             "And then?", "What else?"]
+
+
+def conversations(url: str, args: argparse.Namespace) -> list[dict]:
+    """K conversations, their turns interleaved; a row per turn."""
+    import openai
+
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600)
+    # a system prompt of ~100 tokens (apps send longer ones), different from the first words
+    convs = [[{"role": "system", "content": f"You are assistant number {i}. Topics you know: "
+               + " ".join(PROMPTS[i:] + PROMPTS[:i])},
+              {"role": "user", "content": PROMPTS[(i + 1) % len(PROMPTS)]}] for i in range(args.conversations)]
+    one_request(client, "warm up", 2)
+    rows = []
+    for turn in range(args.turns):
+        for i, conv in enumerate(convs):
+            t0 = time.perf_counter()
+            first = None
+            text = []
+            usage = None
+            stream = client.chat.completions.create(model="m", messages=conv, temperature=0,
+                                                    max_tokens=args.max_tokens, stream=True,
+                                                    stream_options={"include_usage": True})
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    first = first if first is not None else time.perf_counter() - t0
+                    text.append(chunk.choices[0].delta.content)
+                if getattr(chunk, "usage", None):
+                    usage = chunk.usage
+            total = time.perf_counter() - t0
+            details = getattr(usage, "prompt_tokens_details", None) if usage else None
+            rows.append({"conversation": i + 1, "turn": turn + 1,
+                         "prompt_tokens": usage.prompt_tokens if usage else None,
+                         "cached_tokens": getattr(details, "cached_tokens", None) if details else None,
+                         "ttft_s": round(first if first is not None else total, 3), "total_s": round(total, 3)})
+            conv += [{"role": "assistant", "content": "".join(text)},
+                     {"role": "user", "content": QUESTIONS[turn % len(QUESTIONS)]}]
+    return rows
+
+
 def show(url: str, max_tokens: int) -> str:
     """One greedy answer, whole."""
     import openai
@@ -193,8 +245,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="also print one greedy answer from each server on this model (e.g. scripted)")
     ap.add_argument("--show-tokens", type=int, default=40, help="max_tokens of that answer")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--conversations", type=int, default=0, metavar="K",
+                    help="measure K interleaved conversations instead (see above)")
+    ap.add_argument("--turns", type=int, default=3, help="turns per conversation (--conversations)")
+    ap.add_argument("--ours-root", type=Path, default=None, metavar="DIR",
+                    help="run `chatglm3 serve` from this checkout (an earlier version)")
+    ap.add_argument("--only-ours", action="store_true", help="do not start llama-cpp-python's server")
     args = ap.parse_args(argv)
-    model = args.model or fixture_path(args.fixture)
+    model = (args.model or fixture_path(args.fixture)).resolve()
+    servers = ("ours",) if args.only_ours else ("ours", "llama-cpp-python")
+    if args.conversations:
+        return conversation_table(model, args, servers)
     clients = [int(c) for c in args.clients.split(",")]
     sys.path.insert(0, str(ROOT))
     from chatglm3_cli.engine.model import Model
@@ -206,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         out: dict = {"model": str(model), "max_tokens": args.max_tokens, "ctx": args.ctx,
                      "threads": args.threads, "rounds": args.rounds, "rows": []}
         # One server at a time, so that they never compete for the cores.
-        for name in ("ours", "llama-cpp-python"):
+        for name in servers:
             proc, url = start_ours(model, args, max(clients)) if name == "ours" else start_theirs(model, args)
             try:
                 for n in clients:
@@ -225,6 +286,29 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 proc.stop()
     print_table(out)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def conversation_table(model: Path, args: argparse.Namespace, servers: tuple[str, ...]) -> int:
+    out: dict = {"model": str(model), "max_tokens": args.max_tokens, "ctx": args.ctx,
+                 "conversations": args.conversations, "turns": args.turns, "rows": []}
+    for name in servers:
+        proc, url = start_ours(model, args, 4) if name == "ours" else start_theirs(model, args)
+        try:
+            for row in conversations(url, args):
+                out["rows"].append({"server": name, **row})
+                print(json.dumps(out["rows"][-1]), file=sys.stderr, flush=True)
+        finally:
+            proc.stop()
+    print(f"model {Path(out['model']).name}, {args.conversations} conversations x {args.turns} turns, "
+          f"max_tokens {args.max_tokens}")
+    print("| server | conversation | turn | prompt tokens | cached | TTFT s | whole answer s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in out["rows"]:
+        print(f"| {r['server']} | {r['conversation']} | {r['turn']} | {r['prompt_tokens'] or '-'} | "
+              f"{'-' if r['cached_tokens'] is None else r['cached_tokens']} | {r['ttft_s']:.2f} | {r['total_s']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     return 0

@@ -74,7 +74,7 @@ class SpecPolicy:
 
     def want(self, rows: int, tokens: int, draft: int) -> bool:
         """Whether to add `draft` rows to a step of `rows` rows that yields `tokens` tokens."""
-        base, more = self.times.avg(rows), self.times.avg(rows + draft)
+        base, more = self.times.cost(rows), self.times.cost(rows + draft)
         if more is None:
             return True
         if base is None:  # every step had a draft so far: now and then time one without

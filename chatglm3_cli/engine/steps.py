@@ -11,28 +11,32 @@ their results and their cells are dropped after the step.
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import Literal
 
 PadMode = Literal["auto", "on", "off"]
 
 
 class StepTimes:
-    """Moving averages of decode-step seconds by row count."""
+    """Decode-step seconds by row count: the fastest of the latest few steps of each count.
 
-    EXPLORE = 3  # steps of a row count timed before its average is trusted
-    ALPHA = 0.2  # weight of a new measurement
+    The fastest, not an average: on a shared machine other processes only ever add time, and
+    a step that ran while another process held a core says nothing about the kernels. (A
+    longer context slows every row count alike, and the window follows it.)"""
+
+    EXPLORE = 3  # steps of a row count timed before its cost is trusted
+    WINDOW = 8  # the latest steps of a row count that its cost is taken from
 
     def __init__(self) -> None:
-        self._s: dict[int, tuple[float, int]] = {}  # rows -> (average seconds, samples)
+        self._s: dict[int, deque[float]] = {}  # rows -> seconds of its latest steps
 
     def timed(self, rows: int, seconds: float) -> None:
-        avg, n = self._s.get(rows, (seconds, 0))
-        self._s[rows] = (avg + self.ALPHA * (seconds - avg) if n else seconds, n + 1)
+        self._s.setdefault(rows, deque(maxlen=self.WINDOW)).append(seconds)
 
-    def avg(self, rows: int) -> float | None:
-        """The average step time of ``rows`` rows, once EXPLORE steps were timed."""
+    def cost(self, rows: int) -> float | None:
+        """What a step of ``rows`` rows costs, once EXPLORE of them were timed."""
         got = self._s.get(rows)
-        return got[0] if got and got[1] >= self.EXPLORE else None
+        return min(got) if got and len(got) >= self.EXPLORE else None
 
 
 class RowPadding:
@@ -62,7 +66,7 @@ class RowPadding:
             return k
         if self.mode == "on":
             return m
-        base, padded = self.times.avg(k), self.times.avg(m)
+        base, padded = self.times.cost(k), self.times.cost(m)
         if base is None:
             return k
         if padded is None:
