@@ -61,16 +61,19 @@ class SpecPolicy:
     in 281 ms against 338 ms for one), 3.4x on two AVX2 cores (420 against 123 ms). So the
     engine times its own steps by row count, keeps the rate at which drafts are accepted, and
     drafts only while (tokens a step yields) / (its time) beats a step without a draft. Until
-    both times are known it drafts (to measure), and after 32 declined drafts it tries once
-    more (the text may have started copying)."""
+    both times are known it drafts (to measure), and after RETRY declined drafts it tries once
+    more (the text may have started copying); each try that finds drafting still not paying
+    doubles that wait (up to RETRY_MAX), so where it never pays the tries cost next to nothing."""
 
     RETRY = 32
+    RETRY_MAX = 1024
     ALPHA = 0.2  # weight of a new measurement in the moving average of the acceptance rate
 
     def __init__(self, times: StepTimes | None = None) -> None:
         self.times = times or StepTimes()  # shared with the decoder's row padding
         self.rate = 0.5  # accepted / drafted tokens, moving average
         self._declined = 0
+        self._retry = self.RETRY
 
     def want(self, rows: int, tokens: int, draft: int) -> bool:
         """Whether to add `draft` rows to a step of `rows` rows that yields `tokens` tokens."""
@@ -81,10 +84,12 @@ class SpecPolicy:
             self._declined += 1
             return self._declined % 8 != 0
         if (tokens + self.rate * draft) / more >= tokens / base:
+            self._retry = self.RETRY
             return True
         self._declined += 1
-        if self._declined >= self.RETRY:
+        if self._declined >= self._retry:
             self._declined = 0
+            self._retry = min(2 * self._retry, self.RETRY_MAX)
             return True
         return False
 

@@ -59,3 +59,15 @@ def test_speculation_reads_the_same_step_times():
     _time(times, 1, 0.1)
     _time(times, 4, 0.4)  # 4 rows cost 4 steps: 3 drafts at any acceptance rate cannot pay
     assert policy.want(1, 1, 3) is False
+
+
+def test_where_drafting_never_pays_its_retries_back_off():
+    times = StepTimes()
+    policy = SpecPolicy(times)
+    _time(times, 1, 0.248)
+    _time(times, 4, 0.677)  # two AVX2 cores: 3 drafts pay only above ~58% acceptance
+    policy.rate = 0.3
+    tries = [i for i in range(4000) if policy.want(1, 1, 3)]
+    # tried at the 32nd declined draft, then 64 and 128 later, ... not every 32nd time
+    assert tries[:3] == [31, 31 + 64, 31 + 64 + 128]
+    assert len(tries) <= 7
