@@ -134,14 +134,16 @@ def start_theirs(model: Path, args: argparse.Namespace) -> tuple[Proc, str]:
     return p, f"http://127.0.0.1:{port}"
 
 
-def one_request(client, prompt: str, max_tokens: int) -> dict:
+def one_request(client, prompt: str | list[dict], max_tokens: int) -> dict:
+    """One streamed greedy answer to a question (or a whole conversation's messages)."""
     t0 = time.perf_counter()
     first = None
     text = []
     usage = None
     finish = None
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     stream = client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=max_tokens,
+        model="m", messages=messages, temperature=0, max_tokens=max_tokens,
         stream=True, stream_options={"include_usage": True})
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -155,8 +157,10 @@ def one_request(client, prompt: str, max_tokens: int) -> dict:
     total = time.perf_counter() - t0
     # A server that streams no usage: a cut answer has max_tokens tokens; else count the text's.
     tokens = usage.completion_tokens if usage else (max_tokens if finish == "length" else None)
+    details = getattr(usage, "prompt_tokens_details", None)
     return {"ttft_s": first if first is not None else total, "total_s": total, "tokens": tokens,
-            "text": "".join(text)}
+            "text": "".join(text), "prompt_tokens": usage.prompt_tokens if usage else None,
+            "cached_tokens": getattr(details, "cached_tokens", None)}
 
 
 def measure(url: str, n: int, args: argparse.Namespace, tokenizer_count) -> dict:
@@ -187,7 +191,7 @@ def conversations(url: str, args: argparse.Namespace) -> list[dict]:
     import openai
 
     client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600)
-    # a system prompt of ~100 tokens (apps send longer ones), different from the first words
+    # a system prompt of ~200 tokens (apps send longer ones), different from the first words
     convs = [[{"role": "system", "content": f"You are assistant number {i}. Topics you know: "
                + " ".join(PROMPTS[i:] + PROMPTS[:i])},
               {"role": "user", "content": PROMPTS[(i + 1) % len(PROMPTS)]}] for i in range(args.conversations)]
@@ -195,26 +199,11 @@ def conversations(url: str, args: argparse.Namespace) -> list[dict]:
     rows = []
     for turn in range(args.turns):
         for i, conv in enumerate(convs):
-            t0 = time.perf_counter()
-            first = None
-            text = []
-            usage = None
-            stream = client.chat.completions.create(model="m", messages=conv, temperature=0,
-                                                    max_tokens=args.max_tokens, stream=True,
-                                                    stream_options={"include_usage": True})
-            for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    first = first if first is not None else time.perf_counter() - t0
-                    text.append(chunk.choices[0].delta.content)
-                if getattr(chunk, "usage", None):
-                    usage = chunk.usage
-            total = time.perf_counter() - t0
-            details = getattr(usage, "prompt_tokens_details", None) if usage else None
-            rows.append({"conversation": i + 1, "turn": turn + 1,
-                         "prompt_tokens": usage.prompt_tokens if usage else None,
-                         "cached_tokens": getattr(details, "cached_tokens", None) if details else None,
-                         "ttft_s": round(first if first is not None else total, 3), "total_s": round(total, 3)})
-            conv += [{"role": "assistant", "content": "".join(text)},
+            r = one_request(client, conv, args.max_tokens)
+            rows.append({"conversation": i + 1, "turn": turn + 1, "prompt_tokens": r["prompt_tokens"],
+                         "cached_tokens": r["cached_tokens"], "ttft_s": round(r["ttft_s"], 3),
+                         "total_s": round(r["total_s"], 3)})
+            conv += [{"role": "assistant", "content": r["text"]},
                      {"role": "user", "content": QUESTIONS[turn % len(QUESTIONS)]}]
     return rows
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import ChatGLM3Error, GenerationError
-from .prefixes import PrefixStore, common_prefix
+from .prefixes import PrefixStore, usable_prefix
 from .prompt import Message
 from .sampling import SamplingParams
 from .steps import RowPadding, StepTimes
@@ -226,7 +226,6 @@ class ParallelDecoder:
                upcoming: list[int] | None, live: int) -> _Slot:
         """Set up sequence ``seq`` for a request; ``live`` sequences are in flight with it."""
         from ..errors import PromptTooLongError
-        from .backend import align_down
         from .generate import AnswerShaper, Utf8Stream
 
         if len(prompt) + 1 > self.n_ctx:
@@ -252,7 +251,7 @@ class ParallelDecoder:
             if upcoming is not None:
                 # The next request starts like this one: evaluate what they share now, once,
                 # and keep it for the next.
-                candidate = align_down(min(common_prefix(prompt, upcoming), limit))
+                candidate = usable_prefix(prompt, upcoming, limit)
                 if candidate >= max(MIN_SHARED_PREFIX, shared + MIN_SHARED_PREFIX):
                     self._evaluate(seq, prompt, shared, candidate)
                     shared = candidate

@@ -207,13 +207,9 @@ class KVCache:
         for its logits), rounded down to a multiple of PROMPT_ALIGN so that the rest is cut
         into decode calls as it would be alone (same logits to the bit); return how many
         were kept."""
-        from .backend import align_down
+        from .prefixes import usable_prefix
 
-        n = 0
-        limit = min(len(self.tokens), len(prompt) - 1)
-        while n < limit and self.tokens[n] == prompt[n]:
-            n += 1
-        n = align_down(n)
+        n = usable_prefix(self.tokens, prompt, len(prompt) - 1)
         if n < len(self.tokens):
             if not self.ctx.remove(0, n, -1):
                 self.ctx.remove(0, 0, -1)

@@ -30,6 +30,13 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+def usable_prefix(held: Sequence[int], prompt: Sequence[int], limit: int) -> int:
+    """How many evaluated tokens ``held`` can give ``prompt``: the tokens they share, at most
+    ``limit``, cut to an aligned length (prompts are cut into decode calls only at aligned
+    positions, so a prompt continued from a prefix is evaluated exactly as alone)."""
+    return align_down(max(0, min(common_prefix(held, prompt), limit)))
+
+
 class PrefixStore:
     """Prefixes held in sequences ``seqs`` of a context, within a budget of KV cells."""
 
@@ -51,13 +58,11 @@ class PrefixStore:
         return [list(t) for t in self._held.values()]
 
     def find(self, prompt: Sequence[int], limit: int) -> tuple[int, int]:
-        """The prefix sharing the most tokens with ``prompt``, cut to an aligned length of at
-        most ``limit`` (prompts are cut into chunks only at aligned positions, so that a prompt
-        continued from a prefix is evaluated exactly as alone): (sequence, tokens), (-1, 0) if none.
-        A prefix found is marked as used."""
+        """The prefix that can give ``prompt`` the most tokens (usable_prefix): (sequence,
+        tokens), (-1, 0) if none. A prefix found is marked as used."""
         best_seq, best = -1, 0
         for seq, held in self._held.items():
-            n = align_down(min(common_prefix(held, prompt), limit))
+            n = usable_prefix(held, prompt, limit)
             if n > best:
                 best_seq, best = seq, n
         if best_seq >= 0:
