@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from ..engine.grammar import check_schema, schema_grammar
+from ..engine.messages import ROLE_ALIASES, chat_messages, check_tools
 from ..engine.prompt import Message
 from ..errors import InputError
 from ..textio import decode_text
@@ -49,7 +51,7 @@ class Job:
 
     def _has_system_message(self) -> bool:
         msgs = self.record.get("messages") or []
-        return any(isinstance(m, dict) and T.ROLE_ALIASES.get(str(m.get("role")), m.get("role")) == "system"
+        return any(isinstance(m, dict) and ROLE_ALIASES.get(str(m.get("role")), m.get("role")) == "system"
                    for m in msgs)
 
     def default_max_tokens(self, count: "Callable[[str], int]") -> int:
@@ -61,7 +63,7 @@ class Job:
     def grammar(self) -> str | None:
         if self.openai:
             schema = self.record.get("schema")
-            return T.schema_grammar(schema) if schema is not None else None
+            return schema_grammar(schema) if schema is not None else None
         return T.grammar_for(self.task, self.record)
 
     def parse(self, text: str, tool: str | None = None) -> Any:
@@ -246,7 +248,7 @@ def _check_messages(msgs: Any, errors: list[str], where: str = "messages") -> No
             errors.append(f'{where}[{i}] has no text "content"')
             return
         try:
-            T.chat_messages([m])
+            chat_messages([m])
         except ValueError as e:
             errors.append(f"{where}[{i}]: {e}")
             return
@@ -258,7 +260,7 @@ def _check_tools(obj: Mapping[str, Any], errors: list[str], prefix: str = "") ->
     tools = obj.get("tools")
     if tools is None:
         return None
-    why = T.check_tools(tools)
+    why = check_tools(tools)
     if why:
         errors.append(f'"{prefix}tools" {why}')
         return None
@@ -308,7 +310,7 @@ def _check_task_fields(task: str, obj: Mapping[str, Any], errors: list[str]) -> 
         _check_tools(obj, errors)
         msgs = obj.get("messages")
         if obj.get("system") and isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) \
-                and T.ROLE_ALIASES.get(str(msgs[0].get("role")), msgs[0].get("role")) == "system":
+                and ROLE_ALIASES.get(str(msgs[0].get("role")), msgs[0].get("role")) == "system":
             errors.append('a system prompt both in "system" and in "messages": keep one')
     elif task == "summarize":
         length = obj.get("length")
@@ -328,7 +330,7 @@ def _check_task_fields(task: str, obj: Mapping[str, Any], errors: list[str]) -> 
         if "schema" not in obj:
             errors.append('missing "schema" (task extract needs text, schema: a JSON Schema)')
         else:
-            why = T.check_schema(obj["schema"])
+            why = check_schema(obj["schema"])
             if why:
                 errors.append(f'"schema" {why}')
 
@@ -363,7 +365,7 @@ def _check_openai(n: int, obj: dict[str, Any]) -> "Job | Problem":
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
             spec = fmt.get("json_schema")
             schema = spec.get("schema") if isinstance(spec, dict) else None
-            why = T.check_schema(schema) if schema is not None else "is missing"
+            why = check_schema(schema) if schema is not None else "is missing"
             if why:
                 errors.append(f'"body.response_format.json_schema.schema" {why}')
             record["schema"] = schema

@@ -5,23 +5,21 @@ task's parameters (labels, schema, target language...), and the record's own tex
 user message). Records of one task therefore begin with the same tokens, which the parallel
 decoder evaluates once and shares.
 
-``classify`` and ``extract`` are right by construction: a llama.cpp GBNF grammar allows only a
-label / JSON valid against the schema, and the result is parsed and checked again afterwards.
-ChatGLM3 begins every answer with a metadata line (empty for a plain answer, so the first
-generated text is "\\n"), and SentencePiece pieces carry a leading space: each grammar accepts
-``"\\n" " "?`` before the constrained content.
+``classify`` and ``extract`` are right by construction: a llama.cpp GBNF grammar
+(``engine/grammar.py``) allows only a label / JSON valid against the schema, and the result is
+parsed and checked again afterwards.
 """
 from __future__ import annotations
 
 import json
-import math
 import re
-from functools import lru_cache
 from typing import Any, Callable, Mapping
 
+from ..engine.grammar import labels_grammar, schema_grammar
+from ..engine.messages import chat_messages
 from ..engine.prompt import Message
 from ..engine.sampling import DEFAULT_ANSWER_CAP  # free-form answers: chat, generate, OpenAI lines
-from ..engine.tools import call_message, function_specs, read_call, tools_message
+from ..engine.tools import function_specs, read_call
 from ..errors import OutputFormatError
 
 TASKS = ("chat", "generate", "translate", "summarize", "classify", "extract", "qa", "rewrite")
@@ -70,9 +68,6 @@ INSTRUCTIONS = {
         "rewritten text."),
 }
 
-ROLE_ALIASES = {"developer": "system", "tool": "observation"}
-
-
 # prompts ------------------------------------------------------------------------------------
 
 def _system(task: str, params: list[str], record: Mapping[str, Any]) -> Message:
@@ -82,57 +77,6 @@ def _system(task: str, params: list[str], record: Mapping[str, Any]) -> Message:
     if record.get("system"):
         parts.append(str(record["system"]))
     return Message("system", "\n\n".join(parts))
-
-
-def chat_messages(items: list[Mapping[str, Any]], system: str | None = None,
-                  tools: list[Mapping[str, Any]] | None = None) -> list[Message]:
-    """OpenAI-style messages to ours (ValueError for an unknown role or a malformed tool call).
-
-    An assistant message's ``tool_calls`` become ChatGLM3 tool-call turns (metadata = the
-    tool's name, content = ``tool_call(...)``), each placed just before the ``tool`` message
-    that answers it, as ChatGLM3 alternates a call and its observation."""
-    out: list[Message] = []
-    if tools:
-        out.append(tools_message(tools))
-    if system:
-        out.append(Message("system", system))
-    waiting: list[tuple[Any, Message]] = []  # calls not answered yet: (tool_call_id, message)
-    for d in items:
-        d = dict(d)
-        role = ROLE_ALIASES.get(d.get("role", "user"), d.get("role", "user"))
-        d["role"] = role
-        if role == "observation" and waiting:
-            i = next((k for k, (cid, _) in enumerate(waiting) if cid == d.get("tool_call_id")), 0)
-            out.append(waiting.pop(i)[1])
-        elif waiting:
-            out += [m for _, m in waiting]
-            waiting = []
-        calls = d.get("tool_calls") if role == "assistant" else None
-        if calls:
-            if d.get("content"):
-                out.append(Message.from_dict(d))
-            waiting = [(c.get("id") if isinstance(c, Mapping) else None, _call_message(c)) for c in calls]
-            continue
-        if d.get("content") is None:
-            d["content"] = ""
-        out.append(Message.from_dict(d))
-    out += [m for _, m in waiting]
-    return out
-
-
-def _call_message(call: Any) -> Message:
-    fn = call.get("function") if isinstance(call, Mapping) else None
-    if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
-        raise ValueError('a tool call needs "function": {"name", "arguments"}')
-    args = fn.get("arguments", {})
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError:
-            raise ValueError(f'the arguments of tool call {fn["name"]!r} are not JSON') from None
-    if not isinstance(args, Mapping):
-        raise ValueError(f'the arguments of tool call {fn["name"]!r} must be a JSON object')
-    return call_message(fn["name"], args)
 
 
 def build_messages(task: str, record: Mapping[str, Any]) -> list[Message]:
@@ -202,116 +146,6 @@ def default_max_tokens(task: str, record: Mapping[str, Any], count: Callable[[st
 
 # grammars -----------------------------------------------------------------------------------
 
-# The metadata line ChatGLM3 writes first (empty for a plain answer), and SentencePiece's space.
-ANSWER_START = '"\\n" " "?'
-
-
-def gbnf_literal(text: str) -> str:
-    out = []
-    for ch in text:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def labels_grammar(labels: list[str]) -> str:
-    return f"root ::= {ANSWER_START} ({' | '.join(gbnf_literal(label) for label in labels)})\n"
-
-
-def _canonical(schema: Any) -> str:
-    return json.dumps(schema, sort_keys=True, ensure_ascii=False)
-
-
-def schema_grammar(schema: Mapping[str, Any]) -> str:
-    """GBNF for JSON valid against the schema (llama-cpp-python's converter); ValueError if the
-    converter cannot express the schema."""
-    return _schema_grammar(_canonical(schema))
-
-
-_DATA_KEYS = {"enum", "const", "default", "examples"}
-_MAX_INT_CHOICES = 1000
-
-
-def _for_grammar(node: Any) -> Any:
-    """The schema as the converter should see it. llama-cpp-python's converter ignores numeric
-    bounds; a small integer range (a 1-5 rating) is spelled out as an enum so that the grammar
-    enforces it. Whatever the grammar still cannot express is checked after decoding."""
-    if isinstance(node, list):
-        return [_for_grammar(x) for x in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: (v if k in _DATA_KEYS else _for_grammar(v)) for k, v in node.items()}
-    if out.get("type") == "integer" and "enum" not in out and "const" not in out:
-        lo, hi = out.get("minimum"), out.get("maximum")
-        if isinstance(out.get("exclusiveMinimum"), (int, float)):
-            lo = out["exclusiveMinimum"] + 1 if lo is None else max(lo, out["exclusiveMinimum"] + 1)
-        if isinstance(out.get("exclusiveMaximum"), (int, float)):
-            hi = out["exclusiveMaximum"] - 1 if hi is None else min(hi, out["exclusiveMaximum"] - 1)
-        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-            first, last = math.ceil(lo), math.floor(hi)
-            step = out.get("multipleOf")
-            step = step if isinstance(step, int) and not isinstance(step, bool) and step > 0 else 1
-            if 0 <= last - first < _MAX_INT_CHOICES:
-                values = [v for v in range(first, last + 1) if v % step == 0]
-                if values:
-                    out = {"enum": values}
-    return out
-
-
-@lru_cache(maxsize=256)
-def _schema_grammar(canonical: str) -> str:
-    from ..engine.cpu import prepare_openmp
-
-    prepare_openmp()  # importing llama_cpp starts the OpenMP runtime
-    from llama_cpp.llama_grammar import SchemaConverter  # run time only: it loads llama.cpp
-
-    try:
-        conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-        resolved = conv.resolve_refs(_for_grammar(json.loads(canonical)), "schema")
-        conv.visit(resolved, "extract-value")
-        rules = conv.format_grammar()
-    except Exception as e:  # the converter asserts on what it cannot express
-        raise ValueError(f"cannot be turned into a grammar: {e}") from None
-    return f"root ::= {ANSWER_START} extract-value\n{rules}\n"
-
-
-def check_schema(schema: Any) -> str | None:
-    """Why a JSON Schema cannot be used, or None. Checked against its meta-schema, then
-    against what the grammar converter supports."""
-    if not isinstance(schema, dict):
-        return "must be a JSON Schema object"
-    return _check_schema(_canonical(schema))
-
-
-@lru_cache(maxsize=256)
-def _check_schema(canonical: str) -> str | None:
-    from jsonschema import exceptions, validators
-
-    schema = json.loads(canonical)
-    try:
-        validators.validator_for(schema).check_schema(schema)
-    except exceptions.SchemaError as e:
-        where = "/".join(str(p) for p in e.absolute_path)
-        return f"is not a valid JSON Schema: {e.message}" + (f" (at {where})" if where else "")
-    try:
-        _schema_grammar(canonical)
-    except ValueError as e:
-        return str(e)
-    return None
-
-
 def grammar_for(task: str, record: Mapping[str, Any]) -> str | None:
     if task == "classify":
         return labels_grammar(list(record["labels"]))
@@ -358,17 +192,6 @@ def parse_json(text: str, schema: Mapping[str, Any]) -> Any:
         raise OutputFormatError(
             f"the answer does not match the schema: {error.message}" + (f" (at {where})" if where else ""))
     return value
-
-
-def check_tools(tools: Any) -> str | None:
-    """Why a "tools" value cannot be used, or None."""
-    if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
-        return "must be an array of tool definitions"
-    try:
-        function_specs(tools)
-    except ValueError as e:
-        return str(e)
-    return None
 
 
 def parse_tool_call(record: Mapping[str, Any], name: str, text: str) -> dict[str, Any]:

@@ -326,8 +326,8 @@ def _grammar_ab(model: Any, prompt: list[int], gen_tokens: int, reps: int,
     """Single-stream decode with each grammar against the same prompt without one, alternating.
     On random weights the model's first choice is nearly always rejected, so this measures the
     resampling path too."""
-    from ..batch.tasks import schema_grammar
     from ..engine.decoder import DecodeRequest, ParallelDecoder
+    from ..engine.grammar import schema_grammar
     from ..engine.sampling import SamplingParams
 
     params = SamplingParams(temperature=0, max_tokens=gen_tokens)

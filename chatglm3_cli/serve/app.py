@@ -293,7 +293,8 @@ async def _run_job(state: ServerState, request: Request, prompt_ids: list[int], 
 
 
 async def chat_completions(request: Request) -> Response:
-    from ..batch.tasks import chat_messages, check_schema, check_tools, schema_grammar
+    from ..engine.grammar import check_schema, schema_grammar
+    from ..engine.messages import chat_messages, check_tools
 
     state: ServerState = request.app.state.server
     _authorize(state, request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from chatglm3_cli.batch import tasks as T
+from chatglm3_cli.engine import grammar as G
 from chatglm3_cli.errors import OutputFormatError
 
 SCHEMA = {"type": "object", "properties": {"mood": {"enum": ["happy", "sad"]}, "loud": {"type": "boolean"}},
@@ -45,7 +46,7 @@ def test_chat_and_generate_prompts():
 
 
 def test_label_grammar_escapes_and_accepts_the_metadata_line():
-    g = T.labels_grammar(['say "hi"', "back\\slash", "中文", "two\nlines"])
+    g = G.labels_grammar(['say "hi"', "back\\slash", "中文", "two\nlines"])
     assert g.startswith('root ::= "\\n" " "? (')
     assert '"say \\"hi\\""' in g and '"back\\\\slash"' in g and '"中文"' in g and '"two\\nlines"' in g
 
@@ -54,8 +55,8 @@ def test_grammars_parse_in_llama_cpp():
     from chatglm3_cli.engine import backend
 
     llama_grammar = pytest.importorskip("llama_cpp.llama_grammar")
-    for g in (T.labels_grammar(["a b", 'q"', "中文"]), T.schema_grammar(SCHEMA),
-              T.schema_grammar({"type": "array", "items": {"type": "integer"}, "maxItems": 3})):
+    for g in (G.labels_grammar(["a b", 'q"', "中文"]), G.schema_grammar(SCHEMA),
+              G.schema_grammar({"type": "array", "items": {"type": "integer"}, "maxItems": 3})):
         assert llama_grammar.LlamaGrammar.from_string(g, verbose=False) is not None
     assert backend  # imported: the same llama.cpp build
 
@@ -77,7 +78,7 @@ def test_parse_json_checks_the_schema():
 
 
 def test_check_schema():
-    assert T.check_schema(SCHEMA) is None
-    assert "not a valid JSON Schema" in T.check_schema({"type": "strin"})
-    assert "not a valid JSON Schema" in T.check_schema({"properties": {"a": {"minLength": -1}}})
-    assert T.check_schema([1]) == "must be a JSON Schema object"
+    assert G.check_schema(SCHEMA) is None
+    assert "not a valid JSON Schema" in G.check_schema({"type": "strin"})
+    assert "not a valid JSON Schema" in G.check_schema({"properties": {"a": {"minLength": -1}}})
+    assert G.check_schema([1]) == "must be a JSON Schema object"

@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from chatglm3_cli.batch.tasks import chat_messages, parse_tool_call
+from chatglm3_cli.batch.tasks import parse_tool_call
+from chatglm3_cli.engine.messages import chat_messages
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
