@@ -425,7 +425,7 @@ async function connect() {
     return;
   }
   $("model-name").textContent = card.name;
-  $("model-family").textContent = [card.family, card.quant].filter(Boolean).join(" · ");
+  $("model-family").textContent = [card.family, card.quant].filter((v) => v && v !== "unknown").join(" · ");
   $("model-name").title = `${card.id}, ${card.nCtx} tokens of context`;
   document.title = `${card.name} — ChatGLM3`;
   setStatus("");
