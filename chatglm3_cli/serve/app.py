@@ -2,7 +2,7 @@
 
 Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models(/{id}), GET /health,
 GET /metrics (Prometheus text); Ollama's /api/* on the same answers (ollama.py) and the chat
-page at / (web.py). With an API key, every endpoint but /health wants
+page at / (page.py). With an API key, every endpoint but /health wants
 ``Authorization: Bearer KEY`` (compared in constant time). Bodies over the cap are refused
 before they are read whole. A client that goes away, streaming or not, has its request
 cancelled at once: queued, it never runs; running, its sequence is freed before the next step.
@@ -476,7 +476,7 @@ class _CountStatus:
 
 def create_app(state: ServerState, *, lifespan: Any = None) -> Any:
     from .ollama import ollama_routes
-    from .web import web_routes
+    from .page import web_routes
 
     app = Starlette(
         routes=[
@@ -487,7 +487,7 @@ def create_app(state: ServerState, *, lifespan: Any = None) -> Any:
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             *ollama_routes(),  # Ollama's API (ollama.py)
-            *web_routes(),  # the chat page at / (web.py)
+            *web_routes(),  # the chat page at / (page.py)
         ],
         exception_handlers={P.APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,

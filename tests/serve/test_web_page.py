@@ -255,9 +255,12 @@ def test_export_rename_search_delete_and_import(browser, scripted, tmp_path):
         p.close()
 
 
-MARKDOWN = ("A table:\n\n| model | family |\n| --- | --- |\n| 6B | chatglm3 |\n\n```python\nprint('hi')\n```\n\n"
-            "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>"
-            "[link](javascript:window.__pwned=3)")
+MARKDOWN = ("ChatGLM3 comes in these sizes:\n\n| model | context | family |\n| --- | --- | --- |\n"
+            "| chatglm3-6b | 8K | chatglm3 |\n| chatglm3-6b-32k | 32K | chatglm3 |\n\n"
+            "To ask it from Python:\n\n```python\nfrom chatglm3_cli import Model, Message\n\n"
+            "with Model(\"chatglm3-6b.Q4_K_M.gguf\") as m:\n    print(m.chat([Message(\"user\", \"Hello\")]).text)\n```\n")
+HOSTILE = ("**bold** <img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>"
+           "[link](javascript:window.__pwned=3)<iframe src=\"/\"></iframe>")
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -268,24 +271,30 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def test_markdown_is_rendered_sanitized_and_fits_a_phone(browser, scripted, tmp_path):
-    """An imported answer with a table, code and hostile HTML, at phone width in the dark theme."""
+    """Imported answers with a table, code and hostile HTML, at phone width in the dark theme."""
+    hostile = {"id": "bad", "title": "Hostile", "messages": [
+        {"role": "user", "content": "Say something nasty"}, {"role": "assistant", "content": HOSTILE}]}
     conv = {"id": "md", "title": "Markdown", "messages": [
-        {"role": "user", "content": "Show me a table and some code"},
+        {"role": "user", "content": "Which ChatGLM3 models are there, and how do I use one?"},
         {"role": "assistant", "content": MARKDOWN, "stats": {"tokens": 42, "tps": 17.3, "context": 80}},
         {"role": "user", "content": "Weather in Paris?"},
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": '{"city": "Paris"}'}}]}]}
     file = tmp_path / "md.json"
-    file.write_text(json.dumps({"format": "chatglm3-conversations", "version": 1, "conversations": [conv]}))
+    file.write_text(json.dumps({"format": "chatglm3-conversations", "version": 1, "conversations": [conv, hostile]}))
     p = Page(browser, scripted, viewport={"width": 390, "height": 844}, device_scale_factor=2,
              color_scheme="dark", is_mobile=True, has_touch=True).open()
     try:
         page = p.page
         page.set_input_files("#import-file", str(file))
-        page.wait_for_selector(".md table")
+        page.wait_for_selector(".md strong")  # the last one imported is open: the hostile one
         assert page.evaluate("window.__pwned") is None
-        assert not page.locator(".md script, .md img[onerror], .md a[href^='javascript']").count()
-        assert page.locator(".md th").all_inner_texts() == ["model", "family"]
+        assert not page.locator(".md script, .md iframe, .md img[onerror], .md a[href^='javascript']").count()
+        page.click("#toggle-sidebar")  # at phone width the list is a drawer
+        page.locator("#conversations .title", has_text="Markdown").click()
+        page.wait_for_selector(".md table")
+        page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().right <= 0")
+        assert page.locator(".md th").all_inner_texts() == ["model", "context", "family"]
         assert page.locator(".md pre code.hljs").count() == 1 and page.locator(".md pre .copy").count() == 1
         assert "Tool call: search" in page.inner_text(".tool-call") and '"city": "Paris"' in page.inner_text(".tool-call")
         assert page.evaluate("document.documentElement.dataset.theme") == "dark"
@@ -296,6 +305,7 @@ def test_markdown_is_rendered_sanitized_and_fits_a_phone(browser, scripted, tmp_
         page.click("#toggle-sidebar")
         page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().x >= 0")
         page.click("#backdrop", position={"x": 370, "y": 400})
+        page.wait_for_selector("#status", state="hidden")  # "Imported 2 conversations." goes away
         page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().right <= 0")
         shot = tmp_path / "phone.png"
         page.screenshot(path=str(shot))

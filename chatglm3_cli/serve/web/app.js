@@ -181,9 +181,13 @@ function save() {
   renderList();
 }
 
-function setStatus(text) {
+let statusTimer = null;
+
+function setStatus(text, seconds = 0) {
+  clearTimeout(statusTimer);
   ui.status.hidden = !text;
   ui.status.textContent = text || "";
+  if (text && seconds) statusTimer = setTimeout(() => setStatus(""), seconds * 1000);
 }
 
 // conversations -------------------------------------------------------------------------------
@@ -235,7 +239,7 @@ async function importFile(file) {
     conversations.push(...added);
     save();
     if (added.length) open(added[added.length - 1]);
-    setStatus(`Imported ${added.length} conversation${added.length === 1 ? "" : "s"}.`);
+    setStatus(`Imported ${added.length} conversation${added.length === 1 ? "" : "s"}.`, 4);
   } catch (e) {
     setStatus(`Cannot import ${file.name}: ${e.message}`);
   }
