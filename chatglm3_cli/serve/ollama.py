@@ -45,6 +45,19 @@ def _ollama_errors(handler: Callable[[Request], Awaitable[Response]]) -> Callabl
     return wrapped
 
 
+def _authorized(request: Request) -> ServerState:
+    state: ServerState = request.app.state.server
+    _authorize(state, request)
+    return state
+
+
+async def _begin(request: Request) -> tuple[ServerState, dict[str, Any], "_Timing"]:
+    """The key checked, the clock started, the body read (as the OpenAI endpoints read it)."""
+    state = _authorized(request)
+    timing = _Timing()
+    return state, await _read_json(state, request), timing
+
+
 # the model's card -----------------------------------------------------------------------------
 
 def _details(state: ServerState) -> dict[str, Any]:
@@ -85,15 +98,13 @@ async def version(request: Request) -> Response:
 
 @_ollama_errors
 async def tags(request: Request) -> Response:
-    state: ServerState = request.app.state.server
-    _authorize(state, request)
+    state = _authorized(request)
     return JSONResponse({"models": [_tag(state)]})
 
 
 @_ollama_errors
 async def ps(request: Request) -> Response:
-    state: ServerState = request.app.state.server
-    _authorize(state, request)
+    state = _authorized(request)
     card = {**_tag(state), "expires_at": _KEPT_UNTIL.isoformat().replace("+00:00", "Z"), "size_vram": 0,
             "context_length": state.n_ctx}
     card.pop("modified_at")
@@ -102,9 +113,7 @@ async def ps(request: Request) -> Response:
 
 @_ollama_errors
 async def show(request: Request) -> Response:
-    state: ServerState = request.app.state.server
-    _authorize(state, request)
-    body = await _read_json(state, request)
+    state, body, _ = await _begin(request)
     name = body.get("model") or body.get("name")
     if name not in _names(state):
         raise P.APIError(404, f"model '{name}' not found")
@@ -319,10 +328,7 @@ async def _respond(state: ServerState, answer: Any, field: str, timing: _Timing)
 
 @_ollama_errors
 async def chat(request: Request) -> Response:
-    state: ServerState = request.app.state.server
-    _authorize(state, request)
-    timing = _Timing()
-    body = await _read_json(state, request)
+    state, body, timing = await _begin(request)
     messages = _messages(body)
     if not messages:
         return _loaded(state, body, "message")
@@ -338,10 +344,7 @@ async def chat(request: Request) -> Response:
 
 @_ollama_errors
 async def generate(request: Request) -> Response:
-    state: ServerState = request.app.state.server
-    _authorize(state, request)
-    timing = _Timing()
-    body = await _read_json(state, request)
+    state, body, timing = await _begin(request)
     prompt = body.get("prompt") or ""
     if not isinstance(prompt, str):
         raise P.bad("prompt", "'prompt' must be a string", "invalid_type")

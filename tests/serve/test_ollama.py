@@ -13,14 +13,6 @@ from .test_server import ANSWER, LOOP_CTX, SCHEMA, SEARCH
 ollama = pytest.importorskip("ollama")
 
 
-@pytest.fixture(scope="module")
-def scripted(fixtures, tmp_path_factory):
-    server = Server(fixtures.path("scripted"), tmp_path_factory.mktemp("ollama-scripted"), "--parallel", "2",
-                    "--ctx", "256")
-    yield server
-    assert server.stop() == 0, "".join(server.stderr)
-
-
 def client(server, key=KEY):
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return ollama.Client(host=server.url, headers=headers, timeout=300, trust_env=False)

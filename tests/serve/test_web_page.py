@@ -41,14 +41,6 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def scripted(fixtures, tmp_path_factory):
-    server = Server(fixtures.path("scripted"), tmp_path_factory.mktemp("web-scripted"), "--parallel", "2",
-                    "--ctx", "256")
-    yield server
-    assert server.stop() == 0, "".join(server.stderr)
-
-
-@pytest.fixture(scope="module")
 def looping(fixtures, tmp_path_factory):
     """A model that never ends its turn, and no API key."""
     server = Server(fixtures.path("scripted-loop"), tmp_path_factory.mktemp("web-loop"), "--parallel", "1",
@@ -202,7 +194,8 @@ def test_reload_edit_and_regenerate(browser, scripted):
         p.close()
 
 
-def test_export_rename_search_delete_and_import(browser, scripted, tmp_path):
+def test_export_rename_search_delete_and_import(browser, scripted, fixtures, tmp_path):
+    scripted_id = fixtures.path("scripted").stem
     p = Page(browser, scripted).open()
     try:
         page = p.page
@@ -229,6 +222,8 @@ def test_export_rename_search_delete_and_import(browser, scripted, tmp_path):
         assert data["format"] == "chatglm3-conversations" and len(data["conversations"]) == 2
         greet = next(c for c in data["conversations"] if c["title"] == "Greetings")
         assert [m["content"] for m in greet["messages"]] == ["Hello there", ANSWER]
+        asked = greet["messages"][1]["asked"]  # what the answer was asked with
+        assert asked["model"] == scripted_id and asked["time"] and greet["messages"][1]["stats"]["tokens"] > 0
         with page.expect_download() as dl:
             page.locator("#conversations li", has_text="Greetings").locator(".export").click()
         one = tmp_path / "one.json"

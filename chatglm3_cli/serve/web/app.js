@@ -177,7 +177,11 @@ function renderList() {
 
 function save() {
   if (current) current.updated = Date.now();
-  store.saveConversations(conversations);
+  try {
+    store.saveConversations(conversations);
+  } catch (e) { // the browser's storage is full (a few MB per site)
+    setStatus(`Cannot keep the conversations in this browser (${e.name}): export some and delete them.`);
+  }
   renderList();
 }
 
@@ -276,7 +280,6 @@ function requestBody() {
 
 async function answer() {
   const conv = current;
-  const reply = { role: "assistant", content: "" };
   let body;
   try {
     body = requestBody();
@@ -284,6 +287,10 @@ async function answer() {
     setStatus(`The tools in the settings are not JSON: ${e.message}`);
     return;
   }
+  // What the answer was asked with goes with it into exports: the time, the model, the settings.
+  const asked = { model: body.model, time: new Date().toISOString() };
+  for (const k of ["temperature", "top_p", "max_tokens"]) if (body[k] !== undefined) asked[k] = body[k];
+  const reply = { role: "assistant", content: "", asked };
   conv.messages.push(reply);
   save();
   renderMessages();
