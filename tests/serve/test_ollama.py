@@ -35,7 +35,7 @@ def test_chat_streamed_or_not_equals_the_openai_answer(scripted, fixtures):
     openai_answer = scripted.client().chat.completions.create(model="m", messages=HELLO, temperature=0)
     assert openai_answer.usage.prompt_tokens == resp.prompt_eval_count
 
-    parts = list(c.chat(model="any-name", messages=HELLO, options={"temperature": 0}, stream=True))
+    parts = list(c.chat(model="any-name", messages=HELLO, options={"temperature": 0}, stream=True, keep_alive="5m"))
     assert "".join(p.message.content for p in parts) == ANSWER
     assert len([p for p in parts if p.message.content]) > 1  # it streamed, piece by piece
     assert [p.done for p in parts] == [False] * (len(parts) - 1) + [True]
@@ -56,6 +56,8 @@ def test_generate_streamed_or_not_options_and_system(scripted):
     assert raw.done and raw.eval_count <= 4
     # An empty prompt is how Ollama clients load a model: answered at once.
     assert c.generate(model="m", prompt="").done_reason == "load"
+    assert c.generate(model="m", prompt="", keep_alive=0).done_reason == "unload"  # and ours stays loaded
+    assert c.chat(model="m", messages=[]).done_reason == "load"
 
 
 def test_tags_show_ps_and_version(scripted, fixtures):

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from .serverproc import KEY, Server
-from .test_server import ANSWER, LOOP_CTX
+from .test_server import ANSWER, LOOP_CTX, SEARCH
 
 CHROMIUM = os.environ.get("CHATGLM3_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -248,6 +248,35 @@ def test_export_rename_search_delete_and_import(browser, scripted, fixtures, tmp
         page.wait_for_function("() => document.querySelectorAll('#conversations .title').length === 3")
     finally:
         p.close()
+
+
+def test_a_tool_call_is_shown_as_such_and_its_result_goes_back(browser, fixtures, tmp_path):
+    server = Server(fixtures.path("scripted-tool"), tmp_path, "--parallel", "1", "--ctx", "512")
+    p = Page(browser, server).open()
+    try:
+        page = p.page
+        page.click("#open-settings")
+        page.fill("#set-tools", "not json")
+        page.click("#save-settings")
+        assert "Tools" in page.inner_text("#settings-error") and page.locator("#settings[open]").count()
+        page.fill("#set-tools", json.dumps([SEARCH]))
+        page.click("#save-settings")
+        p.send("Weather in Paris?")
+        p.wait_answered(1)
+        call = page.inner_text(".msg.assistant .tool-call")
+        assert "Tool call: search" in call and json.loads(call.split("\n", 1)[1]) == {"city": "Paris"}
+        assert p.sent[-1]["tools"] == [SEARCH]
+        assert "tool's result" in page.get_attribute("#input", "placeholder")
+        p.send('{"temp": 21}')
+        p.wait_answered(2)
+        sent = p.sent[-1]["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+        (tc,) = sent[1]["tool_calls"]
+        assert tc["function"]["name"] == "search" and sent[2]["tool_call_id"] == tc["id"].strip() != ""
+        assert page.locator(".msg.tool .body").inner_text() == '{"temp": 21}'
+    finally:
+        p.close()
+        assert server.stop() == 0
 
 
 MARKDOWN = ("ChatGLM3 comes in these sizes:\n\n| model | context | family |\n| --- | --- | --- |\n"
