@@ -336,8 +336,16 @@ def test_markdown_is_rendered_sanitized_and_fits_a_phone(browser, scripted, tmp_
         assert _png_size(shot) == (780, 1688)
         if os.environ.get("UPDATE_SCREENSHOTS"):
             shutil.copy(shot, DOCS / "web-chat-phone.png")
+        page.click("#theme")  # the choice is kept over the system's
+        assert page.evaluate("document.documentElement.dataset.theme") == "light"
+        page.reload()  # a new chat opens; the conversations are in the list
+        page.wait_for_selector("#conversations .title")
+        assert page.evaluate("document.documentElement.dataset.theme") == "light"
+        assert page.evaluate("document.getElementById('hljs-dark').disabled") is True
+        if os.environ.get("UPDATE_SCREENSHOTS"):
             page.set_viewport_size({"width": 1280, "height": 720})
-            page.click("#theme")  # light
+            page.locator("#conversations .title", has_text="Markdown").click()
+            page.wait_for_selector(".md table")
             page.screenshot(path=str(DOCS / "web-chat.png"))
     finally:
         p.close()
