@@ -385,11 +385,15 @@ CROSS = """async ([url, key]) => {
       ollama: () => fetch(url + "/api/tags"),
       page: () => fetch(url + "/"),
     };
+    // A "simple" request (no preflight) may reach the server, but its answer stays unreadable.
+    const blind = await fetch(url + "/v1/chat/completions", {method: "POST", mode: "no-cors",
+      body: JSON.stringify({messages: [{role: "user", content: "hi"}], max_tokens: 1})});
     const out = {};
     for (const [name, go] of Object.entries(tries)) {
       try { const r = await go(); out[name] = "read " + r.status + " " + (await r.text()).slice(0, 40); }
       catch (e) { out[name] = "blocked: " + e.name; }
     }
+    out.blind = blind.type + " " + blind.status + " " + JSON.stringify(await blind.text());
     return out;
 }"""
 
@@ -401,9 +405,11 @@ def test_a_page_on_another_origin_cannot_use_the_server(browser, looping, script
         page.goto(other_origin)
         # A server without a key: the browser refuses every read (no CORS header is ever sent).
         out = page.evaluate(CROSS, [looping.url, None])
+        assert out.pop("blind") == 'opaque 0 ""', out
         assert all(v == "blocked: TypeError" for v in out.values()), out
         # Even a page that somehow had the key could not use it from there.
         out = page.evaluate(CROSS, [scripted.url, KEY])
+        assert out.pop("blind") == 'opaque 0 ""', out
         assert all(v == "blocked: TypeError" for v in out.values()), out
     finally:
         context.close()
