@@ -1,4 +1,4 @@
-"""`chatglm3 serve`: an OpenAI-compatible HTTP server (chatglm3_cli.serve) on one model.
+"""`chatglm3 serve`: an HTTP server (chatglm3_cli.serve: OpenAI's and Ollama's APIs, a chat page) on one model.
 
 Only this module imports the server (Starlette, uvicorn), and only when the command runs, so
 `chatglm3 --help` stays light.
@@ -39,7 +39,7 @@ def serve(
     model: ModelArgs = ModelArgs.options(ctx=SequenceCtx, parallel=parallel_option("Requests")),
     sampling: SamplingParams = SamplingArgs.options(),
 ) -> None:
-    """Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions).
+    """Serve the model over HTTP: OpenAI's API (/v1/...), Ollama's (/api/...) and a chat page at /.
 
     Concurrent requests are decoded together. The sampling options are defaults for requests without their own.
 

@@ -1,7 +1,8 @@
 """The ASGI app: OpenAI's endpoints on the scheduler (Starlette, validation in protocol.py).
 
 Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models(/{id}), GET /health,
-GET /metrics (Prometheus text). With an API key, every endpoint but /health wants
+GET /metrics (Prometheus text); Ollama's /api/* on the same answers (ollama.py) and the chat
+page at / (page.py). With an API key, every endpoint but /health wants
 ``Authorization: Bearer KEY`` (compared in constant time). Bodies over the cap are refused
 before they are read whole. A client that goes away, streaming or not, has its request
 cancelled at once: queued, it never runs; running, its sequence is freed before the next step.
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..engine.sampling import SamplingParams
 from ..errors import ChatGLM3Error, GrammarError, PromptTooLongError, QueueFullError, ShuttingDownError
 from . import protocol as P
 from .metrics import render_metrics
@@ -174,12 +176,12 @@ async def _collect(job: Job, first: Event) -> tuple[str, str, Event]:
 
 
 class SSEResponse(StreamingResponse):
-    """Server-sent events from an async iterator; the job is cancelled however the stream ends
-    (finished, client gone, server stopping), and a disconnect is noticed while no token is
-    being written."""
+    """Server-sent events (or another streamed body: Ollama's NDJSON) from an async iterator;
+    the job is cancelled however the stream ends (finished, client gone, server stopping), and a
+    disconnect is noticed while no token is being written."""
 
-    def __init__(self, events: AsyncIterator[bytes], job: Job) -> None:
-        super().__init__(events, media_type="text/event-stream",
+    def __init__(self, events: AsyncIterator[bytes], job: Job, media_type: str = "text/event-stream") -> None:
+        super().__init__(events, media_type=media_type,
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self.events = events
         self.job = job
@@ -207,13 +209,14 @@ class SSEResponse(StreamingResponse):
                 await aclose()
 
 
-async def _chat_stream(state: ServerState, req: P.ChatRequest, job: Job, first: Event) -> AsyncIterator[bytes]:
+async def _chat_stream(state: ServerState, req: P.ChatRequest, job: Job, first: Event) -> AsyncIterator[dict]:
+    """The chat.completion.chunk objects of a streamed answer (an error object where it failed)."""
     rid, model, created = P.new_id("chatcmpl"), state.model_id, int(time.time())
 
     def chunk(delta: dict[str, Any] | None, finish: str | None = None, use: Any = None,
-              done: Event | None = None) -> bytes:
+              done: Event | None = None) -> dict[str, Any]:
         out = P.chat_chunk(rid, model, created, delta, finish, usage_field=req.include_usage, use=use)
-        return P.sse(_with_ids(out, req, done) if done is not None else out)
+        return _with_ids(out, req, done) if done is not None else out
 
     yield chunk({"role": "assistant", "content": ""})
     held: list[str] | None = None  # a tool call's text, held until it is whole
@@ -228,8 +231,7 @@ async def _chat_stream(state: ServerState, req: P.ChatRequest, job: Job, first: 
         ev = await job.events.get()
     if ev.completion is None:  # failed after the first token, or cancelled
         if ev.error is not None:
-            yield P.sse(_engine_error(ev.error).body())
-        yield P.sse("[DONE]")
+            yield _engine_error(ev.error).body()
         return
     call, finish = _tool_answer(req, "".join(held or []), ev.completion.metadata, ev.finish_reason or "stop")
     if call is not None:
@@ -241,27 +243,49 @@ async def _chat_stream(state: ServerState, req: P.ChatRequest, job: Job, first: 
     yield chunk({}, finish, done=ev)
     if req.include_usage:
         yield chunk(None, use=_usage(ev))
-    yield P.sse("[DONE]")
 
 
 async def _completion_stream(state: ServerState, req: P.CompletionRequest, job: Job,
-                             first: Event) -> AsyncIterator[bytes]:
+                             first: Event) -> AsyncIterator[dict]:
+    """The text_completion chunk objects of a streamed answer (an error object where it failed)."""
     rid, model, created = P.new_id("cmpl"), state.model_id, int(time.time())
     ev = first
     while ev.kind == "text":
-        yield P.sse(P.text_completion(rid, model, created, ev.text, None, None, chunk=True,
-                                      usage_field=req.include_usage))
+        yield P.text_completion(rid, model, created, ev.text, None, None, chunk=True, usage_field=req.include_usage)
         ev = await job.events.get()
     if ev.completion is None:
         if ev.error is not None:
-            yield P.sse(_engine_error(ev.error).body())
+            yield _engine_error(ev.error).body()
     else:
-        yield P.sse(_with_ids(P.text_completion(rid, model, created, "", ev.finish_reason, None, chunk=True,
-                                                usage_field=req.include_usage), req, ev))
+        yield _with_ids(P.text_completion(rid, model, created, "", ev.finish_reason, None, chunk=True,
+                                          usage_field=req.include_usage), req, ev)
         if req.include_usage:
-            out = P.text_completion(rid, model, created, "", None, _usage(ev), chunk=True)
-            yield P.sse(out)
-    yield P.sse("[DONE]")
+            yield P.text_completion(rid, model, created, "", None, _usage(ev), chunk=True)
+
+
+async def _sse(chunks: AsyncIterator[dict]) -> AsyncIterator[bytes]:
+    """OpenAI's stream framing: each object as an SSE event, then [DONE]."""
+    try:
+        async for c in chunks:
+            yield P.sse(c)
+        yield P.sse("[DONE]")
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+@dataclass
+class Answer:
+    """What an OpenAI endpoint answers, before it is framed: the whole response object, or the
+    stream of chunk objects. The Ollama endpoints (ollama.py) reshape the same answers."""
+
+    job: Job
+    whole: dict[str, Any] | None = None
+    chunks: AsyncIterator[dict] | None = None
+
+    def response(self) -> Response:
+        if self.chunks is not None:
+            return SSEResponse(_sse(self.chunks), self.job)
+        return JSONResponse(self.whole)
 
 
 # endpoints ------------------------------------------------------------------------------------
@@ -292,14 +316,24 @@ async def _run_job(state: ServerState, request: Request, prompt_ids: list[int], 
         raise
 
 
-async def chat_completions(request: Request) -> Response:
-    from ..engine.grammar import check_schema, schema_grammar
-    from ..engine.messages import chat_messages, check_tools
+Tune = Callable[[SamplingParams], SamplingParams]  # sampling settings OpenAI's fields do not carry
 
+
+async def chat_completions(request: Request) -> Response:
     state: ServerState = request.app.state.server
     _authorize(state, request)
     body = await _read_json(state, request)
+    return (await chat_answer(state, request, body)).response()
+
+
+async def chat_answer(state: ServerState, request: Request, body: dict[str, Any], tune: Tune | None = None) -> Answer:
+    """A /v1/chat/completions body's answer (the body is OpenAI's; ``tune`` adjusts sampling)."""
+    from ..engine.grammar import check_schema, schema_grammar
+    from ..engine.messages import chat_messages, check_tools
+
     req = P.parse_chat(body, state.limits, check_schema=check_schema, check_tools=check_tools)
+    if tune is not None:
+        req.params = tune(req.params)
 
     def prepare() -> tuple[list[int], str | None]:
         try:
@@ -316,14 +350,14 @@ async def chat_completions(request: Request) -> Response:
     job, first, watch = await _run_job(state, request, ids, req.params, grammar=grammar, raw=False, stops=req.stops)
     if req.stream:
         watch.stop()  # SSEResponse watches from here on
-        return SSEResponse(_chat_stream(state, req, job, first), job)
+        return Answer(job, chunks=_chat_stream(state, req, job, first))
     text, metadata, done = await _answer(job, first, watch)
     call, finish = _tool_answer(req, text, metadata, done.finish_reason or "stop")
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if call is not None:
         message = {"role": "assistant", "content": None, "tool_calls": [call]}
-    return JSONResponse(_with_ids(P.chat_completion(P.new_id("chatcmpl"), state.model_id, message, finish,
-                                                    _usage(done)), req, done))
+    return Answer(job, whole=_with_ids(P.chat_completion(P.new_id("chatcmpl"), state.model_id, message, finish,
+                                                         _usage(done)), req, done))
 
 
 def raw_prompt_ids(model: "Model", text: str) -> list[int]:
@@ -343,16 +377,24 @@ async def completions(request: Request) -> Response:
     state: ServerState = request.app.state.server
     _authorize(state, request)
     body = await _read_json(state, request)
+    return (await completion_answer(state, request, body)).response()
+
+
+async def completion_answer(state: ServerState, request: Request, body: dict[str, Any],
+                            tune: Tune | None = None) -> Answer:
+    """A /v1/completions body's answer (the body is OpenAI's; ``tune`` adjusts sampling)."""
     req = P.parse_completion(body, state.limits)
+    if tune is not None:
+        req.params = tune(req.params)
     ids = await asyncio.to_thread(raw_prompt_ids, state.model, req.prompt)
     job, first, watch = await _run_job(state, request, ids, req.params, grammar=None, raw=True, stops=req.stops)
     if req.stream:
         watch.stop()
-        return SSEResponse(_completion_stream(state, req, job, first), job)
+        return Answer(job, chunks=_completion_stream(state, req, job, first))
     text, _, done = await _answer(job, first, watch)
     created = int(time.time())
-    return JSONResponse(_with_ids(P.text_completion(P.new_id("cmpl"), state.model_id, created, text,
-                                                    done.finish_reason, _usage(done)), req, done))
+    return Answer(job, whole=_with_ids(P.text_completion(P.new_id("cmpl"), state.model_id, created, text,
+                                                         done.finish_reason, _usage(done)), req, done))
 
 
 def _model_card(state: ServerState) -> dict[str, Any]:
@@ -433,6 +475,9 @@ class _CountStatus:
 
 
 def create_app(state: ServerState, *, lifespan: Any = None) -> Any:
+    from .ollama import ollama_routes
+    from .page import web_routes
+
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -441,6 +486,8 @@ def create_app(state: ServerState, *, lifespan: Any = None) -> Any:
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *ollama_routes(),  # Ollama's API (ollama.py)
+            *web_routes(),  # the chat page at / (page.py)
         ],
         exception_handlers={P.APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,

@@ -27,14 +27,6 @@ SCHEMA = {"type": "object",
           "required": ["mood", "loud", "stars"], "additionalProperties": False}
 
 
-@pytest.fixture(scope="module")
-def scripted(fixtures, tmp_path_factory):
-    server = Server(fixtures.path("scripted"), tmp_path_factory.mktemp("scripted"), "--parallel", "2",
-                    "--ctx", "256")
-    yield server
-    assert server.stop() == 0, "".join(server.stderr)
-
-
 def run_cli(model, tmp, *args):
     """`chatglm3 run` itself, as a user would call it."""
     return subprocess.run([sys.executable, "-m", "chatglm3_cli", "run", "-m", str(model), *args],
