@@ -1,7 +1,7 @@
 """Model resolution for the CLI: the one place a model name becomes a file on disk."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 
 def resolve_model_path(model: Optional[str], *, offline: Optional[bool] = None,
@@ -12,5 +12,20 @@ def resolve_model_path(model: Optional[str], *, offline: Optional[bool] = None,
     from . import console as console_mod
     from .progress import make_progress
 
+    report_config_problems(console_mod.current())
     progress = make_progress(console_mod.current())
     return str(resolve_model(model, offline=offline, endpoint=endpoint, progress=progress))
+
+
+_reported: list[bool] = []
+
+
+def report_config_problems(con: Any) -> None:
+    """Unknown keys in the config file (a typo must not pass silently), once per process."""
+    from .. import config
+
+    if _reported:
+        return
+    _reported.append(True)
+    for line in config.load().problems:
+        con.error(f"warning: {line}")

@@ -138,5 +138,4 @@ def terminal(*, stdin: Optional[bool] = None, stdout: Optional[bool] = None,
 
 
 def debug_enabled() -> bool:
-    value = (env.get("CHATGLM3_DEBUG") or "").lower()
-    return value not in ("", "0", "false", "no", "off")
+    return env.flag("CHATGLM3_DEBUG")

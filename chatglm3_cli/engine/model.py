@@ -69,23 +69,15 @@ def speculate_by_default(model: "Model") -> bool | None:
     step costs ~3.4x a 1-row step, and no run could show it faster (docs/benchmarks.md).
     CHATGLM3_SPECULATE=1 turns it on, =auto lets SpecPolicy time this machine's steps and
     draft only while that pays (None)."""
-    want = (env.get("CHATGLM3_SPECULATE") or "").lower()
-    if want in ("1", "on", "true", "yes"):
-        return True
-    if want == "auto":
-        return None
-    return False
+    want = env.mode("CHATGLM3_SPECULATE")
+    return None if want == "auto" else want == "on"
 
 
 def pad_rows_mode() -> PadMode:
     """CHATGLM3_PAD_ROWS: whether the parallel decoder pads a step's rows to a multiple of four
     (auto: where this machine measured it cheaper, steps.py)."""
-    want = (env.get("CHATGLM3_PAD_ROWS") or "auto").lower()
-    if want in ("1", "on", "true", "yes"):
-        return "on"
-    if want in ("0", "off", "false", "no"):
-        return "off"
-    return "auto"
+    want = env.mode("CHATGLM3_PAD_ROWS") or "auto"
+    return "on" if want == "on" else ("off" if want == "off" else "auto")
 
 
 def context_warning(n_ctx: int, n_ctx_train: int) -> str:
