@@ -17,15 +17,14 @@ def resolve_model_path(model: Optional[str], *, offline: Optional[bool] = None,
     return str(resolve_model(model, offline=offline, endpoint=endpoint, progress=progress))
 
 
-_reported: list[bool] = []
+_reported: set[str] = set()
 
 
 def report_config_problems(con: Any) -> None:
-    """Unknown keys in the config file (a typo must not pass silently), once per process."""
+    """Unknown keys in the config file (a typo must not pass silently), each once per process."""
     from .. import config
 
-    if _reported:
-        return
-    _reported.append(True)
     for line in config.load().problems:
-        con.error(f"warning: {line}")
+        if line not in _reported:
+            _reported.add(line)
+            con.error(f"warning: {line}")

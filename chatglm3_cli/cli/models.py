@@ -366,7 +366,7 @@ def models_add(
     seed: opt.Seed = None,
 ) -> None:
     """Name a local GGUF file, with its own settings (like `ollama create`): then `-m NAME` runs
-    it with them, and `chatglm3 models` lists it. Written to the config file as [models.NAME].
+    it with them, and `chatglm3 models` lists it. Written to the config file as \\[models.NAME].
 
     Example: chatglm3 models add gemma ~/gemma-2b.gguf --chat-template gemma -s "Answer briefly." -t 0.3
     """

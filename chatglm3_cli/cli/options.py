@@ -360,7 +360,7 @@ class SystemArgs(OptionGroup):
 class RayArgs(OptionGroup):
     """--ray: the same job on a Ray cluster (chatglm3_cli.scale; the optional `ray` extra)."""
 
-    PANEL: ClassVar[str] = "Ray cluster (pip install 'chatglm3\\[ray]')"  # "\\[": not rich markup
+    PANEL: ClassVar[str] = "Ray cluster (pip install '.\\[ray]')"  # "\\[": not rich markup
 
     ray: Annotated[Optional[str], typer.Option(
         "--ray", metavar="[ADDRESS]",  # a bare --ray means local: see app.optional_values
