@@ -4,13 +4,49 @@ from __future__ import annotations
 
 from typing import Any
 
-from .report import LOAD_PEAK_TARGET, LOAD_TARGET, STEADY_RSS_TARGET, BenchReport, MemoryReport, RatioRow
+from .report import (
+    LOAD_PEAK_TARGET,
+    LOAD_TARGET,
+    STEADY_RSS_TARGET,
+    BenchReport,
+    MemoryReport,
+    RatioRow,
+    Spread,
+)
 
 
 def _load_mode(m: MemoryReport) -> str:
     if not m.mmap:
         return "read (not mapped)"
     return "mapped, pages left dead by repacking dropped" if m.dropped_pages else "mapped"
+
+
+def _headline(rep: BenchReport) -> list[str]:
+    """What a user asks first: how fast this model reads a prompt and writes an answer here, how
+    soon the first token comes, and how much memory it takes (our engine's figures)."""
+    o = rep.ours
+    gib = 2 ** 30
+
+    def fig(s: Spread, unit: str) -> str:
+        return f"{s.median:.2f} {unit} ({min(s.runs):.2f}-{max(s.runs):.2f})" if s.runs else "-"
+
+    rows = [("prompt", fig(o.prefill_tps, "tokens/s"), f"reading {rep.prompt_tokens} tokens"),
+            ("answer", fig(o.decode_tps, "tokens/s"), f"writing {rep.gen_tokens} tokens"),
+            ("first token", fig(o.ttft_s, "s"), "after the prompt is sent")]
+    if rep.memory:
+        m = rep.memory
+        rows.append(("memory", f"{(m.steady_rss - m.base_rss) / gib:.2f} GiB",
+                     f"while generating; {(m.load_peak_rss - m.base_rss) / gib:.2f} GiB at most while "
+                     f"loading ({m.load_s:.1f} s)"))
+    else:
+        rows.append(("memory", f"{rep.peak_rss_bytes / gib:.2f} GiB", "at most (the whole process)"))
+    if rep.parallel:
+        best = max(rep.parallel, key=lambda p: p.ours_gen_tps)
+        rows.append(("in parallel", f"{best.ours_gen_tps:.2f} tokens/s",
+                     f"answer tokens with {best.n} sequences at once ({rep.records} records)"))
+    head = (f"{rep.model} ({rep.family}, {rep.quant or '?'}, {rep.size_bytes / 1e9:.2f} GB), "
+            f"{rep.threads} threads, {rep.gpu_layers} GPU layers; median of {rep.reps} runs (min-max)")
+    return [head] + [f"  {label:14}{value:<32}{note}" for label, value, note in rows]
 
 
 def format_report(rep: BenchReport) -> str:
@@ -23,9 +59,9 @@ def format_report(rep: BenchReport) -> str:
 
     warnings = rep.warnings()
     lines = [f"warning: {w}" if i == 0 else f"  {w}" for i, w in enumerate(warnings)]
+    lines += _headline(rep)
     lines += [
-        f"model: {rep.model} ({rep.family}, {rep.quant or '?'}, {rep.size_bytes / 1e9:.2f} GB) | "
-        f"threads {rep.threads} | gpu layers {rep.gpu_layers}",
+        "", "compared with a raw llama.cpp loop on the same model",
         f"single stream: prompt {rep.prompt_tokens} tokens, generate {rep.gen_tokens}, {rep.reps} runs "
         "(median, min-max)",
         f"{'':6}{'prefill tok/s':>24}{'decode tok/s':>24}{'first token s':>24}",

@@ -103,3 +103,14 @@ def test_bench_under_load_reports_both(fixtures):
                                      "--records", "1", "--load", "1"])
     assert table.exit_code == 0, table.output
     assert "loaded / alone" in table.stdout and "steady" in table.stdout
+
+
+def test_the_table_leads_with_what_a_user_asks_then_the_comparison():
+    from chatglm3_cli.bench.format import format_report
+
+    lines = format_report(_report([3.0, 3.1, 3.05])).splitlines()
+    assert lines[0].startswith("m.gguf (chatglm3, Q4_0, 1.00 GB), 2 threads")
+    assert [line.split()[0] for line in lines[1:5]] == ["prompt", "answer", "first", "memory"]
+    assert "20.50 tokens/s" in lines[1] and "3.05 tokens/s" in lines[2] and "1.05 s" in lines[3]
+    comparison = lines.index("compared with a raw llama.cpp loop on the same model")
+    assert comparison > 4 and any("(ours / raw)" in line for line in lines[comparison:])
