@@ -152,6 +152,8 @@ class ChatREPL:
 
     def run(self, first_message: str | None = None, *, interactive: bool = True) -> int:
         if first_message:
+            if interactive:  # piped text: shown as if typed, so the answer has its question above it
+                self.say(_as_typed(first_message))
             self.answer(first_message)
         if not interactive:
             return 0
@@ -171,6 +173,8 @@ class ChatREPL:
         if not word:
             return True
         if word in EXIT_WORDS:
+            if not word.startswith("/"):  # a plain word may have been meant as a message: say why we leave
+                self.say(f"leaving ({word!r} ends the chat, as /exit and Ctrl-D do)")
             return False
         if word == "clear":
             word = "/clear"
@@ -260,6 +264,10 @@ class ChatREPL:
                 return
             with _sigint_deferred(swallow=True):  # a second Ctrl-C: the answer is stopped already
                 renderer.finish(interrupted=interrupted)
+        if turn.result is not None and turn.result.finish_reason == "length":
+            from .run import cut_off_note
+
+            self.say(cut_off_note(turn.result, self.session.params, self.session.n_ctx))
         if self.stats and turn.result is not None:
             self.say(stats_line(turn.result, self.session))
         self.autosave()
@@ -445,6 +453,14 @@ def _no_echo(fd: int | None) -> Iterator[None]:
             termios.tcsetattr(fd, termios.TCSANOW, old)
         except (termios.error, OSError):
             pass
+
+
+def _as_typed(text: str, max_lines: int = 5) -> str:
+    """A piped first message as the prompt would have shown it (long ones cut to a few lines)."""
+    lines = text.splitlines() or [""]
+    shown = "\n... ".join(lines[:max_lines])
+    more = f"\n... ({len(lines) - max_lines} more lines)" if len(lines) > max_lines else ""
+    return f">>> {shown}{more}"
 
 
 def _replace(params: Any, key: str, value: Any) -> Any:
