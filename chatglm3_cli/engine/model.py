@@ -261,6 +261,9 @@ class Model:
                 messages, lambda text: self._llama.tokenize(text, parse_special=False), self._specials,
                 # ChatGLM3's tool preamble is not part of GLM-4's format (its tools block replaces it).
                 skip_content=lambda m: m.tools is not None and m.content == TOOLS_SYSTEM_PROMPT)
+        if any(m.tools for m in messages):  # a template has no place for them: refused, never dropped
+            raise UnsupportedModelError(f"{self.name} has no tool-calling format (only ChatGLM3 and GLM-4 "
+                                        "files have one): tools cannot be offered to it")
         assert self.template is not None
         if self.template.builtin is not None:
             ids = builtin_prompt_ids(messages, self.template.builtin, tokenize=self._tokenize_special)
