@@ -26,8 +26,7 @@ from urllib.parse import quote, urlencode
 
 from .. import env
 from ..errors import EndpointError, HubAccessError, HubProtocolError, ModelNotOnHubError, NetworkError
-from .cachepaths import bad_repo_path, sha256_of_etag
-from .http import FileMeta, Hub, RemoteFile, _credentials, _opener, redact
+from .http import FileMeta, Hub, RemoteFile, _credentials, _opener, listed_file, redact
 from .http import endpoint as _check_endpoint
 
 DEFAULT_DOMAIN = "www.modelscope.cn"
@@ -137,17 +136,8 @@ class ModelScope(Hub):
 
     def _listed_ms(self, entry: Any) -> Optional[RemoteFile]:
         if not isinstance(entry, dict) or entry.get("Type") not in ("blob", "file"):
-            return None
-        path = entry.get("Path")
-        why = bad_repo_path(path)
-        if why is not None or not isinstance(path, str):
-            raise HubProtocolError(f"{self.endpoint} sent a file listing with an unsafe path "
-                                   f"{str(path)[:80]!r} ({why})")
-        size = entry.get("Size")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise HubProtocolError(f"{self.endpoint} sent a bad size for {path}: {str(size)[:40]!r}")
-        sha = entry.get("Sha256")
-        return RemoteFile(path, size, sha256_of_etag(sha) if isinstance(sha, str) else None)
+            return None  # a folder ("tree")
+        return listed_file(self.endpoint, entry.get("Path"), entry.get("Size"), entry.get("Sha256"))
 
     def file_meta(self, repo_id: str, filename: str, revision: str = "") -> FileMeta:
         """Built from the listing (no HEAD: ModelScope's listing has what the Hub's headers
