@@ -86,9 +86,10 @@ def _not_fetched(spec: ModelSpec, e: NetworkError | OfflineModelError) -> Except
     size = f", about {params * bits / 8 / 1e9:.1f} GB" if params and bits and not spec.filename else ""
     where = "ModelScope" if spec.source == "modelscope" else "the Hub"
     hint = "; ".join(h for h in (e.hint, "or use a GGUF file you already have: -m FILE.gguf") if h)
-    err = type(e)(f"cannot get the model {_clip(spec.text, 100)} ({spec.repo_id}, {what}{size}) from "
-                  f"{where}: {e.message}", hint=hint)
-    return err
+    return type(e)(f"cannot get the model {_clip(spec.text, 100)} ({spec.repo_id}, {what}{size}) from "
+                   f"{where}: {e.message}", hint=hint)
+
+
 @dataclass(frozen=True)
 class Fetched:
     path: Path
@@ -99,8 +100,8 @@ class Fetched:
 
 def fetch(spec: ModelSpec, *, offline: Optional[bool] = None, endpoint: Optional[str] = None,
           progress: Optional[DownloadProgress] = None, refresh: bool = False) -> Fetched:
-    """Make a Hub model available on disk. Without `refresh`, a file on disk is used as it is
-    (no network); with it (`pull`), the Hub is asked for the current file and commit."""
+    """Make a Hub or ModelScope model available on disk. Without `refresh`, a file on disk is used
+    as it is (no network); with it (`pull`), the site is asked for the current file and commit."""
     assert spec.repo_id is not None
     cache = cache_of(spec)
     cached = find_cached(spec, cache)
