@@ -1,8 +1,10 @@
 """Every environment variable the tool reads, in one table (name, meaning, default).
 
-The table feeds ``paths.py`` and the other readers (through ``get``/``flag``/``path``, which
-refuse a name that is not listed), the test isolation (tests/conftest.py clears or redirects
-each ``CHATGLM3_*`` variable), the epilog of ``chatglm3 --help`` and the README's
+The table feeds ``paths.py`` and the other readers (through one typed accessor per kind:
+``get`` text, ``path``, ``switch``/``flag`` on-off, ``mode`` on-off-auto, ``choice`` one of a
+few words; each refuses a name that is not listed, and a value it cannot read is reported once
+on stderr and treated as unset, never silently taken for something else), the test isolation
+(tests/conftest.py clears or redirects each ``CHATGLM3_*`` variable), the epilog of ``chatglm3 --help`` and the README's
 "Environment" table (a test keeps that one equal to ``markdown_table()``). Values are read at
 call time, never at import time, so a test or a user can change them with one variable.
 
@@ -12,6 +14,7 @@ table (tests/test_env.py prints the expected text when it differs).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -36,6 +39,10 @@ VARIABLES: tuple[EnvVar, ...] = (
            "~/.local/share/chatglm3 (the platform's data dir)", "tmpdir"),
     EnvVar("CHATGLM3_STATE_DIR", "bookkeeping: when each model was last used, translate checkpoints",
            "~/.local/state/chatglm3 (the platform's state dir)", "tmpdir"),
+    EnvVar("CHATGLM3_SOURCE", "hub or modelscope: where model aliases (chatglm3-6b ...) are read from",
+           "the config file's source, else hub"),
+    EnvVar("CHATGLM3_MODELSCOPE_CACHE", "where models from ModelScope are stored",
+           "~/.cache/chatglm3/modelscope (the platform's cache dir)", "tmpdir"),
     EnvVar("CHATGLM3_NOHISTORY", "1: chat keeps no input history", "off"),
     EnvVar("CHATGLM3_API_KEY", "the key `serve` requires as `Authorization: Bearer KEY` (like --api-key)", "none"),
     EnvVar("CHATGLM3_FLASH_ATTN", "on, off or auto: llama.cpp's flash attention",
@@ -62,6 +69,8 @@ VARIABLES: tuple[EnvVar, ...] = (
     EnvVar("HF_TOKEN_PATH", "the file that holds the Hub token", "$HF_HOME/token"),
     EnvVar("HF_HUB_OFFLINE", "1: never use the network (like --offline)", "off"),
     EnvVar("TRANSFORMERS_OFFLINE", "1: the same as HF_HUB_OFFLINE (its older name)", "off"),
+    EnvVar("MODELSCOPE_DOMAIN", "ModelScope's host (or an http(s) URL of a mirror)", "www.modelscope.cn"),
+    EnvVar("MODELSCOPE_API_TOKEN", "a ModelScope token for private repos (sent as a Bearer token)", "none"),
     EnvVar("HF_HOME", "the Hugging Face folder", "$XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface",
            "tmpdir"),
     EnvVar("HF_HUB_CACHE", "where models are stored (shared with huggingface_hub)", "$HF_HOME/hub", "tmpdir"),
@@ -74,7 +83,9 @@ VARIABLES: tuple[EnvVar, ...] = (
 )
 
 BY_NAME = {v.name: v for v in VARIABLES}
-_TRUE = ("1", "true", "yes", "on")
+_ON = ("1", "on", "true", "yes")
+_OFF = ("0", "off", "false", "no")
+_warned: set[str] = set()
 
 
 def _check(name: str) -> None:
@@ -89,9 +100,57 @@ def get(name: str) -> Optional[str]:
     return value or None
 
 
+def _unreadable(name: str, value: str, expected: str) -> None:
+    """A value no accessor can read: said once per variable (stderr: this is library code that
+    every command reaches, before any console exists), then treated as unset."""
+    if name in _warned:
+        return
+    _warned.add(name)
+    sys.stderr.write(f"chatglm3: warning: {name}={value[:40]!r} is not {expected}; "
+                     f"using the default ({BY_NAME[name].default})\n")
+
+
+def switch(name: str) -> Optional[bool]:
+    """1/on/true/yes -> True, 0/off/false/no -> False (any case), unset -> None."""
+    value = get(name)
+    if value is None:
+        return None
+    low = value.lower()
+    if low in _ON or low in _OFF:
+        return low in _ON
+    _unreadable(name, value, "1 or 0 (on/off, true/false, yes/no)")
+    return None
+
+
 def flag(name: str) -> bool:
-    """True for 1/true/yes/on (any case)."""
-    return (get(name) or "").lower() in _TRUE
+    """A switch that is off unless set on."""
+    return switch(name) is True
+
+
+def mode(name: str) -> Optional[str]:
+    """"on", "off" or "auto" (the switch spellings count), None when unset."""
+    value = get(name)
+    if value is None:
+        return None
+    low = value.lower()
+    if low == "auto":
+        return "auto"
+    if low in _ON or low in _OFF:
+        return "on" if low in _ON else "off"
+    _unreadable(name, value, "on, off or auto")
+    return None
+
+
+def choice(name: str, choices: tuple[str, ...]) -> Optional[str]:
+    """One of `choices` (any case, returned as listed), None when unset."""
+    value = get(name)
+    if value is None:
+        return None
+    for c in choices:
+        if value.lower() == c.lower():
+            return c
+    _unreadable(name, value, " or ".join(choices))
+    return None
 
 
 def path(name: str) -> Optional[Path]:

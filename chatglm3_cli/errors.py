@@ -70,7 +70,7 @@ class InterpreterError(ChatGLM3Error):
     """The code interpreter cannot run: its packages are missing, its working directory is
     unusable, or the Python kernel did not start."""
 
-    hint = "the code interpreter needs jupyter_client and ipykernel: pip install 'chatglm3[code]'"
+    hint = "the code interpreter needs jupyter_client and ipykernel: pip install '.[code]' in the chatglm3 folder"
 
 
 class InputError(ChatGLM3Error):
@@ -253,7 +253,7 @@ class ClusterError(ChatGLM3Error):
 class RayNotInstalledError(ClusterError):
     """--ray without the optional Ray dependency."""
 
-    hint = "install it with: pip install 'chatglm3[ray]'"
+    hint = "install it with: pip install '.[ray]' in the chatglm3 folder"
 
 
 class ModelMismatchError(ModelError):

@@ -21,6 +21,18 @@ def hf_cache_dir() -> Path:
     return _env_path("HF_HUB_CACHE") or hf_home() / "hub"
 
 
+def modelscope_cache_dir() -> Path:
+    """Models from ModelScope, in the Hugging Face cache layout (blobs, snapshots, locks) but a
+    folder of their own, so that a repo named alike on both sites never mixes files:
+    CHATGLM3_MODELSCOPE_CACHE, else the platform's user cache dir (~/.cache/chatglm3/modelscope)."""
+    override = _env_path("CHATGLM3_MODELSCOPE_CACHE")
+    if override is not None:
+        return override
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("chatglm3", appauthor=False)) / "modelscope"
+
+
 def config_dir() -> Path:
     """CHATGLM3_CONFIG_DIR, else the platform's user config dir (~/.config/chatglm3 on Linux)."""
     override = _env_path("CHATGLM3_CONFIG_DIR")

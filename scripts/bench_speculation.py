@@ -36,7 +36,8 @@ def main() -> int:
 
     from benchmark import smollm_path
 
-    from chatglm3_cli.bench.run import SPEC_WORKLOADS, _decode_tps
+    from chatglm3_cli.bench.compare import SPEC_WORKLOADS
+    from chatglm3_cli.bench.measure import decode_tps
     from chatglm3_cli.engine.lookup import SpecPolicy
     from chatglm3_cli.engine.model import SPECULATE_DRAFT, Model
     from chatglm3_cli.engine.prompt import Message
@@ -64,7 +65,7 @@ def main() -> int:
                     m.spec_policy = SpecPolicy(m.step_times) if mode == "auto" else None
                     m.reset()
                     g = m.generate(prompt_ids=prompt, params=params)
-                    tps = _decode_tps(g.complete())
+                    tps = decode_tps(g.complete())
                     if tps:
                         rates[mode].append(tps)
                     if mode == "auto":

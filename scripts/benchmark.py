@@ -133,14 +133,14 @@ def smollm_path() -> Path | None:
 
 def smollm_speculation(gen_tokens: int, reps: int) -> list[dict] | None:
     """Speculation on and off on a real model: acceptance on copy-heavy answers."""
-    from chatglm3_cli.bench.run import _speculation_ab
+    from chatglm3_cli.bench.compare import speculation_ab
     from chatglm3_cli.engine.model import Model
 
     path = smollm_path()
     if path is None:
         return None
     with Model(path, n_ctx=1024) as m:
-        rows = _speculation_ab(m, gen_tokens, reps, lambda s: print(f"smollm2: {s}", file=sys.stderr))
+        rows = speculation_ab(m, gen_tokens, reps, lambda s: print(f"smollm2: {s}", file=sys.stderr))
     return [r.to_dict() for r in rows]
 
 
@@ -158,7 +158,8 @@ def main() -> int:
 
     import make_test_model as mtm
 
-    from chatglm3_cli.bench.run import format_report, run_bench
+    from chatglm3_cli.bench.format import format_report
+    from chatglm3_cli.bench.run import run_bench
 
     model = mtm.build("6b", mtm.cache_dir())
     report = run_bench(model, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,

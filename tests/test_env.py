@@ -52,6 +52,33 @@ def test_flags():
     assert not env.flag("CHATGLM3_NOHISTORY")
 
 
+def test_one_accessor_per_kind_and_a_bad_value_is_said_once(monkeypatch, capsys):
+    from chatglm3_cli.engine.backend import use_mmap
+    from chatglm3_cli.engine.model import pad_rows_mode, speculate_by_default
+
+    monkeypatch.setattr(env, "_warned", set())
+    for value, want in (("ON", True), ("no", False), ("", None)):
+        monkeypatch.setenv("CHATGLM3_MMAP", value)
+        assert env.switch("CHATGLM3_MMAP") is want
+    for value, want in (("auto", "auto"), ("1", "on"), ("False", "off")):
+        monkeypatch.setenv("CHATGLM3_SPECULATE", value)
+        assert env.mode("CHATGLM3_SPECULATE") == want
+    monkeypatch.setenv("CHATGLM3_OMP_WAIT_POLICY", "ACTIVE")
+    assert env.choice("CHATGLM3_OMP_WAIT_POLICY", ("passive", "active")) == "active"
+    assert capsys.readouterr().err == ""
+    # A value no accessor can read: the default, and one warning per variable (not per read).
+    monkeypatch.setenv("CHATGLM3_MMAP", "nope")
+    monkeypatch.setenv("CHATGLM3_SPECULATE", "sometimes")
+    monkeypatch.setenv("CHATGLM3_PAD_ROWS", "4")
+    for _ in range(3):
+        assert use_mmap() is True and speculate_by_default(None) is False and pad_rows_mode() == "auto"  # type: ignore[arg-type]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3, err
+    assert "CHATGLM3_MMAP='nope' is not 1 or 0" in err[0] and "using the default (mapped" in err[0]
+    assert "CHATGLM3_SPECULATE='sometimes' is not on, off or auto" in err[1]
+    assert "CHATGLM3_PAD_ROWS='4'" in err[2]
+
+
 def test_the_readme_table_is_the_registry():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert env.markdown_table() in readme, "README's Environment table differs; expected:\n" + env.markdown_table()

@@ -35,6 +35,9 @@ RecordCap = Annotated[Optional[int], typer.Option(
     help="Stop each answer after this many tokens (a record's own max_tokens wins).")]
 
 MAX_REPORTED = 200  # invalid records listed on stderr (all of them with --strict)
+# When this many records open the file and every one is invalid, the file is not a jobs file
+# (a Markdown file given by mistake, say): stopped before the model loads, with a usage error.
+FIRST_INVALID_STOP = 10
 
 
 def default_output(jobs: str) -> Optional[Path]:
@@ -169,6 +172,14 @@ def parse_and_report(con: console_mod.Console, data: bytes, source: str, strict:
             con.error(f"  ... and {n - len(shown)} more (each has an error line in the results)")
         if strict:
             raise InvalidJobsError(f"{source}: {n} invalid record{'s' if n != 1 else ''}; nothing was run")
+        first_valid = min((j.line for j in jobfile.jobs), default=None)
+        leading = sum(1 for p in jobfile.problems if first_valid is None or p.line < first_valid)
+        if first_valid is None or leading >= FIRST_INVALID_STOP:
+            what = (f"none of its {jobfile.total} records is a valid job" if first_valid is None
+                    else f"its first {leading} records are all invalid")
+            raise UsageError(f"{source}: {what}, so it does not look like a jobs file; nothing was run",
+                             hint='give a JSON Lines file, one job per line, e.g. {"id": "1", "prompt": "Hi"} '
+                                  "(see `chatglm3 batch --help`)")
     return jobfile
 
 

@@ -32,7 +32,8 @@ def bench(
 
     Single stream and parallel, and the machine's memory-bandwidth limit.
     """
-    from ..bench.run import format_report, run_bench
+    from ..bench.format import format_report
+    from ..bench.run import run_bench
 
     try:
         levels = sorted({int(x) for x in parallel.split(",") if x.strip()})

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
@@ -54,6 +54,9 @@ def chat(
             raise UsageError("use either --continue or --resume, not both")
         sys_text = system.text()
         store, conversation, restored = open_conversation(no_save, cont, resume, model.label)
+        if restored and conversation is not None and conversation.model and model.model is None:
+            model = replace(model, model=conversation.model)  # the conversation's own model
+            con.error(f"model: {conversation.model} (the conversation's; -m picks another)")
         history, writable = input_history(con) if term.interactive else (None, True)
         if not writable:
             store = None

@@ -1,7 +1,7 @@
 """Model resolution for the CLI: the one place a model name becomes a file on disk."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 
 def resolve_model_path(model: Optional[str], *, offline: Optional[bool] = None,
@@ -12,5 +12,19 @@ def resolve_model_path(model: Optional[str], *, offline: Optional[bool] = None,
     from . import console as console_mod
     from .progress import make_progress
 
+    report_config_problems(console_mod.current())
     progress = make_progress(console_mod.current())
     return str(resolve_model(model, offline=offline, endpoint=endpoint, progress=progress))
+
+
+_reported: set[str] = set()
+
+
+def report_config_problems(con: Any) -> None:
+    """Unknown keys in the config file (a typo must not pass silently), each once per process."""
+    from .. import config
+
+    for line in config.load().problems:
+        if line not in _reported:
+            _reported.add(line)
+            con.error(f"warning: {line}")

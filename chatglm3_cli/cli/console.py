@@ -14,12 +14,13 @@ import contextlib
 import os
 import sys
 from dataclasses import dataclass
-from typing import Iterator, Optional, TextIO
+from typing import Any, Iterator, Optional, TextIO
 
 from .. import env
 
 
-def _isatty(stream: TextIO | None) -> bool:
+def isatty(stream: Any) -> bool:
+    """Whether a stream is a terminal (a closed or fake stream is not); the one copy of this test."""
     try:
         return bool(stream is not None and stream.isatty())
     except (ValueError, AttributeError):
@@ -38,15 +39,15 @@ class Console:
 
     @property
     def stdin_isatty(self) -> bool:
-        return _isatty(self.stdin) if self.stdin_tty is None else self.stdin_tty
+        return isatty(self.stdin) if self.stdin_tty is None else self.stdin_tty
 
     @property
     def stdout_isatty(self) -> bool:
-        return _isatty(self.stdout) if self.stdout_tty is None else self.stdout_tty
+        return isatty(self.stdout) if self.stdout_tty is None else self.stdout_tty
 
     @property
     def stderr_isatty(self) -> bool:
-        return _isatty(self.stderr) if self.stderr_tty is None else self.stderr_tty
+        return isatty(self.stderr) if self.stderr_tty is None else self.stderr_tty
 
     def write(self, text: str) -> None:
         self.stdout.write(text)
@@ -138,5 +139,4 @@ def terminal(*, stdin: Optional[bool] = None, stdout: Optional[bool] = None,
 
 
 def debug_enabled() -> bool:
-    value = (env.get("CHATGLM3_DEBUG") or "").lower()
-    return value not in ("", "0", "false", "no", "off")
+    return env.flag("CHATGLM3_DEBUG")

@@ -1,4 +1,7 @@
-"""`chatglm3 pull` and `chatglm3 models [info|rm]`: getting models and seeing what is on disk.
+"""`chatglm3 pull` and `chatglm3 models [list|info|add|rm]`: getting models and seeing what is on disk.
+
+Models come from three sources: the Hugging Face Hub (in the HF cache), ModelScope (in a cache of
+its own, `ms://` names), and local files (named with `models add`, or used with `-m FILE.gguf`).
 
 Results (paths, tables, metadata) go to stdout; progress and status lines go to stderr.
 """
@@ -6,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -25,10 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _spec(model: Optional[str], quant: Optional[str] = None) -> "ModelSpec":
-    from ..hub.registry import parse_spec
-    from ..hub.resolve import model_name
+    from ..hub.resolve import model_name, spec_of
 
-    spec = parse_spec(model_name(model))
+    spec = spec_of(model_name(model))
     if quant:
         if spec.is_local or spec.filename:
             raise UsageError("--quant goes with a model name or repo, not with a file")
@@ -36,10 +38,13 @@ def _spec(model: Optional[str], quant: Optional[str] = None) -> "ModelSpec":
     return spec
 
 
-def short_name(f: "CachedFile") -> str:
-    """The shortest -m value that selects this file: alias:QUANT, repo:QUANT or repo/file."""
-    from ..hub.registry import ALIASES
+def short_name(f: "CachedFile", source: str = "hub") -> str:
+    """The shortest -m value that selects this file: alias:QUANT, repo:QUANT or repo/file
+    (ModelScope's with ms://, since aliases read from the Hub unless the user prefers it)."""
+    from ..hub.registry import ALIASES, MS_PREFIX
 
+    if source == "modelscope":
+        return MS_PREFIX + (f"{f.repo_id}:{f.quant}" if f.quant else f.name)
     if f.quant:
         for alias, repo_id in ALIASES.items():
             if repo_id.lower() == f.repo_id.lower():
@@ -48,10 +53,20 @@ def short_name(f: "CachedFile") -> str:
     return f.name
 
 
+def _cached() -> list[tuple[str, "CachedFile"]]:
+    """(source, file) for every model in the Hub's cache and ModelScope's."""
+    from ..hub.store import all_models
+    from ..paths import hf_cache_dir, modelscope_cache_dir
+
+    return ([("hub", f) for f in all_models(hf_cache_dir())]
+            + [("modelscope", f) for f in all_models(modelscope_cache_dir())])
+
+
 @handle_errors
 def pull(
     model: Annotated[Optional[str], typer.Argument(
-        help="Alias (chatglm3-6b[:QUANT]), Hub repo (owner/repo[:QUANT]) or owner/repo/file.gguf.",
+        help="Alias (chatglm3-6b[:QUANT]), Hub repo (owner/repo[:QUANT]), owner/repo/file.gguf, or "
+         "the same on ModelScope after ms://.",
         metavar="MODEL", show_default="the configured model, else chatglm3-6b")] = None,
     quant: Annotated[Optional[str], typer.Option(
         "--quant", "-q", metavar="QUANT", show_default="Q4_K_M",
@@ -64,22 +79,22 @@ def pull(
     """Download a model ahead of time (resumable, verified); prints its path.
 
     Examples: chatglm3 pull · chatglm3 pull chatglm3-6b:q8_0 · chatglm3 pull bartowski/glm-4-9b-chat-GGUF --list
+    · chatglm3 pull ms://LLM-Research/glm-4-9b-chat-GGUF
     """
-    from ..hub.http import Hub
     from ..hub.http import offline as is_offline
-    from ..hub.resolve import fetch
+    from ..hub.resolve import client, fetch
     from .progress import make_progress
 
     con = console_mod.current()
     spec = _spec(model, quant)
     if spec.is_local:
-        raise UsageError(f"{spec.text} is a file path; pull takes a model name or a Hub repo")
+        raise UsageError(f"{spec.text} is a file; pull takes a model name or a repo")
     assert spec.repo_id is not None
     if list_quants:
         if is_offline(offline):
             raise UsageError("--list asks the Hub, but offline mode is on "
                              "(see `chatglm3 models` for what is on disk)")
-        _print_quants(con, Hub(endpoint, notify=con.error), spec.repo_id)
+        _print_quants(con, client(spec, endpoint, con.error), spec.repo_id)
         return
     got = fetch(spec, offline=offline, endpoint=endpoint, progress=make_progress(con), refresh=True)
     con.error(f"{'downloaded' if got.downloaded else 'up to date:'} {got.repo_id}/{got.filename}")
@@ -108,7 +123,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 models_app = App(
-    help="Models on disk: list them (the default, or `models list`), show one's metadata, remove one.",
+    help="Models on disk: list them (the default, or `models list`), show one's metadata, name a "
+         "local file (`models add`), remove one.",
     invoke_without_command=True, no_args_is_help=False)
 
 
@@ -118,7 +134,7 @@ def models_list(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model, one per line.")] = False,
 ) -> None:
-    """List the models on disk: name (usable with -m), quant, size, last used, path."""
+    """List the models: name (usable with -m), source, quant, size, last used, path."""
     if ctx.invoked_subcommand is None:
         _list_models(as_json)
 
@@ -128,33 +144,67 @@ def models_list(
 def models_list_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model, one per line.")] = False,
 ) -> None:
-    """List the models on disk (the same as `chatglm3 models`)."""
+    """List the models (the same as `chatglm3 models`)."""
     _list_models(as_json)
+
+
+@dataclass(frozen=True)
+class _Row:
+    name: str
+    source: str  # hub, modelscope, local (models add) or file (used with -m)
+    quant: Optional[str]
+    size: int
+    path: "Path"
+    repo: Optional[str] = None
+    file: Optional[str] = None
+
+
+def _rows() -> list[_Row]:
+    """Every model: the two caches, the ones named with `models add`, the files used with -m."""
+    from pathlib import Path
+
+    from .. import config
+    from ..hub.registry import quant_of
+    from ..hub.store import used_files
+
+    rows = [_Row(short_name(f, src), src, f.quant, f.size, f.path, f.repo_id, f.filename) for src, f in _cached()]
+    for m in config.load().models.values():
+        if m.path:
+            p = Path(m.path).expanduser()
+            size = p.stat().st_size if p.is_file() else 0
+            rows.append(_Row(m.name, "local", quant_of(p.name), size, p))
+    named = {r.path.absolute() for r in rows}
+    rows += [_Row(str(p), "file", quant_of(p.name), p.stat().st_size, p)
+             for p in used_files() if p.absolute() not in named]
+    return rows
 
 
 def _list_models(as_json: bool) -> None:
     from ..hub import human_size
-    from ..hub.store import all_models, last_used, partials
-    from ..paths import hf_cache_dir
+    from ..hub.store import last_used, partials
+    from ..paths import hf_cache_dir, modelscope_cache_dir
+    from .common import report_config_problems
 
     con = console_mod.current()
-    found = all_models()
+    report_config_problems(con)
+    found = _rows()
     if as_json:
-        for f in found:
-            con.write(json.dumps({"name": short_name(f), "repo": f.repo_id, "file": f.filename,
-                                  "quant": f.quant, "size": f.size, "path": str(f.path),
-                                  "last_used": last_used(f.path)}) + "\n")
+        for r in found:
+            con.write(json.dumps({"name": r.name, "source": r.source, "repo": r.repo, "file": r.file,
+                                  "quant": r.quant, "size": r.size, "path": str(r.path),
+                                  "last_used": last_used(r.path.absolute())}) + "\n")
     elif found:
         rows = []
-        for f in found:
-            used = last_used(f.path)
-            rows.append([short_name(f), f.quant or "-", human_size(f.size),
+        for r in found:
+            used = last_used(r.path.absolute())
+            rows.append([r.name, r.source, r.quant or "-", human_size(r.size) if r.size else "missing",
                          time.strftime("%Y-%m-%d %H:%M", time.localtime(used)) if used else "never",
-                         str(f.path)])
-        con.write(_table(["NAME", "QUANT", "SIZE", "LAST USED", "PATH"], rows))
+                         str(r.path)])
+        con.write(_table(["NAME", "SOURCE", "QUANT", "SIZE", "LAST USED", "PATH"], rows))
     else:
-        con.error(f"no models on disk yet (in {hf_cache_dir()}); get one with: chatglm3 pull chatglm3-6b")
-    left = partials()
+        con.error(f"no models on disk yet (in {hf_cache_dir()}); get one with: chatglm3 pull chatglm3-6b, "
+                  "or name a GGUF you have: chatglm3 models add NAME FILE.gguf")
+    left = partials(cache=hf_cache_dir()) + partials(cache=modelscope_cache_dir())
     if left:
         size = sum(p.stat().st_size for p in left)
         con.error(f"{len(left)} partial download(s), {human_size(size)}: `chatglm3 pull MODEL` resumes, "
@@ -164,18 +214,19 @@ def _list_models(as_json: bool) -> None:
 def _on_disk(model: Optional[str]) -> tuple["ModelSpec", list["CachedFile"]]:
     """Files the name means on disk; a bare repo or alias (no quant) means all of its GGUFs."""
     from ..hub.registry import gguf_files
-    from ..hub.store import all_models, find_cached, repo_files
+    from ..hub.resolve import cache_of
+    from ..hub.store import find_cached, repo_files
 
     spec = _spec(model)
     if spec.is_local:
         assert spec.path is not None
         target = spec.path.resolve()
-        return spec, [f for f in all_models() if target in (f.path.resolve(), f.path.absolute())]
+        return spec, [f for _, f in _cached() if target in (f.path.resolve(), f.path.absolute())]
     assert spec.repo_id is not None
     if spec.quant or spec.filename:
-        hit = find_cached(spec)
+        hit = find_cached(spec, cache_of(spec))
         return spec, [hit] if hit else []
-    return spec, [f for f in repo_files(spec.repo_id) if gguf_files([f.filename])]
+    return spec, [f for f in repo_files(spec.repo_id, cache_of(spec)) if gguf_files([f.filename])]
 
 
 @models_app.command("info")
@@ -199,15 +250,16 @@ def models_info(
         path, name, blob_sha = spec.path, spec.path.name, None
     elif files:
         f = _one(spec, files)
-        path, name = f.path, short_name(f)
+        path, name = f.path, short_name(f, spec.source)
         blob_sha = f.blob.name if len(f.blob.name) == 64 else None  # verified when downloaded
     else:
         raise ModelNotFoundError(f"{spec.text} is not on disk", hint=f"download it with: chatglm3 pull {spec.text}")
     info = read_gguf(path)
     facts = chat_facts(path, info)
     sha = blob_sha or _sha256(path, con)
+    source = spec.source if not spec.is_local else ("local" if _registered(spec.text) else "file")
     rows = [
-        ("name", name), ("path", str(path)), ("architecture", info.architecture or "-"),
+        ("name", name), ("source", source), ("path", str(path)), ("architecture", info.architecture or "-"),
         ("model", str(info.get("general.name") or "-")),
         ("context", str(info.context_length or "-")),
         ("layers", str(info.arch_get("block_count", "-"))),
@@ -223,16 +275,25 @@ def models_info(
     con.write("".join(f"{k + ':':<15}{v}\n" for k, v in rows))
 
 
+def _registered(name: str) -> bool:
+    """A name from `models add` (a [models.NAME] table with a path)."""
+    from .. import config
+
+    settings = config.load().settings(name)
+    return settings is not None and settings.path is not None
+
+
 def _one(spec: "ModelSpec", files: list["CachedFile"]) -> "CachedFile":
     """A name without a quant means the default quant, or the repo's only file on disk."""
     from ..errors import ModelNotOnHubError
+    from ..hub.resolve import cache_of
     from ..hub.store import find_cached
 
     if len(files) == 1:
         return files[0]
-    hit = find_cached(spec)
+    hit = find_cached(spec, cache_of(spec))
     if hit is None:
-        quants = ", ".join(sorted(short_name(f) for f in files))
+        quants = ", ".join(sorted(short_name(f, spec.source) for f in files))
         raise ModelNotOnHubError(f"{spec.text} has several files on disk: {quants}",
                                  hint="name one of them")
     return hit
@@ -260,19 +321,75 @@ def models_rm(
 
     con = console_mod.current()
     spec, files = _on_disk(model)
+    if spec.is_local and not files and _registered(spec.text):
+        from .. import config
+
+        if not config.remove_model(spec.text):
+            raise UsageError(f"{spec.text} is written in {config.config_file()} in a form this command "
+                             "does not edit; remove its table there")
+        con.error(f"removed the name {spec.text} from {config.config_file()}; the file {spec.path} is left as it is")
+        return
     if spec.is_local and not files:
         raise UsageError(f"{spec.text} is not in the model cache; delete the file yourself")
+    from ..hub.resolve import cache_of
+
+    cache = cache_of(spec)
     repo = spec.repo_id or (files[0].repo_id if files else None)
-    left = partials(repo) if repo else []
+    left = partials(repo, cache) if repo else []
     if not files and not left:
         raise ModelNotFoundError(f"{spec.text} is not on disk", hint="see what is with: chatglm3 models")
     left_size = sum(p.stat().st_size for p in left)
     blobs = [(f.repo_id, f.blob.name) for f in files]
     if repo:
         blobs += [(repo, p.name.removesuffix(PARTIAL_SUFFIX)) for p in left]
-    with download_locks(blobs):  # a running pull keeps its partial file: refused, nothing removed
+    with download_locks(blobs, cache):  # a running pull keeps its partial file: refused, nothing removed
         for f in files:
-            con.error(f"removing {short_name(f)} ({human_size(f.size)}) {f.path}")
-        remove(files, partials_of=repo)
+            con.error(f"removing {short_name(f, spec.source)} ({human_size(f.size)}) {f.path}")
+        remove(files, partials_of=repo, cache=cache)
     if left:
         con.error(f"removed {len(left)} partial download(s) of {repo} ({human_size(left_size)})")
+
+
+@models_app.command("add")
+@handle_errors
+def models_add(
+    name: Annotated[str, typer.Argument(
+        metavar="NAME", help="The name to use with -m (letters, digits, '.', '_', '-').")],
+    file: Annotated[str, typer.Argument(metavar="FILE.gguf", help="A GGUF file on this machine.")],
+    chat_template: opt.ChatTemplateOpt = None,
+    system: opt.SystemOpt = None,
+    temperature: opt.Temperature = None,
+    top_p: opt.TopP = None,
+    top_k: opt.TopK = None,
+    repeat_penalty: opt.RepeatPenalty = None,
+    max_tokens: opt.MaxTokens = None,
+    seed: opt.Seed = None,
+) -> None:
+    """Name a local GGUF file, with its own settings (like `ollama create`): then `-m NAME` runs
+    it with them, and `chatglm3 models` lists it. Written to the config file as \\[models.NAME].
+
+    Example: chatglm3 models add gemma ~/gemma-2b.gguf --chat-template gemma -s "Answer briefly." -t 0.3
+    """
+    import os
+
+    from .. import config
+    from ..errors import ModelNotFoundError
+    from ..hub.registry import ALIASES
+
+    path = os.path.abspath(os.path.expanduser(file))
+    if not os.path.isfile(path):
+        raise ModelNotFoundError(f"model file not found: {file[:200]}")
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise UsageError(f"{file[:200]} is not a GGUF file")
+    if name.lower() in ALIASES:
+        raise UsageError(f"{name} is a built-in alias; pick another name")
+    template = chat_template
+    if template is not None and os.path.isfile(os.path.expanduser(template)):
+        template = os.path.abspath(os.path.expanduser(template))  # found from any folder later
+    sampling = {k: v for k, v in {"temperature": temperature, "top_p": top_p, "top_k": top_k,
+                                  "repeat_penalty": repeat_penalty, "max_tokens": max_tokens,
+                                  "seed": seed}.items() if v is not None}
+    where = config.add_model(config.ModelSettings(name, path=path, chat_template=template, system=system,
+                                                  sampling=sampling))
+    console_mod.current().error(f"added {name} -> {path} (in {where}); run it with: chatglm3 chat -m {name}")

@@ -33,6 +33,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import os
 import typing
 from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Optional, TypeVar
 
@@ -162,6 +163,8 @@ def with_options(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
+        if any(g.cls is ModelArgs for g in groups.values()):
+            _configured_defaults(kwargs, {p.name: p.default for g in groups.values() for p in g.parameters})
         for name, group in groups.items():
             kwargs[name] = group.build({n: kwargs.pop(n) for n in group.names})
         return func(**kwargs)
@@ -169,6 +172,32 @@ def with_options(func: F) -> F:
     wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper  # type: ignore[return-value]
+
+
+def _configured_defaults(kwargs: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """The model's own settings from the config file ([models.NAME]: chat template, system
+    prompt, sampling) fill the options the command line left at the command's default. (An
+    option typed with exactly its default value counts as left: Typer does not tell them apart.)"""
+    from .. import config
+    from ..hub.resolve import model_name
+
+    settings = config.load().settings(model_name(kwargs.get("model")))
+    if settings is None:
+        return
+    wanted: dict[str, Any] = {"chat_template": settings.chat_template, **settings.sampling}
+    if kwargs.get("system_file") is None:
+        wanted["system"] = settings.system
+    for key, value in wanted.items():
+        if value is not None and key in kwargs and kwargs[key] == defaults.get(key):
+            kwargs[key] = value
+
+
+ChatTemplateOpt = Annotated[Optional[str], typer.Option(
+    "--chat-template", metavar="FILE|NAME", show_default="the file's own",
+    help="Chat format for a GGUF without one (or to replace it): a Jinja file, or a llama.cpp "
+         "built-in name such as chatml, llama3, gemma, mistral-v7, phi3. ChatGLM3 files always "
+         "use the official format.")]
+SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", metavar="TEXT", help="System prompt.")]
 
 
 # The groups ----------------------------------------------------------------------------------------
@@ -193,11 +222,7 @@ class ModelArgs(OptionGroup):
     gpu_layers: Annotated[Optional[int], typer.Option(
         "--gpu-layers", metavar="N", show_default="all with a GPU build, else 0",
         help="Layers to offload to the GPU; -1 = all, 0 = none.")] = None
-    chat_template: Annotated[Optional[str], typer.Option(
-        "--chat-template", metavar="FILE|NAME", show_default="the file's own",
-        help="Chat format for a GGUF without one (or to replace it): a Jinja file, or a llama.cpp "
-             "built-in name such as chatml, llama3, gemma, mistral-v7, phi3. ChatGLM3 files always "
-             "use the official format.")] = None
+    chat_template: ChatTemplateOpt = None
     cache_type: Annotated[str, typer.Option(
         "--cache-type", metavar="TYPE",
         help="KV cache type, for K and V: f16, q8_0 (about half the memory) or q4_0 (about a "
@@ -263,8 +288,28 @@ class ModelArgs(OptionGroup):
 
     @property
     def label(self) -> str:
-        """The model as the user named it (for saved conversations), else ""."""
+        """The model as the user named it (for saved conversations), else ""; a file as its
+        absolute path, so that `chat --continue` finds it from any folder."""
+        if self.model and self.model.lower().endswith(".gguf") and os.path.isfile(os.path.expanduser(self.model)):
+            return os.path.abspath(os.path.expanduser(self.model))
         return self.model or ""
+
+
+# The sampling options, declared once: SamplingArgs below and `models add` (where every one is
+# optional: what is not given is not written) use them.
+MaxTokens = Annotated[Optional[int], typer.Option(
+    "--max-tokens", min=1, metavar="N", show_default="when the model ends its turn",
+    help="Stop after this many tokens.")]
+Temperature = Annotated[Optional[float], typer.Option(
+    "--temperature", "-t", min=0.0, metavar="T", help="Sampling temperature; 0 = greedy and deterministic.")]
+TopP = Annotated[Optional[float], typer.Option(
+    "--top-p", min=0.0, max=1.0, metavar="P", help="Nucleus sampling threshold.")]
+TopK = Annotated[Optional[int], typer.Option(
+    "--top-k", min=0, metavar="K", help="Keep only the K most likely tokens; 0 = off.")]
+RepeatPenalty = Annotated[Optional[float], typer.Option(
+    "--repeat-penalty", min=0.0, metavar="X", help="Penalty for repeated tokens; 1 = off.")]
+Seed = Annotated[Optional[int], typer.Option(
+    "--seed", metavar="N", show_default="random", help="Random seed for reproducible sampling.")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,21 +318,12 @@ class SamplingArgs(OptionGroup):
 
     PANEL: ClassVar[str] = "Sampling"
 
-    max_tokens: Annotated[Optional[int], typer.Option(
-        "--max-tokens", min=1, metavar="N", show_default="when the model ends its turn",
-        help="Stop after this many tokens.")] = None
-    temperature: Annotated[float, typer.Option(
-        "--temperature", "-t", min=0.0, metavar="T",
-        help="Sampling temperature; 0 = greedy and deterministic.")] = DEFAULT_TEMPERATURE
-    top_p: Annotated[float, typer.Option(
-        "--top-p", min=0.0, max=1.0, metavar="P", help="Nucleus sampling threshold.")] = DEFAULT_TOP_P
-    top_k: Annotated[int, typer.Option(
-        "--top-k", min=0, metavar="K", help="Keep only the K most likely tokens; 0 = off.")] = 0
-    repeat_penalty: Annotated[float, typer.Option(
-        "--repeat-penalty", min=0.0, metavar="X", help="Penalty for repeated tokens; 1 = off.")] = 1.0
-    seed: Annotated[Optional[int], typer.Option(
-        "--seed", metavar="N", show_default="random",
-        help="Random seed for reproducible sampling.")] = None
+    max_tokens: MaxTokens = None
+    temperature: Temperature = DEFAULT_TEMPERATURE
+    top_p: TopP = DEFAULT_TOP_P
+    top_k: TopK = 0
+    repeat_penalty: RepeatPenalty = 1.0
+    seed: Seed = None
 
     @classmethod
     def from_options(cls, **values: Any) -> SamplingParams:
@@ -305,8 +341,7 @@ class SystemArgs(OptionGroup):
 
     PANEL: ClassVar[str] = "Prompt"
 
-    system: Annotated[Optional[str], typer.Option(
-        "--system", "-s", metavar="TEXT", help="System prompt.")] = None
+    system: SystemOpt = None
     system_file: Annotated[Optional[str], typer.Option(
         "--system-file", metavar="PATH", help="Read the system prompt from a file.")] = None
 
@@ -325,7 +360,7 @@ class SystemArgs(OptionGroup):
 class RayArgs(OptionGroup):
     """--ray: the same job on a Ray cluster (chatglm3_cli.scale; the optional `ray` extra)."""
 
-    PANEL: ClassVar[str] = "Ray cluster (pip install 'chatglm3\\[ray]')"  # "\\[": not rich markup
+    PANEL: ClassVar[str] = "Ray cluster (pip install '.\\[ray]')"  # "\\[": not rich markup
 
     ray: Annotated[Optional[str], typer.Option(
         "--ray", metavar="[ADDRESS]",  # a bare --ray means local: see app.optional_values

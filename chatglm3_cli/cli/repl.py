@@ -20,6 +20,8 @@ from ..textio import read_text_file
 from .errors import format_error
 from .render import Renderer
 
+# The slash commands and their help, in the order /help lists them; each /NAME is handled by
+# ChatREPL.cmd_NAME (one list: the dispatch and the help cannot drift apart).
 COMMANDS = {
     "/help": "show this help",
     "/exit": "leave (also /bye, /quit, exit, quit, stop, Ctrl-D)",
@@ -150,6 +152,8 @@ class ChatREPL:
 
     def run(self, first_message: str | None = None, *, interactive: bool = True) -> int:
         if first_message:
+            if interactive:  # piped text: shown as if typed, so the answer has its question above it
+                self.say(_as_typed(first_message))
             self.answer(first_message)
         if not interactive:
             return 0
@@ -169,6 +173,8 @@ class ChatREPL:
         if not word:
             return True
         if word in EXIT_WORDS:
+            if not word.startswith("/"):  # a plain word may have been meant as a message: say why we leave
+                self.say(f"leaving ({word!r} ends the chat, as /exit and Ctrl-D do)")
             return False
         if word == "clear":
             word = "/clear"
@@ -199,46 +205,39 @@ class ChatREPL:
         if self.toolbox is None:
             self._stream(turn)
             return
-        from ..tools.chain import run_chain
-        from .tooling import show_call, show_outcome
-
-        def on_call(call: Any) -> None:
-            if self.approvals.approve_all or call.name in self.approvals.always:
-                show_call(self.err, call, color=False)
+        from .tooling import chain_end_note, follow_calls
 
         try:
-            chain = run_chain(self.session, turn, self.toolbox, self.approvals, stream=self._stream,
-                              max_calls=self.max_tool_calls, on_call=on_call,
-                              on_outcome=lambda o: show_outcome(self.err, o))
+            chain = follow_calls(self.session, turn, self.toolbox, self.approvals, err=self.err,
+                                 stream=self._stream, max_calls=self.max_tool_calls)
         except ChatGLM3Error as e:  # the kernel did not start, a prompt too long for the context...
             self.say(format_error(e))
             self.autosave()
             return
-        except KeyboardInterrupt:  # between a call and its result: the chat goes on
-            self.say("(tool call interrupted)")
+        except KeyboardInterrupt:  # at the approval prompt or between a call and its result
+            self.say("(tool calls stopped; the chat goes on)")
             self.autosave()
             return
-        if chain.limit_reached:
-            self.say(f"stopped: the model asked for more than {self.max_tool_calls} tool calls in a row "
-                     "(--max-tool-calls)")
-        elif chain.pending is not None:
-            self.awaiting = chain.pending
-            self.say(f"the model calls {chain.pending.describe()}: type the result; it goes back as the observation")
+        self.awaiting = chain.pending
+        note = chain_end_note(chain, self.max_tool_calls, in_chat=True)
+        if note:
+            self.say(note)
         self.autosave()
 
     def _ask_approval(self, call: Any) -> str:
+        from .console import isatty
         from .tooling import APPROVE_PROMPT, parse_answer, show_call
 
         workdir = self.toolbox.interpreter.workdir if self.toolbox.interpreter is not None else None
-        show_call(self.err, call, color=_isatty(self.err), workdir=workdir)
+        show_call(self.err, call, color=isatty(self.err), workdir=workdir)
         if self._approve_prompt is None:
             from prompt_toolkit import PromptSession
 
             self._approve_prompt = PromptSession(input=self.pt_input, output=self.pt_output)
         try:
             return parse_answer(self._approve_prompt.prompt(APPROVE_PROMPT))
-        except (EOFError, KeyboardInterrupt):
-            return "no"
+        except EOFError:
+            return "no"  # Ctrl-D refuses this call; Ctrl-C (KeyboardInterrupt) stops the chain
 
     def _stream(self, turn: Any) -> None:
         notice = self.session.take_dropped_notice(turn.dropped)
@@ -265,6 +264,10 @@ class ChatREPL:
                 return
             with _sigint_deferred(swallow=True):  # a second Ctrl-C: the answer is stopped already
                 renderer.finish(interrupted=interrupted)
+        if turn.result is not None and turn.result.finish_reason == "length":
+            from .run import cut_off_note
+
+            self.say(cut_off_note(turn.result, self.session.params, self.session.n_ctx))
         if self.stats and turn.result is not None:
             self.say(stats_line(turn.result, self.session))
         self.autosave()
@@ -284,14 +287,9 @@ class ChatREPL:
     # commands ----------------------------------------------------------------------------
 
     def command(self, name: str, arg: str) -> None:
-        handler = {
-            "/help": self.cmd_help, "/clear": self.cmd_clear, "/system": self.cmd_system,
-            "/set": self.cmd_set, "/show": self.cmd_show, "/regen": self.cmd_regen,
-            "/read": self.cmd_read, "/save": self.cmd_save, "/load": self.cmd_load,
-            "/stats": self.cmd_stats, "/tools": self.cmd_tools,
-        }.get(name)
         if name in EXIT_WORDS:
             raise _Leave
+        handler = getattr(self, "cmd_" + name[1:], None) if name in COMMANDS else None
         if handler is None:
             self.say(f"unknown command {name} (type /help for the list)")
             return
@@ -457,11 +455,12 @@ def _no_echo(fd: int | None) -> Iterator[None]:
             pass
 
 
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (ValueError, AttributeError):
-        return False
+def _as_typed(text: str, max_lines: int = 5) -> str:
+    """A piped first message as the prompt would have shown it (long ones cut to a few lines)."""
+    lines = text.splitlines() or [""]
+    shown = "\n... ".join(lines[:max_lines])
+    more = f"\n... ({len(lines) - max_lines} more lines)" if len(lines) > max_lines else ""
+    return f">>> {shown}{more}"
 
 
 def _replace(params: Any, key: str, value: Any) -> Any:

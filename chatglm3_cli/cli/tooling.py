@@ -161,9 +161,12 @@ def terminal_ask(read_line: Callable[[str], Optional[str]], err: TextIO, *, colo
         show_call(err, call, color=color, workdir=workdir)
         try:
             return parse_answer(read_line(APPROVE_PROMPT))
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:
             err.write("\n")
             return "no"
+        except KeyboardInterrupt:  # Ctrl-C stops the whole chain, not just this call
+            err.write("\n")
+            raise
 
     return ask
 
@@ -172,7 +175,9 @@ def tty_line_reader(err: TextIO) -> Optional[Callable[[str], Optional[str]]]:
     """A way to read an answer from the terminal even when stdin is a pipe; None without one."""
     import sys
 
-    if _isatty(sys.stdin):
+    from .console import isatty
+
+    if isatty(sys.stdin):
         def read(prompt: str) -> Optional[str]:
             err.write(prompt)
             err.flush()
@@ -190,13 +195,6 @@ def tty_line_reader(err: TextIO) -> Optional[Callable[[str], Optional[str]]]:
         line = tty.readline()
         return line if line else None
     return read_tty
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream is not None and stream.isatty())
-    except (ValueError, AttributeError):
-        return False
 
 
 def list_tools(toolbox: "Toolbox") -> str:
@@ -250,6 +248,36 @@ def run_approvals(con: Any, toolbox: "Toolbox", yes: bool) -> Any:
     return Approvals(terminal_ask(reader, con.stderr, color=con.stderr_isatty, workdir=workdir))
 
 
+def follow_calls(session: Any, turn: Any, toolbox: "Toolbox", approvals: Any, *, err: TextIO,
+                 stream: Callable[[Any], None], max_calls: int, show: bool = True, color: bool = False) -> Any:
+    """Run the model's tool calls after `turn` (chat and run alike): a call that runs without
+    asking is shown before it runs, each outcome after it (unless `show` is off: --json)."""
+    from ..tools.chain import run_chain
+
+    def on_call(call: "ToolCall") -> None:
+        if show and (approvals.approve_all or call.name in approvals.always):
+            show_call(err, call, color=color)
+
+    def on_outcome(outcome: "ToolOutcome") -> None:
+        if show:
+            show_outcome(err, outcome)
+
+    return run_chain(session, turn, toolbox, approvals, stream=stream, max_calls=max_calls,
+                     on_call=on_call, on_outcome=on_outcome)
+
+
+def chain_end_note(chain: Any, max_calls: int, *, in_chat: bool) -> Optional[str]:
+    """Why a chain stopped short, for the user: too many calls, or a call only they can answer."""
+    if chain.limit_reached:
+        return f"stopped: the model asked for more than {max_calls} tool calls in a row (--max-tool-calls {max_calls})"
+    if chain.pending is not None:
+        if in_chat:
+            return f"the model calls {chain.pending.describe()}: type the result; it goes back as the observation"
+        return (f"the model calls {chain.pending.describe()}: answer it in `chatglm3 chat --tool-json`, "
+                "or give the tool an implementation with --tools FILE.py")
+    return None
+
+
 def answer_with_tools(con: Any, m: "Model", toolbox: "Toolbox", approvals: Any, *, system: Optional[str],
                       text: str, params: Any, max_calls: int, as_json: bool,
                       verbose_prompt: bool) -> Any:
@@ -280,24 +308,12 @@ def answer_with_tools(con: Any, m: "Model", toolbox: "Toolbox", approvals: Any, 
                 con.write("\n")
                 state["nl"] = True
 
-    from ..tools.chain import run_chain
-
-    def on_call(call: "ToolCall") -> None:
-        if not as_json and approvals.approve_all:
-            show_call(con.stderr, call, color=con.stderr_isatty)
-
-    def on_outcome(outcome: "ToolOutcome") -> None:
-        if not as_json:
-            show_outcome(con.stderr, outcome)
-
     try:
-        chain = run_chain(session, session.ask(text), toolbox, approvals, stream=stream,
-                          max_calls=max_calls, on_call=on_call, on_outcome=on_outcome)
+        chain = follow_calls(session, session.ask(text), toolbox, approvals, err=con.stderr, stream=stream,
+                             max_calls=max_calls, show=not as_json, color=con.stderr_isatty)
     finally:
         toolbox.close()
-    if chain.limit_reached and not as_json:
-        con.error(f"stopped: the model asked for more than --max-tool-calls {max_calls} tool calls in a row")
-    elif chain.pending is not None and not as_json:
-        con.error(f"the model calls {chain.pending.describe()}: answer it in `chatglm3 chat --tool-json`, "
-                  "or give the tool an implementation with --tools FILE.py")
+    note = chain_end_note(chain, max_calls, in_chat=False)
+    if note and not as_json:
+        con.error(note)
     return session, chain

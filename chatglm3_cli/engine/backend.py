@@ -126,13 +126,9 @@ def flash_attn_type(on_gpu: bool, n_cells: int = 0, cache_type: str = "f16") -> 
     sequences' tokens in the same call), so greedy answers could change with --parallel. Without
     it the same cuts differ by at most ~1e-5, and on 2 CPU cores it measured no slower at 128 and
     1536 tokens of context. CHATGLM3_FLASH_ATTN=on|off|auto overrides."""
-    want = (env.get("CHATGLM3_FLASH_ATTN") or "").lower()
-    if want in ("1", "on", "true", "yes"):
-        return _FA_ON
-    if want in ("0", "off", "false", "no"):
-        return _FA_OFF
-    if want == "auto":
-        return _FA_AUTO
+    want = env.mode("CHATGLM3_FLASH_ATTN")
+    if want is not None:
+        return {"on": _FA_ON, "off": _FA_OFF, "auto": _FA_AUTO}[want]
     if on_gpu:
         return _FA_AUTO
     return _FA_ON if cache_type != "f16" or n_cells > FA_CPU_MAX_CELLS_OFF else _FA_OFF
@@ -212,7 +208,7 @@ def cpu_weight_placement(params: Any, tensors: Sequence[Any]) -> Any:
     CHATGLM3_CPU_EXTRA_BUFTS=1 restores llama.cpp's own choice. Returns what must be kept
     alive while the model loads.
     """
-    if env.get("CHATGLM3_CPU_EXTRA_BUFTS") == "1":
+    if env.flag("CHATGLM3_CPU_EXTRA_BUFTS"):
         return None
     bufts = _cpu_extra_buffer_types()
     if "AMX" not in bufts:
@@ -249,8 +245,7 @@ def use_mmap() -> bool:
     they came from are dropped while loading (engine/pagedrop.py), which keeps a mapped load's
     speed with a read load's memory (6B Q4_0 here: 3.4 s and 3.33 GiB against 8.5 s read, and
     6.35 GiB mapped without dropping)."""
-    want = (env.get("CHATGLM3_MMAP") or "").lower()
-    return want not in ("0", "off", "false", "no")
+    return env.switch("CHATGLM3_MMAP") is not False
 
 
 def set_load_mode(params: Any, mmap: bool) -> None:

@@ -35,9 +35,7 @@ def prepare_openmp() -> str:
     if user:
         _prepared = "user: " + " ".join(user)
     else:
-        want = (env.get("CHATGLM3_OMP_WAIT_POLICY") or "passive").lower()
-        if want not in ("passive", "active"):
-            want = "passive"
+        want = env.choice("CHATGLM3_OMP_WAIT_POLICY", ("passive", "active")) or "passive"
         # os.environ also updates the C environment, which libgomp reads when it loads.
         os.environ["OMP_WAIT_POLICY"] = want.upper()
         _prepared = f"{want} (default)" if want == "passive" else f"{want} (CHATGLM3_OMP_WAIT_POLICY)"

@@ -69,23 +69,15 @@ def speculate_by_default(model: "Model") -> bool | None:
     step costs ~3.4x a 1-row step, and no run could show it faster (docs/benchmarks.md).
     CHATGLM3_SPECULATE=1 turns it on, =auto lets SpecPolicy time this machine's steps and
     draft only while that pays (None)."""
-    want = (env.get("CHATGLM3_SPECULATE") or "").lower()
-    if want in ("1", "on", "true", "yes"):
-        return True
-    if want == "auto":
-        return None
-    return False
+    want = env.mode("CHATGLM3_SPECULATE")
+    return None if want == "auto" else want == "on"
 
 
 def pad_rows_mode() -> PadMode:
     """CHATGLM3_PAD_ROWS: whether the parallel decoder pads a step's rows to a multiple of four
     (auto: where this machine measured it cheaper, steps.py)."""
-    want = (env.get("CHATGLM3_PAD_ROWS") or "auto").lower()
-    if want in ("1", "on", "true", "yes"):
-        return "on"
-    if want in ("0", "off", "false", "no"):
-        return "off"
-    return "auto"
+    want = env.mode("CHATGLM3_PAD_ROWS") or "auto"
+    return "on" if want == "on" else ("off" if want == "off" else "auto")
 
 
 def context_warning(n_ctx: int, n_ctx_train: int) -> str:
@@ -269,6 +261,9 @@ class Model:
                 messages, lambda text: self._llama.tokenize(text, parse_special=False), self._specials,
                 # ChatGLM3's tool preamble is not part of GLM-4's format (its tools block replaces it).
                 skip_content=lambda m: m.tools is not None and m.content == TOOLS_SYSTEM_PROMPT)
+        if any(m.tools for m in messages):  # a template has no place for them: refused, never dropped
+            raise UnsupportedModelError(f"{self.name} has no tool-calling format (only ChatGLM3 and GLM-4 "
+                                        "files have one): tools cannot be offered to it")
         assert self.template is not None
         if self.template.builtin is not None:
             ids = builtin_prompt_ids(messages, self.template.builtin, tokenize=self._tokenize_special)

@@ -1,6 +1,7 @@
-"""Models from the Hugging Face Hub: names and aliases (registry), resumable verified downloads
-into the shared HF cache (download), what is on disk (store), and the one resolver every command
-uses (resolve). No Typer or rich here: progress goes through `chatglm3_cli.progress.DownloadProgress`."""
+"""Models from the Hugging Face Hub and ModelScope: names and aliases (registry), the two sites'
+APIs (http, modelscope), resumable verified downloads into the shared HF cache or ModelScope's
+own (download), what is on disk (store), and the one resolver every command uses (resolve).
+No Typer or rich here: progress goes through `chatglm3_cli.progress.DownloadProgress`."""
 from __future__ import annotations
 
 

@@ -146,7 +146,7 @@ def download(hub: Hub, repo_id: str, filename: str, meta: FileMeta, *,
              progress: Optional[DownloadProgress] = None, cache: Optional[Path] = None) -> Path:
     """Make `repo_id/filename` (as described by `meta`) a complete, verified file in the cache;
     return its snapshot path. Resumes a partial download; waits for another process's."""
-    from filelock import FileLock, Timeout  # huggingface_hub's dependency, imported when needed
+    from filelock import FileLock, Timeout  # the lock library huggingface_hub uses too; imported when needed
 
     cache = cache or hf_cache_dir()
     progress = progress or DownloadProgress()

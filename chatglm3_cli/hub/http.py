@@ -288,17 +288,9 @@ class Hub:
     def _listed(self, entry: Any) -> Optional[RemoteFile]:
         if not isinstance(entry, dict) or entry.get("type") != "file":
             return None
-        path = entry.get("path")
-        why = bad_repo_path(path)
-        if why is not None or not isinstance(path, str):
-            raise HubProtocolError(f"{self.endpoint} sent a file listing with an unsafe path "
-                                   f"{str(path)[:80]!r} ({why})")
         lfs = entry["lfs"] if isinstance(entry.get("lfs"), dict) else {}
-        size = lfs.get("size", entry.get("size", 0))
-        sha = lfs.get("oid") or lfs.get("sha256")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise HubProtocolError(f"{self.endpoint} sent a bad size for {path}: {str(size)[:40]!r}")
-        return RemoteFile(path, size, sha256_of_etag(sha) if isinstance(sha, str) else None)
+        return listed_file(self.endpoint, entry.get("path"), lfs.get("size", entry.get("size", 0)),
+                           lfs.get("oid") or lfs.get("sha256"))
 
     def file_meta(self, repo_id: str, filename: str, revision: str = "main") -> FileMeta:
         """HEAD on the resolve URL: commit, etag (= sha256 for LFS), size and download URL, each
@@ -325,6 +317,17 @@ class Hub:
         """GET from byte `start` (a 200 answer means the server ignored the Range)."""
         headers = {"Range": f"bytes={start}-"} if start else {}
         return self.request("GET", url, headers=headers, what=urlparse(url).path)
+
+
+def listed_file(who: str, path: Any, size: Any, sha256: Any) -> RemoteFile:
+    """One entry of a file listing (the Hub's or ModelScope's), checked: a safe relative path, a
+    non-negative integer size; a sha256 that is not 64 hex digits is dropped (unknown)."""
+    why = bad_repo_path(path)
+    if why is not None or not isinstance(path, str):
+        raise HubProtocolError(f"{who} sent a file listing with an unsafe path {str(path)[:80]!r} ({why})")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise HubProtocolError(f"{who} sent a bad size for {path}: {str(size)[:40]!r}")
+    return RemoteFile(path, size, sha256_of_etag(sha256) if isinstance(sha256, str) else None)
 
 
 def _normalize_etag(etag: Optional[str]) -> Optional[str]:

@@ -3,7 +3,12 @@
 Forms accepted wherever a model is named (`-m`, `pull`, `models info/rm`):
 - a path to a .gguf file;
 - an alias (`chatglm3-6b`, `chatglm3-6b-128k`, `glm-4-9b-chat`), optionally `:QUANT`;
-- a Hub reference: `owner/repo`, `owner/repo:QUANT`, `owner/repo/path/file.gguf`.
+- a Hub reference: `owner/repo`, `owner/repo:QUANT`, `owner/repo/path/file.gguf`;
+- a ModelScope reference: the same forms after `ms://` (`ms://owner/repo:QUANT`);
+- a local model named with `chatglm3 models add` (resolved by config.py, not here).
+
+An alias reads from the Hub, or from ModelScope where the user prefers it (CHATGLM3_SOURCE or
+`source = "modelscope"` in the config file) and the alias has a known ModelScope repo.
 """
 from __future__ import annotations
 
@@ -27,6 +32,15 @@ ALIASES: dict[str, str] = {
     "chatglm3-6b-128k": "mradermacher/chatglm3-6b-128k-GGUF",  # 128K context
     "glm-4-9b-chat": "bartowski/glm-4-9b-chat-GGUF",  # GLM-4: BPE vocabulary, chatglm4 template
 }
+
+# alias -> ModelScope repo. Only names seen in the issue that asked for ModelScope (not checked
+# against modelscope.cn from here: no network on the machine that wrote this); an alias missing
+# here is refused with a hint to name a repo with ms://.
+MS_ALIASES: dict[str, str] = {
+    "glm-4-9b-chat": "LLM-Research/glm-4-9b-chat-GGUF",
+}
+SOURCES = ("hub", "modelscope")
+MS_PREFIX = "ms://"
 
 # A quant inside a file name: Q4_K_M, q8_0, IQ4_XS, f16, BF16 ... delimited by . - _ or the ends.
 _QUANT_RE = re.compile(r"(?i)(?<![a-z0-9])(i?q\d+(?:_[a-z0-9]+)*|bf16|f16|f32|mxfp4|tq\d_\d)(?![a-z0-9])")
@@ -55,6 +69,7 @@ class ModelSpec:
     quant: Optional[str] = None  # as the user typed it; matched case-insensitively
     filename: Optional[str] = None  # exact path in the repo when the user named one
     alias: Optional[str] = None
+    source: str = "hub"  # or "modelscope"
 
     @property
     def is_local(self) -> bool:
@@ -66,33 +81,57 @@ def _looks_like_path(text: str) -> bool:
             or (os.sep != "/" and os.sep in text))
 
 
-def parse_spec(text: str) -> ModelSpec:
-    """Parse a model name. A file that exists on disk always wins, so old `-m FILE` keeps working."""
+def parse_spec(text: str, *, source: str = "hub") -> ModelSpec:
+    """Parse a model name. A file that exists on disk always wins, so old `-m FILE` keeps working.
+    `source` is where an alias reads from (the user's preference; `ms://` always means ModelScope)."""
     text = text.strip()
     if not text:
         raise ModelNotFoundError("empty model name")
+    if text.lower().startswith(MS_PREFIX):
+        ms = _parse_repo(text, text[len(MS_PREFIX):], "modelscope")
+        assert ms is not None  # without missing_ok it raises instead
+        return ms
     expanded = os.path.expanduser(text)
     if os.path.isfile(expanded) or _looks_like_path(text):
         return ModelSpec(text, path=Path(expanded))
     name, _, quant = text.partition(":")
     if name.lower() in ALIASES and "/" not in name:
-        return ModelSpec(text, repo_id=ALIASES[name.lower()], quant=quant or None,
-                         alias=name.lower())
-    m = _REPO_FILE_RE.match(text)
-    if m:
-        why = bad_repo_path(m.group(3))
-        if why is not None:
-            raise ModelNotFoundError(f"{text!r} does not name a file in a repo ({why})",
-                                     hint="use owner/repo/path/file.gguf without '..' or empty parts")
-        return ModelSpec(text, repo_id=f"{m.group(1)}/{m.group(2)}", filename=m.group(3))
-    m = _REPO_RE.match(text)
-    if m and not text.lower().endswith(".gguf"):  # `dir/model.gguf` is a (missing) file, not a repo
-        return ModelSpec(text, repo_id=f"{m.group(1)}/{m.group(2)}", quant=m.group(3))
+        alias = name.lower()
+        if source == "modelscope":
+            if alias not in MS_ALIASES:
+                raise ModelNotFoundError(
+                    f"{alias} has no ModelScope repo known to chatglm3 (the preferred source is ModelScope)",
+                    hint="name one with ms://OWNER/REPO[:QUANT], or read it from the Hub with CHATGLM3_SOURCE=hub")
+            return ModelSpec(text, repo_id=MS_ALIASES[alias], quant=quant or None, alias=alias,
+                             source="modelscope")
+        return ModelSpec(text, repo_id=ALIASES[alias], quant=quant or None, alias=alias)
+    spec = _parse_repo(text, text, "hub", missing_ok=True)
+    if spec is not None:
+        return spec
     if text.lower().endswith(".gguf") or "/" in text:
         return ModelSpec(text, path=Path(expanded))  # a path that does not exist: reported later
     raise ModelNotFoundError(
-        f"unknown model {text!r}",
-        hint=f"use a .gguf path, an alias ({', '.join(ALIASES)}), or a Hub repo like owner/repo:Q4_K_M")
+        f"unknown model {text[:200]!r}",
+        hint=f"use a .gguf path, an alias ({', '.join(ALIASES)}), a Hub repo like owner/repo:Q4_K_M, "
+             "ms://owner/repo for ModelScope, or a name from `chatglm3 models add`")
+
+
+def _parse_repo(text: str, ref: str, source: str, missing_ok: bool = False) -> Optional[ModelSpec]:
+    """`owner/repo[:QUANT]` or `owner/repo/path/file.gguf` (what follows `ms://` for ModelScope)."""
+    m = _REPO_FILE_RE.match(ref)
+    if m:
+        why = bad_repo_path(m.group(3))
+        if why is not None:
+            raise ModelNotFoundError(f"{text[:200]!r} does not name a file in a repo ({why})",
+                                     hint="use owner/repo/path/file.gguf without '..' or empty parts")
+        return ModelSpec(text, repo_id=f"{m.group(1)}/{m.group(2)}", filename=m.group(3), source=source)
+    m = _REPO_RE.match(ref)
+    if m and not ref.lower().endswith(".gguf"):  # `dir/model.gguf` is a (missing) file, not a repo
+        return ModelSpec(text, repo_id=f"{m.group(1)}/{m.group(2)}", quant=m.group(3), source=source)
+    if missing_ok:
+        return None
+    raise ModelNotFoundError(f"{text[:200]!r} does not name a ModelScope repo",
+                             hint="use ms://OWNER/REPO[:QUANT] or ms://OWNER/REPO/FILE.gguf")
 
 
 def gguf_files(names: Iterable[str]) -> list[str]:

@@ -37,10 +37,6 @@ def lock_path(repo_id: str, etag: str, cache: Optional[Path] = None) -> Path:
     return base / ".locks" / repo_dir(repo_id, base).name / f"{etag}.lock"
 
 
-def blob_path(repo_id: str, etag: str, cache: Optional[Path] = None) -> Path:
-    return repo_dir(repo_id, cache) / "blobs" / etag
-
-
 def partial_path(repo_id: str, etag: str, cache: Optional[Path] = None) -> Path:
     return repo_dir(repo_id, cache) / "blobs" / f"{etag}{PARTIAL_SUFFIX}"
 
@@ -227,4 +223,13 @@ def mark_used(path: Path) -> None:
 
 
 def last_used(path: Path) -> Optional[float]:
-    return _load_state().get(str(path))
+    value = _load_state().get(str(path))
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def used_files() -> list[Path]:
+    """GGUF files used with -m (recorded by mark_used) that are still there, newest first."""
+    state = _load_state()
+    paths = sorted((p for p, t in state.items() if isinstance(p, str) and isinstance(t, (int, float))),
+                   key=lambda p: -state[p])
+    return [Path(p) for p in paths if p.lower().endswith(".gguf") and os.path.isfile(p)]

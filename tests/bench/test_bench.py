@@ -5,7 +5,7 @@ import json
 
 from typer.testing import CliRunner
 
-from chatglm3_cli.bench.run import bytes_per_token
+from chatglm3_cli.bench.measure import bytes_per_token
 from chatglm3_cli.cli.app import app
 from chatglm3_cli.cli.exit_codes import ExitCode
 from chatglm3_cli.engine.gguf_file import read_gguf
@@ -59,7 +59,7 @@ def test_bytes_per_token_counts_one_embedding_row(fixtures):
 
 
 def _report(decode_runs):
-    from chatglm3_cli.bench.run import BenchReport, Side, Spread
+    from chatglm3_cli.bench.report import BenchReport, Side, Spread
 
     def side(dec):
         return Side(prefill_tps=Spread([20.0, 21.0]), decode_tps=Spread(dec), ttft_s=Spread([1.0, 1.1]))
@@ -72,7 +72,7 @@ def _report(decode_runs):
 
 def test_a_run_too_noisy_to_trust_is_flagged():
     """The issue's run: decode from 0.47 to 55 tok/s, and a ratio reported as a fact."""
-    from chatglm3_cli.bench.run import format_report
+    from chatglm3_cli.bench.format import format_report
 
     noisy = _report([0.47, 30.0, 55.0])
     assert noisy.ours.decode_tps.noisy and not noisy.raw.decode_tps.noisy
@@ -103,3 +103,14 @@ def test_bench_under_load_reports_both(fixtures):
                                      "--records", "1", "--load", "1"])
     assert table.exit_code == 0, table.output
     assert "loaded / alone" in table.stdout and "steady" in table.stdout
+
+
+def test_the_table_leads_with_what_a_user_asks_then_the_comparison():
+    from chatglm3_cli.bench.format import format_report
+
+    lines = format_report(_report([3.0, 3.1, 3.05])).splitlines()
+    assert lines[0].startswith("m.gguf (chatglm3, Q4_0, 1.00 GB), 2 threads")
+    assert [line.split()[0] for line in lines[1:5]] == ["prompt", "answer", "first", "memory"]
+    assert "20.50 tokens/s" in lines[1] and "3.05 tokens/s" in lines[2] and "1.05 s" in lines[3]
+    comparison = lines.index("compared with a raw llama.cpp loop on the same model")
+    assert comparison > 4 and any("(ours / raw)" in line for line in lines[comparison:])

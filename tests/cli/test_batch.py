@@ -116,6 +116,31 @@ def test_strict_runs_nothing(batch, tmp_path):
     assert not (tmp_path / "jobs.results.jsonl.manifest.json").exists()
 
 
+def test_tools_for_a_model_without_a_tool_format_are_that_records_error(batch, fixtures, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    tool = {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}
+    jobs.write_text(jsonl([{"id": "t", "task": "chat", "messages": [{"role": "user", "content": "hi"}],
+                            "tools": [tool]}, gen(0)]))
+    r = batch(str(jobs), model_path=str(fixtures.path("template")))
+    assert r.exit_code == ExitCode.PARTIAL_FAILURE, r.output
+    lines = {line["id"]: line for line in read(tmp_path / "jobs.results.jsonl")}
+    assert "has no tool-calling format" in lines["t"]["error"]["message"] and lines["g0"]["error"] is None
+
+
+@pytest.mark.parametrize("content, message", [
+    ("# Guide\n\nSome *Markdown* given by mistake.\n\n- one\n- two\n", "none of its 4 records is a valid job"),
+    ("".join(f"line {i}\n" for i in range(12)) + jsonl([gen(0)]), "its first 12 records are all invalid"),
+])
+def test_a_file_that_is_not_jobs_stops_before_the_model_loads(batch, tmp_path, content, message):
+    jobs = tmp_path / "guide.md"
+    jobs.write_text(content)
+    r = batch(str(jobs), model_path=str(tmp_path / "no-model-needed.gguf"))  # never opened
+    assert r.exit_code == ExitCode.USAGE, r.output
+    assert message in r.stderr and "JSON Lines" in r.stderr and "nothing was run" in r.stderr
+    assert not (tmp_path / "guide.md.results.jsonl").exists()
+    assert not list(tmp_path.glob("*.manifest.json"))
+
+
 @pytest.mark.parametrize("content, message", [
     (b"\x00\x01\x02\x03binary", "looks like a binary file"),
     (b"", "has no records"),

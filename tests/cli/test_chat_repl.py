@@ -29,7 +29,7 @@ class Harness:
         self.renderer = renderer
         self.tmp = tmp_path
 
-    def run(self, keys: str) -> int:
+    def run(self, keys: str, first: str | None = None) -> int:
         with create_pipe_input() as inp:
             inp.send_text(keys)
             with create_app_session(input=inp, output=DummyOutput()):
@@ -37,7 +37,7 @@ class Harness:
                     self.session, out=self.out, err=self.err,
                     make_renderer=self.renderer or (lambda: PlainRenderer(self.out)),
                     pt_input=inp, pt_output=DummyOutput(), store=self.store, conversation=self.conv)
-                return self.repl.run()
+                return self.repl.run(first)
 
     @property
     def said(self) -> str:
@@ -61,6 +61,25 @@ def test_answers_over_several_turns_then_ctrl_d(h):
 def test_exit_words(h, word):
     assert h.run(f"{word}\r") == 0
     assert h.out.getvalue() == ""
+
+
+@pytest.mark.parametrize("word", ["exit", "quit", "stop"])
+def test_a_plain_exit_word_says_why_the_chat_ends(h, word):
+    assert h.run(f"{word}\r") == 0
+    assert f"leaving ({word!r} ends the chat" in h.said
+
+
+def test_a_piped_first_message_is_shown_above_its_answer(h):
+    h.run("/exit\r", first="notes line 1\nline 2\n3\n4\n5\n6\n7")
+    assert h.said.startswith(">>> notes line 1\n... line 2\n") and "... (2 more lines)" in h.said
+    assert h.out.getvalue() == ANSWER + "\n"
+
+
+def test_an_answer_cut_off_at_max_tokens_says_so(scripted_model, tmp_path):
+    h = Harness(scripted_model, tmp_path)
+    h.session.params = SamplingParams(temperature=0, max_tokens=2)
+    h.run("hello\r/exit\r")
+    assert "cut off at 2 tokens (--max-tokens)" in h.said
 
 
 def test_alt_enter_inserts_newline(h):

@@ -133,11 +133,12 @@ def test_models_list_info_and_rm(repo, fixtures):
     r = cli("models")
     assert r.exit_code == 0, r.output
     header, row = r.stdout.splitlines()
-    assert header.split() == ["NAME", "QUANT", "SIZE", "LAST", "USED", "PATH"]
-    assert row.split()[:4] == [f"{REPO}:Q8_0", "Q8_0", "757.79", "kB"] and row.endswith(path)
+    assert header.split() == ["NAME", "SOURCE", "QUANT", "SIZE", "LAST", "USED", "PATH"]
+    assert row.split()[:5] == [f"{REPO}:Q8_0", "hub", "Q8_0", "757.79", "kB"] and row.endswith(path)
     assert "never" not in row
     item = json.loads(cli("models", "--json").stdout)
     assert item["name"] == f"{REPO}:Q8_0" and item["size"] == 757792 and item["last_used"] > 0
+    assert item["source"] == "hub"
 
     r = cli("models", "info", f"{REPO}:q8_0")
     assert r.exit_code == 0, r.output

@@ -171,6 +171,29 @@ def test_approval_prompt_in_a_real_terminal(fixtures, tmp_path):
         t("kill-server")
 
 
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_ctrl_c_at_the_approval_prompt_stops_the_chain_not_the_chat(fixtures, tmp_path):
+    """One Ctrl-C at "Run it?" ends the model's calls (it was 5 refusals before); the chat goes on."""
+    tools, marker = _tools_file(tmp_path)
+    t = _chat_in_tmux("stop", tmp_path, ["-m", str(fixtures.path("scripted-tool")), "--tools", str(tools),
+                                         "--max-tool-calls", "5", "--plain", "--no-save"])
+    try:
+        t.wait_for(">>>")
+        t("send-keys", "-t", "stop", "Weather in Paris?", "Enter")
+        t.wait_for("Run it?")
+        t("send-keys", "-t", "stop", "C-c")
+        t.wait_for("(tool calls stopped; the chat goes on)")
+        _wait_count(t, ">>>", 2)
+        screen = t.screen()
+        assert screen.count("Run it?") == 1 and "[refused]" not in screen, screen
+        assert not marker.exists()
+        t("send-keys", "-t", "stop", "/exit", "Enter")
+        screen = t.wait_for("EXIT=")
+        assert "EXIT=0" in screen and "Traceback" not in screen, screen
+    finally:
+        t("kill-server")
+
+
 def test_glm4_answers_and_calls_tools_in_its_own_format(fixtures, tmp_path):
     r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("glm4")), "Hello"])
     assert r.exit_code == 0 and r.stdout == "Hello from GLM-4\n"

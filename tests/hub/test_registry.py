@@ -66,5 +66,33 @@ def test_precedence_flag_env_config_default(monkeypatch):
     assert model_name("owner/repo") == "owner/repo"
 
 
-def test_minimal_config_parser_for_python_310():
-    assert config._parse_minimal('# c\nmodel = "a/b:Q8_0"\nx = 3\n') == {"model": "a/b:Q8_0", "x": 3}
+def test_modelscope_names():
+    s = parse_spec("ms://LLM-Research/glm-4-9b-chat-GGUF:q8_0")
+    assert (s.source, s.repo_id, s.quant) == ("modelscope", "LLM-Research/glm-4-9b-chat-GGUF", "q8_0")
+    s = parse_spec("ms://owner/repo/sub/x.Q4_K_M.gguf")
+    assert (s.source, s.repo_id, s.filename) == ("modelscope", "owner/repo", "sub/x.Q4_K_M.gguf")
+    assert parse_spec("owner/repo").source == "hub"
+    s = parse_spec("glm-4-9b-chat", source="modelscope")
+    assert (s.source, s.repo_id) == ("modelscope", "LLM-Research/glm-4-9b-chat-GGUF")
+    for bad in ("ms://nothing", "ms://owner/repo/../x.gguf", "ms://"):
+        with pytest.raises(ModelNotFoundError):
+            parse_spec(bad)
+    with pytest.raises(ModelNotFoundError, match="no ModelScope repo known"):
+        parse_spec("chatglm3-6b", source="modelscope")
+
+
+def test_source_preference_from_the_environment_and_the_config(monkeypatch, capsys):
+    from chatglm3_cli import env
+    from chatglm3_cli.hub.resolve import preferred_source
+
+    assert preferred_source() == "hub"
+    config.config_file().parent.mkdir(parents=True)
+    config.config_file().write_text('source = "modelscope"\n')
+    assert preferred_source() == "modelscope"
+    monkeypatch.setenv("CHATGLM3_SOURCE", "HUB")
+    assert preferred_source() == "hub"
+    monkeypatch.setattr(env, "_warned", set())
+    monkeypatch.setenv("CHATGLM3_SOURCE", "modelscop")  # a typo: said once, then the config's
+    assert preferred_source() == "modelscope" and preferred_source() == "modelscope"
+    err = capsys.readouterr().err
+    assert err.count("CHATGLM3_SOURCE='modelscop' is not hub or modelscope") == 1

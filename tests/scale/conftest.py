@@ -50,7 +50,7 @@ def have_ray() -> bool:
     return True
 
 
-needs_ray = pytest.mark.skipif(not have_ray(), reason="Ray is not installed (pip install 'chatglm3[ray]')")
+needs_ray = pytest.mark.skipif(not have_ray(), reason="Ray is not installed (pip install '.[ray]')")
 
 
 def descendants(pid: int) -> list[int]:
@@ -142,7 +142,7 @@ def cluster_env(base: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     if not have_ray():
-        pytest.skip("Ray is not installed (pip install 'chatglm3[ray]')")
+        pytest.skip("Ray is not installed (pip install '.[ray]')")
     cluster = RayCluster(cluster_env(tmp_path_factory.mktemp("raycluster")))
     yield cluster
     cluster.stop()

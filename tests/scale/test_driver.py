@@ -57,7 +57,7 @@ def test_ray_flag_without_ray_says_how_to_install(monkeypatch, fixtures, tmp_pat
     args = [str(jobs)] if command == "batch" else [str(jobs), "--to", "zh", "--format", "txt"]
     r = CliRunner().invoke(app, [command, *args, "-m", str(fixtures.path("tiny")), "--ray", "local"])
     assert r.exit_code == ExitCode.CLUSTER_ERROR, r.output
-    assert "pip install 'chatglm3[ray]'" in r.output
+    assert "pip install '.[ray]'" in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.jsonl"]  # nothing written
 
 

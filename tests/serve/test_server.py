@@ -192,6 +192,21 @@ def test_tool_calls_streamed_or_not(fixtures, tmp_path):
         assert server.stop() == 0
 
 
+def test_tools_for_a_model_without_a_tool_format_are_a_400(fixtures, tmp_path):
+    """The ChatML fixture has no tool-calling format: refused, never answered without the tools."""
+    server = Server(fixtures.path("template"), tmp_path, "--parallel", "1", "--ctx", "256")
+    try:
+        r = server.http().post("/v1/chat/completions", json={
+            "model": "m", "messages": [{"role": "user", "content": "Weather?"}], "tools": [SEARCH]})
+        assert r.status_code == 400, r.text
+        assert "has no tool-calling format" in r.json()["error"]["message"]
+        ok = server.http().post("/v1/chat/completions", json={
+            "model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+        assert ok.status_code == 200, ok.text
+    finally:
+        assert server.stop() == 0
+
+
 @pytest.fixture(scope="module")
 def tiny(fixtures, tmp_path_factory):
     server = Server(fixtures.path("tiny"), tmp_path_factory.mktemp("tiny"), "--parallel", "4", "--ctx", "512")
