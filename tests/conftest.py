@@ -37,6 +37,21 @@ class Fixtures:
         return self.path("vocab")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Marks by what a test needs, so the fast part runs alone: ``-m "not model"`` skips every
+    test that loads a generated GGUF into llama.cpp (all of them use the ``fixtures`` fixture),
+    ``-m "not ray"`` the tests that start a Ray cluster, ``-m "not browser"`` those that drive
+    chromium."""
+    for item in items:
+        path = str(item.path)
+        if "fixtures" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.model)
+        if f"{os.sep}scale{os.sep}" in path:
+            item.add_marker(pytest.mark.ray)
+        if path.endswith("test_web_page.py"):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def fixtures() -> Fixtures:
     return Fixtures()
