@@ -36,6 +36,11 @@ VARIABLES: tuple[EnvVar, ...] = (
            "~/.local/share/chatglm3 (the platform's data dir)", "tmpdir"),
     EnvVar("CHATGLM3_STATE_DIR", "bookkeeping: when each model was last used, translate checkpoints",
            "~/.local/state/chatglm3 (the platform's state dir)", "tmpdir"),
+    EnvVar("CHATGLM3_CACHE_DIR", "the prompt cache (evaluated prompts kept on disk, `chatglm3 cache`)",
+           "~/.cache/chatglm3 (the platform's cache dir)", "tmpdir"),
+    EnvVar("CHATGLM3_PROMPT_CACHE", "0: keep no evaluated prompts on disk (the prompt cache)", "on"),
+    EnvVar("CHATGLM3_PROMPT_CACHE_SIZE", "the most the prompt cache keeps on disk (e.g. 500M, 8G); the least "
+           "recently used entries go first", "4G"),
     EnvVar("CHATGLM3_NOHISTORY", "1: chat keeps no input history", "off"),
     EnvVar("CHATGLM3_API_KEY", "the key `serve` requires as `Authorization: Bearer KEY` (like --api-key)", "none"),
     EnvVar("CHATGLM3_FLASH_ATTN", "on, off or auto: llama.cpp's flash attention",

@@ -104,6 +104,20 @@ class ConversationStore:
         atomic_write_text(p, conv.to_json())
         return p
 
+    def delete(self, conv_id: str) -> Conversation:
+        """Remove a saved conversation, and the evaluated prompts the prompt cache keeps of it."""
+        from ..engine.promptcache import forget_conversation
+
+        conv = self.load(conv_id)
+        try:
+            self.path(conv.id).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise InputError(f"cannot delete {self.path(conv.id)}: {e.strerror or e}") from None
+        forget_conversation(conv.id)
+        return conv
+
     def load(self, conv_id: str) -> Conversation:
         p = self.path(conv_id)
         if not p.exists():

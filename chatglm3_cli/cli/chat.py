@@ -183,7 +183,7 @@ def _fileno(f: object) -> Optional[int]:
         return None
 
 
-history_app = App(help="Saved conversations: `chatglm3 history` lists them, newest first; show or export "
+history_app = App(help="Saved conversations: `chatglm3 history` lists them, newest first; show, export or delete "
                        "one by its ID.", no_args_is_help=False, invoke_without_command=True)
 
 
@@ -260,3 +260,15 @@ def history_export(
         console_mod.current().error(f"wrote {output}")
     else:
         console_mod.current().write(text)
+
+
+@history_app.command("delete")
+@handle_errors
+def history_delete(conv_id: Annotated[str, typer.Argument(
+        metavar="ID", help="A conversation's id as `chatglm3 history` lists it (a unique prefix is enough).")],
+) -> None:
+    """Delete a saved conversation (and what the prompt cache keeps of it)."""
+    from ..chat.history import ConversationStore
+
+    conv = ConversationStore().delete(conv_id)
+    console_mod.current().error(f"deleted {conv.id}")

@@ -247,6 +247,9 @@ class ModelArgs(OptionGroup):
             console_mod.current().error(f"note: {note}")
         for w in m.warnings:
             console_mod.current().error(f"warning: {w}")
+        from ..engine import promptcache  # evaluated prompts kept across runs
+
+        promptcache.attach(m, warn=lambda line: console_mod.current().error(f"warning: {line}"))
         return m
 
     def open_for_decoder(self) -> "Model":

@@ -16,6 +16,7 @@ from .sampling import SamplingParams
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import LlamaContext, LlamaModel
+    from .promptcache import PromptCache
 
 # Longer than any tool name (OpenAI caps function names at 64): a first line this long without
 # "\n" is content, not metadata, and streaming need not wait for more of it.
@@ -197,6 +198,7 @@ class KVCache:
     def __init__(self, ctx: "LlamaContext") -> None:
         self.ctx = ctx
         self.tokens: list[int] = []
+        self.disk: "PromptCache | None" = None  # prefixes saved by earlier runs (promptcache.py)
 
     def reset(self) -> None:
         self.ctx.remove(0, 0, -1)
@@ -210,6 +212,8 @@ class KVCache:
         from .prefixes import usable_prefix
 
         n = usable_prefix(self.tokens, prompt, len(prompt) - 1)
+        if self.disk is not None:  # a longer prefix saved by an earlier process, if any
+            n = self.disk.restore_single(self, prompt, n)
         if n < len(self.tokens):
             if not self.ctx.remove(0, n, -1):
                 self.ctx.remove(0, 0, -1)
@@ -345,6 +349,8 @@ class Generation:
                 cache.tokens.append(tok)
                 tok = sampler.sample(ctx, 0 if draft else -1)
             ok = True
+            if cache.disk is not None:  # kept for later processes (promptcache.py)
+                cache.disk.save_single(cache)
         finally:
             timings.generated_tokens = len(generated)
             timings.generation_ms = (time.perf_counter() - t1) * 1000 if "t1" in locals() else 0.0
