@@ -97,10 +97,13 @@ class ChatSession:
             self.tools = tools[0].tools
         self.messages = [m for m in messages if m.role != "system"]
         self.window_start = 0
+        self.last_prompt_tokens, self.last_completion = 0, None
 
     @property
     def context_used(self) -> int:
         c = self.last_completion
+        if c is None and self.messages:  # resumed or loaded: what the conversation takes now
+            return len(self._prompt_ids())
         return self.last_prompt_tokens + (c.completion_tokens if c else 0)
 
     @property
