@@ -68,12 +68,18 @@ def chat(
                 tooling.check_model(m, toolbox)
                 sys_text = toolbox.system_prompt(sys_text)
             session = ChatSession(m, system=sys_text, params=sampling, tools=tooling.specs(toolbox))
+            from ..engine import promptcache
+
+            pc = promptcache.of(m)
+            if pc is not None and store is not None and conversation is not None:
+                pc.conversation = conversation.id  # its cached prompts go when it is deleted
             if restored:
                 session.load(restored)
                 if sys_text:
                     session.system = sys_text
                 assert conversation is not None
-                con.error(f"resumed conversation {conversation.id} ({len(session.messages)} messages)")
+                con.error(f"resumed conversation {conversation.id} ({len(session.messages)} messages, "
+                          f"context: {session.context_used} of {session.n_ctx} tokens)")
             renderer = MarkdownRenderer if rich_out else PlainRenderer
             repl = ChatREPL(
                 session, out=con.stdout, err=con.stderr, make_renderer=lambda: renderer(con.stdout),

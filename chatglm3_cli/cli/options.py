@@ -249,7 +249,9 @@ class ModelArgs(OptionGroup):
             console_mod.current().error(f"warning: {w}")
         from ..engine import promptcache  # evaluated prompts kept across runs
 
-        promptcache.attach(m, warn=lambda line: console_mod.current().error(f"warning: {line}"))
+        pc = promptcache.attach(m, warn=lambda line: console_mod.current().error(f"warning: {line}"))
+        if pc is not None and self.verbose:
+            pc.report = console_mod.current().error
         return m
 
     def open_for_decoder(self) -> "Model":

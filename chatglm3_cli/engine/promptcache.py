@@ -297,6 +297,7 @@ class PromptCache:
         self.restored = 0  # tokens the last restore gave
         self.restored_total = 0
         self.saved = 0  # entries written by this process
+        self.report: Callable[[str], None] | None = None  # --verbose: what was restored and saved
 
     # keys ---------------------------------------------------------------------------------
 
@@ -378,6 +379,8 @@ class PromptCache:
             pass
         self.restored = keep
         self.restored_total += keep
+        if self.report is not None:
+            self.report(f"prompt cache: {keep} tokens restored from disk ({_mib(len(data))} MiB)")
         return True
 
     # saving -------------------------------------------------------------------------------
@@ -432,6 +435,8 @@ class PromptCache:
             self._warn_once(f"prompt cache: could not save an evaluated prompt in {self.root} ({why})")
             return None
         self.saved += 1
+        if self.report is not None:
+            self.report(f"prompt cache: saved {len(tokens)} tokens ({_mib(total)} MiB)")
         return path
 
     # engine hooks ---------------------------------------------------------------------------
@@ -462,6 +467,10 @@ class PromptCache:
         draft, past ``cache.tokens``, are dropped first, as the generation would)."""
         cache.ctx.remove(0, len(cache.tokens), -1)
         self.save(cache.ctx, 0, cache.tokens)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f}"
 
 
 def _write_atomic(path: Path, chunks: Sequence[bytes]) -> None:
