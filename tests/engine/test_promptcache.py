@@ -258,3 +258,27 @@ def test_a_jobs_shared_instructions_survive_the_run(fixtures, tmp_path):
     second, ev2 = run(tmp_path)
     assert second == plain
     assert ev2 < ev1 - 200  # the instructions came from the file
+
+
+def test_a_servers_kept_conversations_survive_a_restart(fixtures, tmp_path):
+    """serve keeps each finished conversation (retain=True); a restarted server (a new decoder
+    and context) gets the next turn's beginning from the file, with the same answer."""
+    turn1 = [Message("system", "Be brief."), Message("user", DOC)]
+
+    def serve(root, messages):
+        m = _open(fixtures, "tiny", root)
+        if root is None:
+            m.prompt_cache = None
+        try:
+            with ParallelDecoder(m, n_parallel=2, n_ctx=768, n_batch=64) as dec:
+                (r,) = list(dec.run([DecodeRequest("a", messages, params=GREEDY)], retain=True))
+                return r.completion
+        finally:
+            m.close()
+
+    first = serve(tmp_path, turn1)
+    turn2 = turn1 + [Message("assistant", first.text, token_ids=first.tokens), Message("user", "Shorter?")]
+    restarted = serve(tmp_path, turn2)
+    plain = serve(None, turn2)
+    assert plain.cached_tokens == 0 and restarted.cached_tokens > len(first.tokens) + 200
+    assert restarted.tokens == plain.tokens
