@@ -285,8 +285,8 @@ class Generation:
         draft: list[int] = []  # the draft evaluated in the last step, being verified
         row = 0  # the batch row of that step whose logits gave the current token
         try:
+            t0 = time.perf_counter()  # a prefix restored from disk counts as prompt time
             kept = cache.prepare(self.prompt)
-            t0 = time.perf_counter()
             ctx.decode(self.prompt[kept:], kept)
             cache.tokens = list(self.prompt)
             t1 = time.perf_counter()

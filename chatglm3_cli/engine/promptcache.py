@@ -296,6 +296,7 @@ class PromptCache:
         self.conversation: str | None = None  # set by chat: entries saved now belong to it
         self.restored = 0  # tokens the last restore gave
         self.restored_total = 0
+        self.restore_ms = 0.0  # how long the last restore took (read, check, load)
         self.saved = 0  # entries written by this process
         self.report: Callable[[str], None] | None = None  # --verbose: what was restored and saved
 
@@ -359,6 +360,7 @@ class PromptCache:
         """Put an entry's cells in sequence ``seq`` and keep the first ``keep`` of them."""
         from .backend import llama
 
+        t0 = time.perf_counter()
         try:
             data = read_payload(entry)
         except BadEntry as err:
@@ -379,6 +381,7 @@ class PromptCache:
             pass
         self.restored = keep
         self.restored_total += keep
+        self.restore_ms = (time.perf_counter() - t0) * 1000
         if self.report is not None:
             self.report(f"prompt cache: {keep} tokens restored from disk ({_mib(len(data))} MiB)")
         return True
