@@ -180,15 +180,18 @@ def read_header(path: Path) -> Entry:
     return Entry(path, header, offset)
 
 
-def read_payload(entry: Entry) -> bytes:
-    """The entry's state bytes, checked against the header's sha256; BadEntry otherwise."""
+def read_payload(entry: Entry) -> bytearray:
+    """The entry's state bytes, checked against the header's sha256; BadEntry otherwise. Read
+    into one buffer that llama.cpp then reads in place (an entry can be hundreds of MB)."""
+    n = int(entry.header["payload_bytes"])
+    data = bytearray(n)
     try:
         with open(entry.path, "rb") as f:
             f.seek(entry.offset)
-            data = f.read(int(entry.header["payload_bytes"]) + 1)
+            got = f.readinto(data)
     except OSError as e:
         raise BadEntry(f"unreadable ({e.strerror or e})") from None
-    if len(data) != int(entry.header["payload_bytes"]):
+    if got != n:
         raise BadEntry("truncated")
     if hashlib.sha256(data).hexdigest() != entry.header.get("payload_sha256"):
         raise BadEntry("checksum mismatch")
@@ -297,6 +300,8 @@ class PromptCache:
         self.restored = 0  # tokens the last restore gave
         self.restored_total = 0
         self.restore_ms = 0.0  # how long the last restore took (read, check, load)
+        # Headers already read, by file (inode and size: a replaced file is read again).
+        self._seen: dict[Path, tuple[tuple[int, int], Entry]] = {}
         self.saved = 0  # entries written by this process
         self.report: Callable[[str], None] | None = None  # --verbose: what was restored and saved
 
@@ -317,6 +322,7 @@ class PromptCache:
     def _drop(self, path: Path, why: str) -> None:
         """One warning line, and the entry goes."""
         self._warn_once(f"prompt cache: ignored and removed {path.name}: {why}")
+        self._seen.pop(path, None)
         try:
             with _lock(self.root):
                 _unlink(path)
@@ -330,7 +336,15 @@ class PromptCache:
         settings = _digest(key)
         for p in _entries(self.root, f"{self.model_hash}-*{SUFFIX}"):
             try:
-                e = read_header(p)
+                st = p.stat()
+                seen = self._seen.get(p)
+                if seen is not None and seen[0] == (st.st_ino, st.st_size):
+                    e = seen[1]
+                else:
+                    e = read_header(p)
+                    self._seen[p] = ((st.st_ino, st.st_size), e)
+            except FileNotFoundError:  # removed by another process meanwhile
+                continue
             except BadEntry as err:
                 if p.exists():
                     self._drop(p, str(err))
@@ -367,7 +381,7 @@ class PromptCache:
             self._drop(entry.path, str(err))
             return False
         L = llama()
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
         n = L.llama_state_seq_set_data(ctx.ptr, buf, len(data), seq)
         if n != len(data):
             ctx.remove(seq, 0, -1)
@@ -416,7 +430,7 @@ class PromptCache:
         n = int(L.llama_state_seq_get_data(ctx.ptr, buf, size, seq))
         if n <= 0:
             return None
-        payload = bytes(memoryview(buf)[:n])
+        payload = memoryview(buf)[:n]  # written and hashed in place
         header = {"format": FORMAT, "key": key, "tokens": list(tokens), "payload_bytes": n,
                   "payload_sha256": hashlib.sha256(payload).hexdigest(), "created": time.time(),
                   "conversation": self.conversation, "model_name": self.model_name}
@@ -449,6 +463,8 @@ class PromptCache:
         sequence 0 holds, load it there (the context's only sequence: emptied first, so its
         cells take the places they had when evaluated) and return its length, else ``kept``."""
         self.restored = 0
+        if len(prompt) - 1 - kept < MIN_TOKENS:  # no saved prefix could give enough more
+            return kept
         try:
             entry, n = self.best(cache.ctx, prompt, len(prompt) - 1)
             if entry is None or n < max(MIN_TOKENS, kept + MIN_TOKENS):
@@ -476,7 +492,7 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f}"
 
 
-def _write_atomic(path: Path, chunks: Sequence[bytes]) -> None:
+def _write_atomic(path: Path, chunks: Sequence[bytes | memoryview]) -> None:
     """Write through a temp file (mode 0600) in the same folder and a rename."""
     tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -542,7 +558,7 @@ def decoder_restore(dec: "ParallelDecoder", prompt: Sequence[int], limit: int, s
     ``shared``), load it into a new kept prefix of the decoder and return (its sequence, its
     length); else (source, shared)."""
     pc = of(dec.model)
-    if pc is None:
+    if pc is None or limit - shared < MIN_TOKENS:
         return source, shared
     try:
         entry, n = pc.best(dec.ctx, prompt, limit)
