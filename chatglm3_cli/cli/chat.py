@@ -139,8 +139,7 @@ def open_conversation(no_save: bool, cont: bool, resume: Optional[str], label: s
                       ) -> tuple[Optional[ConversationStore], Optional[Conversation], list[Message]]:
     """(the store to save into, or None with --no-save; the conversation, new or resumed; the
     messages restored from it)."""
-    from ..chat.history import Conversation, ConversationStore
-    from ..engine.prompt import Message
+    from ..chat.history import Conversation, ConversationStore, message_from_record
 
     store = None if no_save else ConversationStore()
     conversation = None
@@ -151,7 +150,7 @@ def open_conversation(no_save: bool, cont: bool, resume: Optional[str], label: s
         _report_skipped(src_store)
         if conversation is None:
             raise UsageError("there is no saved conversation to continue")
-        restored = [Message.from_dict(d) for d in conversation.messages]
+        restored = [message_from_record(d) for d in conversation.messages]
     if store is not None and conversation is None:
         import time
 
@@ -256,8 +255,9 @@ def history_export(
     if fmt not in ("md", "json"):
         raise UsageError("--format must be md or json")
     conv = ConversationStore().load(conv_id)
+    messages = [{k: v for k, v in m.items() if k != "token_ids"} for m in conv.messages]  # OpenAI's shape
     text = to_markdown(conv) if fmt == "md" else json.dumps(
-        {"id": conv.id, "model": conv.model, "messages": conv.messages}, ensure_ascii=False, indent=2) + "\n"
+        {"id": conv.id, "model": conv.model, "messages": messages}, ensure_ascii=False, indent=2) + "\n"
     if output and not is_stdout_name(output):
         try:
             atomic_write_text(Path(output), text)  # a symlink is written through; a device refused

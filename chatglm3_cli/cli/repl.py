@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
-from ..chat.history import Conversation, ConversationStore, load_transcript, messages_to_json
+from ..chat.history import Conversation, ConversationStore, load_transcript, message_record, messages_to_json
 from ..chat.session import ChatSession
 from ..errors import ChatGLM3Error, OutputWriteError
 from ..files import atomic_write_text
@@ -276,7 +276,7 @@ class ChatREPL:
     def autosave(self) -> None:
         if self.store is None or self.conversation is None:
             return
-        self.conversation.messages = [m.to_dict() for m in self.session.all_messages()]
+        self.conversation.messages = [message_record(m) for m in self.session.all_messages()]
         try:
             self.store.save(self.conversation)
         except OSError as e:

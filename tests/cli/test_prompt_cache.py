@@ -88,3 +88,42 @@ def test_two_processes_at_once(cli, tmp_path):
     assert not list(promptcache.cache_root().glob(".tmp-*"))
     again, _ = _ask(cli, "Question 9?")
     assert again["usage"]["cached_tokens"] > 0
+
+
+def test_chat_continue_resumes_without_reading_the_conversation_again(cli):
+    import re
+
+    r = cli("chat", "-m", cli.model, "-t", "0", "--max-tokens", "8", input=DOC)
+    assert r.exit_code == 0, r.output
+    r = cli("chat", "-m", cli.model, "-t", "0", "--max-tokens", "8", "--continue", "--stats", "-v",
+            input="And then?")
+    assert r.exit_code == 0, r.output
+    assert re.search(r"resumed conversation \S+ \(2 messages, context: \d{3} of \d+ tokens\)", r.stderr), r.stderr
+    m = re.search(r"\[(\d+) new prompt tokens \((\d+) cached, (\d+) from the disk cache\)", r.stderr)
+    assert m, r.stderr
+    new, cached, disk = map(int, m.groups())
+    assert cached == disk > 200 and new < 24  # only the new question (and an aligned tail) was read
+    assert "tokens restored from disk" in r.stderr
+
+
+def test_saved_token_ids_that_do_not_spell_the_answer_are_not_used(fixtures):
+    from chatglm3_cli.chat.history import message_from_record
+    from chatglm3_cli.chat.session import ChatSession
+    from chatglm3_cli.engine.model import Model
+
+    with Model(fixtures.path("tiny"), n_ctx=256) as m:
+        good = m.tokenize("\n") + m.tokenize("Hello there")
+        records = [{"role": "user", "content": "hi"},
+                   {"role": "assistant", "content": "Hello there", "token_ids": good},
+                   {"role": "user", "content": "again"},
+                   {"role": "assistant", "content": "Something else", "token_ids": good},
+                   {"role": "user", "content": "and"},
+                   {"role": "assistant", "content": "x", "token_ids": [10 ** 7]},
+                   {"role": "assistant", "content": "y", "token_ids": ["1"]}]
+        msgs = [message_from_record(d) for d in records]
+        assert msgs[6].token_ids is None  # not ids at all
+        s = ChatSession(m)
+        s.load(msgs)
+        assert s.messages[1].token_ids == good  # spells its answer: kept
+        assert s.messages[3].token_ids is None  # another answer's: the text is encoded instead
+        assert s.messages[5].token_ids is None  # not in this vocabulary
