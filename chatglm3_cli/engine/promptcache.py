@@ -378,7 +378,8 @@ class PromptCache:
         try:
             data = read_payload(entry)
         except BadEntry as err:
-            self._drop(entry.path, str(err))
+            if entry.path.exists():  # else another process evicted it meanwhile: nothing to say
+                self._drop(entry.path, str(err))
             return False
         L = llama()
         buf = (ctypes.c_uint8 * len(data)).from_buffer(data)

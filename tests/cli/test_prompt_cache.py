@@ -127,3 +127,21 @@ def test_saved_token_ids_that_do_not_spell_the_answer_are_not_used(fixtures):
         assert s.messages[1].token_ids == good  # spells its answer: kept
         assert s.messages[3].token_ids is None  # another answer's: the text is encoded instead
         assert s.messages[5].token_ids is None  # not in this vocabulary
+
+
+def test_the_spinner_shows_only_while_a_slow_prompt_is_read_and_leaves_no_trace():
+    import io
+    import time
+
+    from chatglm3_cli.cli.repl import _Spinner
+
+    quick = io.StringIO()
+    with _Spinner(quick) as s:
+        s.stop()  # the first piece came at once: nothing was shown
+    assert quick.getvalue() == ""
+    slow = io.StringIO()
+    with _Spinner(slow) as s:
+        time.sleep(_Spinner.DELAY_S + 0.5)
+        s.stop()
+    out = slow.getvalue()
+    assert "reading the prompt" in out and out.endswith("\r\x1b[K")  # erased before the answer
