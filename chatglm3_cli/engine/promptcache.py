@@ -361,10 +361,14 @@ class PromptCache:
                 continue
             yield e
 
-    def best(self, ctx: "LlamaContext", prompt: Sequence[int], limit: int) -> tuple[Entry | None, int]:
-        """The entry that gives ``prompt`` the most tokens (aligned, at most ``limit``)."""
+    def best(self, ctx: "LlamaContext", prompt: Sequence[int], limit: int,
+             max_cells: int) -> tuple[Entry | None, int]:
+        """The entry that gives ``prompt`` the most tokens (aligned, at most ``limit``) among
+        those of at most ``max_cells`` cells (an entry is loaded whole, then cut)."""
         best, n = None, 0
         for e in self.candidates(self.key(ctx)):
+            if len(e.header["tokens"]) > max_cells:
+                continue
             m = usable_prefix(e.header["tokens"], prompt, limit)
             if m > n:
                 best, n = e, m
@@ -385,8 +389,9 @@ class PromptCache:
         buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
         n = L.llama_state_seq_set_data(ctx.ptr, buf, len(data), seq)
         if n != len(data):
+            # Checked bytes of this very llama.cpp and key: the context had no room for them
+            # (other sequences' cells), not a bad entry. It stays.
             ctx.remove(seq, 0, -1)
-            self._drop(entry.path, "llama.cpp refused its state")
             return False
         if keep < len(entry.header["tokens"]):
             ctx.remove(seq, keep, -1)
@@ -467,7 +472,7 @@ class PromptCache:
         if len(prompt) - 1 - kept < MIN_TOKENS:  # no saved prefix could give enough more
             return kept
         try:
-            entry, n = self.best(cache.ctx, prompt, len(prompt) - 1)
+            entry, n = self.best(cache.ctx, prompt, len(prompt) - 1, cache.ctx.n_ctx)
             if entry is None or n < max(MIN_TOKENS, kept + MIN_TOKENS):
                 return kept
             cache.ctx.clear()
@@ -562,7 +567,7 @@ def decoder_restore(dec: "ParallelDecoder", prompt: Sequence[int], limit: int, s
     if pc is None or limit - shared < MIN_TOKENS:
         return source, shared
     try:
-        entry, n = pc.best(dec.ctx, prompt, limit)
+        entry, n = pc.best(dec.ctx, prompt, limit, dec.n_ctx)
         if entry is None or n < max(MIN_TOKENS, shared + MIN_TOKENS):
             return source, shared
         seq = dec.prefixes.reserve(prompt[:n], dec._prefix_budget(live))

@@ -282,3 +282,44 @@ def test_a_servers_kept_conversations_survive_a_restart(fixtures, tmp_path):
     plain = serve(None, turn2)
     assert plain.cached_tokens == 0 and restarted.cached_tokens > len(first.tokens) + 200
     assert restarted.tokens == plain.tokens
+
+
+def test_entries_are_kept_apart_by_kv_cache_type_and_skipped_where_they_do_not_fit(fixtures, tmp_path):
+    from chatglm3_cli.engine.model import Model
+
+    first = _open(fixtures, "tiny-q4_0", tmp_path)
+    try:
+        _ask(first, "What is the first line?")
+    finally:
+        first.close()
+    (f16_entry,) = list(tmp_path.glob("*.kv"))
+    warnings: list[str] = []
+    # a quantized KV cache (flash attention on, V not transposed; heads of 64): another key
+    q8 = _open(fixtures, "tiny-q4_0", tmp_path, warnings, cache_type="q8_0")
+    try:
+        r, _ = _ask(q8, "Which language is the code in?")
+        assert r.cached_tokens == 0
+    finally:
+        q8.close()
+    later, plain = (_open(fixtures, "tiny-q4_0", tmp_path, warnings, cache_type="q8_0"),
+                    _open(fixtures, "tiny-q4_0", None, cache_type="q8_0"))
+    try:  # its own entry, from disk, exact
+        r, logits = _ask(later, "Which language is the code in, again?")
+        _, alone = _ask(plain, "Which language is the code in, again?")
+        assert r.cached_tokens == later.prompt_cache.restored > 200 and np.array_equal(logits, alone)
+    finally:
+        later.close()
+        plain.close()
+    # the f16 entry, and one q8_0 entry (the second question's covers all the first one could give)
+    assert f16_entry.exists() and len(list(tmp_path.glob("*.kv"))) == 2
+    # a context too small to load the entry whole: not used, not removed, no warning
+    small = Model(fixtures.path("tiny-q4_0"), n_ctx=256, n_batch=64)
+    try:
+        pc = promptcache.PromptCache(small.path, root=tmp_path, warn=warnings.append)
+        small.prompt_cache, small._kv.disk = pc, pc
+        ids = small.prompt_ids([Message("system", "Answer from the document."), Message("user", DOC)])[:200]
+        r = small.generate(prompt_ids=ids, params=ONE).complete()
+        assert r.cached_tokens == 0 and f16_entry.exists()
+    finally:
+        small.close()
+    assert warnings == []
