@@ -323,3 +323,32 @@ def test_entries_are_kept_apart_by_kv_cache_type_and_skipped_where_they_do_not_f
     finally:
         small.close()
     assert warnings == []
+
+
+@pytest.mark.parametrize("kind", ["tiny", "tiny-q4_0"])
+def test_an_entry_saved_by_one_sequence_serves_the_parallel_decoder(fixtures, tmp_path, kind):
+    """The chat context (one sequence) and the decoder's (a unified cache of many) write the
+    same state layout: `run -f doc` in one process, a batch over the same document in the next."""
+    system = "Answer from the document."
+    first = _open(fixtures, kind, tmp_path)
+    try:
+        first.generate([Message("system", system), Message("user", DOC + "Intro?")], ONE).complete()
+    finally:
+        first.close()
+
+    def batch(root):
+        m = _open(fixtures, kind, root)
+        if root is None:
+            m.prompt_cache = None
+        try:
+            with ParallelDecoder(m, n_parallel=2, n_ctx=512, n_batch=64) as dec:
+                reqs = [DecodeRequest("a", [Message("system", system), Message("user", DOC + "Summary?")],
+                                      params=GREEDY)]
+                (r,) = list(dec.run(reqs))
+                return r.completion
+        finally:
+            m.close()
+
+    restored, plain = batch(tmp_path), batch(None)
+    assert restored.cached_tokens > 200 and plain.cached_tokens == 0
+    assert restored.tokens == plain.tokens
