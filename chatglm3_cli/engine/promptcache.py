@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from .. import env
+from .backend import align_down
 from .prefixes import common_prefix, usable_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,7 +172,8 @@ def read_header(path: Path) -> Entry:
     try:
         header = json.loads(raw)
         offset = len(MAGIC) + 4 + n + 32
-        if not isinstance(header, dict) or not isinstance(header.get("tokens"), list):
+        if (not isinstance(header, dict) or not isinstance(header.get("tokens"), list)
+                or not all(type(t) is int for t in header["tokens"])):
             raise ValueError
         if size != offset + int(header["payload_bytes"]):
             raise BadEntry("truncated" if size < offset + int(header["payload_bytes"]) else "trailing bytes")
@@ -393,7 +395,13 @@ class PromptCache:
             # (other sequences' cells), not a bad entry. It stays.
             ctx.remove(seq, 0, -1)
             return False
-        if keep < len(entry.header["tokens"]):
+        held = len(entry.header["tokens"])
+        if int(L.llama_memory_seq_pos_max(ctx.memory, seq)) != held - 1:
+            # cells for another number of tokens than the header lists: never used
+            ctx.remove(seq, 0, -1)
+            self._drop(entry.path, "its cells do not match its tokens")
+            return False
+        if keep < held:
             ctx.remove(seq, keep, -1)
         try:
             os.utime(entry.path)  # last used: the least recently used go first
@@ -415,7 +423,7 @@ class PromptCache:
             return None
         key = self.key(ctx)
         settings = _digest(key)
-        aligned = len(tokens) - len(tokens) % 8
+        aligned = align_down(len(tokens))
         superseded = []
         for e in self.candidates(key):
             shared = common_prefix(e.header["tokens"], tokens)
@@ -426,7 +434,7 @@ class PromptCache:
                     pass
                 return None
             held = len(e.header["tokens"])
-            if shared >= held - held % 8:  # an earlier turn of this conversation
+            if shared >= align_down(held):  # an earlier turn of this conversation
                 superseded.append(e.path)
         from .backend import llama
 

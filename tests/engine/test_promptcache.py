@@ -352,3 +352,27 @@ def test_an_entry_saved_by_one_sequence_serves_the_parallel_decoder(fixtures, tm
     restored, plain = batch(tmp_path), batch(None)
     assert restored.cached_tokens > 200 and plain.cached_tokens == 0
     assert restored.tokens == plain.tokens
+
+
+def test_an_entry_whose_cells_do_not_match_its_tokens_is_removed(fixtures, tmp_path):
+    """A header edited to list other tokens than the cells hold (its checksum made valid):
+    llama.cpp would load the cells, but they are checked against the tokens first."""
+    first = _open(fixtures, "tiny", tmp_path)
+    try:
+        _ask(first, "What is the first line?")
+    finally:
+        first.close()
+    p = _entry(tmp_path)
+    _rewrite_header(p, lambda h: h.update(tokens=h["tokens"] + h["tokens"][:40]))
+    warnings: list[str] = []
+    later = _open(fixtures, "tiny", tmp_path, warnings)
+    try:
+        # a prompt that starts with what the header now claims, so that the entry is chosen
+        ids = later.prompt_ids([Message("system", "Answer from the document."),
+                                Message("user", DOC + "What is the first line?")])
+        forged = promptcache.read_header(p).tokens
+        r = later.generate(prompt_ids=forged + later.tokenize(" more"), params=ONE).complete()
+        assert r.cached_tokens == 0 and len(ids) < len(forged)
+        assert len(warnings) == 1 and "do not match" in warnings[0] and not p.exists()
+    finally:
+        later.close()
