@@ -376,3 +376,23 @@ def test_an_entry_whose_cells_do_not_match_its_tokens_is_removed(fixtures, tmp_p
         assert len(warnings) == 1 and "do not match" in warnings[0] and not p.exists()
     finally:
         later.close()
+
+
+def test_a_full_disk_is_one_warning_and_leaves_no_partial_file(fixtures, tmp_path, monkeypatch):
+    import errno
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    warnings: list[str] = []
+    m = _open(fixtures, "tiny", tmp_path, warnings)
+    try:
+        monkeypatch.setattr(promptcache.os, "fsync", full)  # the write reaches a full disk
+        r1, _ = _ask(m, "What is the first line?", GREEDY)
+        r2, _ = _ask(m, "Which language is the code in?", GREEDY)
+        assert r1.finish_reason != "interrupted" and r2.cached_tokens > 200  # in-process reuse goes on
+        assert warnings == [f"prompt cache: could not save an evaluated prompt in {tmp_path} "
+                            "(No space left on device)"]
+        assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # no entry, no temp file
+    finally:
+        m.close()
