@@ -349,8 +349,6 @@ class Generation:
                 cache.tokens.append(tok)
                 tok = sampler.sample(ctx, 0 if draft else -1)
             ok = True
-            if cache.disk is not None:  # kept for later processes (promptcache.py)
-                cache.disk.save_single(cache)
         finally:
             timings.generated_tokens = len(generated)
             timings.generation_ms = (time.perf_counter() - t1) * 1000 if "t1" in locals() else 0.0
@@ -378,3 +376,5 @@ class Generation:
             completion_tokens=len(generated), timings=timings, tokens=generated,
             stop_token=stop_token,
         )
+        if cache.disk is not None:  # kept for later processes (promptcache.py), after the timings
+            cache.disk.save_single(cache)
