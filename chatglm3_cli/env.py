@@ -43,6 +43,11 @@ VARIABLES: tuple[EnvVar, ...] = (
            "the config file's source, else hub"),
     EnvVar("CHATGLM3_MODELSCOPE_CACHE", "where models from ModelScope are stored",
            "~/.cache/chatglm3/modelscope (the platform's cache dir)", "tmpdir"),
+    EnvVar("CHATGLM3_CACHE_DIR", "the prompt cache (evaluated prompts kept on disk, `chatglm3 cache`)",
+           "~/.cache/chatglm3 (the platform's cache dir)", "tmpdir"),
+    EnvVar("CHATGLM3_PROMPT_CACHE", "0: keep no evaluated prompts on disk (the prompt cache)", "on"),
+    EnvVar("CHATGLM3_PROMPT_CACHE_SIZE", "the most the prompt cache keeps on disk (e.g. 500M, 8G); the least "
+           "recently used entries go first", "4G"),
     EnvVar("CHATGLM3_NOHISTORY", "1: chat keeps no input history", "off"),
     EnvVar("CHATGLM3_API_KEY", "the key `serve` requires as `Authorization: Bearer KEY` (like --api-key)", "none"),
     EnvVar("CHATGLM3_FLASH_ATTN", "on, off or auto: llama.cpp's flash attention",
@@ -151,6 +156,28 @@ def choice(name: str, choices: tuple[str, ...]) -> Optional[str]:
             return c
     _unreadable(name, value, " or ".join(choices))
     return None
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "4G", "500M", "64k", "123" (binary units). ValueError when it is not a size."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    value = float(t[:-1] if scale > 1 else t)
+    if not value >= 0:  # negative or NaN
+        raise ValueError(text)
+    return int(value * scale)
+
+
+def size(name: str) -> Optional[int]:
+    """A size in bytes ("4G", "500M", "64k"), None when unset."""
+    value = get(name)
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError:
+        _unreadable(name, value, "a size such as 500M or 4G")
+        return None
 
 
 def path(name: str) -> Optional[Path]:

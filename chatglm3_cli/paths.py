@@ -65,3 +65,14 @@ def state_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_state_dir("chatglm3", appauthor=False))
+
+
+def cache_dir() -> Path:
+    """Things that can be recomputed (evaluated prompts): CHATGLM3_CACHE_DIR or the platform's
+    user cache dir (~/.cache/chatglm3 on Linux)."""
+    override = _env_path("CHATGLM3_CACHE_DIR")
+    if override is not None:
+        return override
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("chatglm3", appauthor=False))

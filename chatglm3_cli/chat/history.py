@@ -104,6 +104,20 @@ class ConversationStore:
         atomic_write_text(p, conv.to_json())
         return p
 
+    def delete(self, conv_id: str) -> Conversation:
+        """Remove a saved conversation, and the evaluated prompts the prompt cache keeps of it."""
+        from ..engine.promptcache import forget_conversation
+
+        conv = self.load(conv_id)
+        try:
+            self.path(conv.id).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise InputError(f"cannot delete {self.path(conv.id)}: {e.strerror or e}") from None
+        forget_conversation(conv.id)
+        return conv
+
     def load(self, conv_id: str) -> Conversation:
         p = self.path(conv_id)
         if not p.exists():
@@ -153,8 +167,35 @@ class ConversationStore:
         return convs[0] if convs else None
 
 
+# An answer longer than this many tokens was not generated in any context we make.
+MAX_SAVED_IDS = 1 << 20
+
+
+def message_record(m: Message) -> dict[str, Any]:
+    """A message as saved (conversations, /save): its dict and, for an answer the model
+    generated, the token ids it generated. A resumed conversation's prompt then holds the same
+    tokens as the KV cells the prompt cache saved after that answer (encoding the answer's text
+    again can give other tokens, and the cached prefix would end there)."""
+    d = m.to_dict()
+    if m.role == "assistant" and m.token_ids:
+        d["token_ids"] = list(m.token_ids)
+    return d
+
+
+def message_from_record(d: dict[str, Any]) -> Message:
+    """The inverse of message_record. Token ids are taken only as a list of small non-negative
+    ints; whether they spell this message in the model at hand is checked when a session loads
+    it (ChatSession.load), since a file can come from another model or be edited."""
+    m = Message.from_dict(d)
+    ids = d.get("token_ids")
+    if (m.role == "assistant" and isinstance(ids, list) and 0 < len(ids) <= MAX_SAVED_IDS
+            and all(type(i) is int and 0 <= i < 1 << 24 for i in ids)):
+        m.token_ids = ids
+    return m
+
+
 def messages_to_json(messages: list[Message]) -> str:
-    return json.dumps([m.to_dict() for m in messages], ensure_ascii=False, indent=2)
+    return json.dumps([message_record(m) for m in messages], ensure_ascii=False, indent=2)
 
 
 def load_transcript(path: str | os.PathLike[str]) -> list[Message]:
@@ -180,7 +221,7 @@ def load_transcript(path: str | os.PathLike[str]) -> list[Message]:
             role = "observation"
         if role not in ROLES:
             raise InputError(f"{path}: message {i + 1} has an unknown role {d.get('role')!r}")
-        out.append(Message.from_dict({**d, "role": role}))
+        out.append(message_from_record({**d, "role": role}))
     return out
 
 

@@ -96,11 +96,17 @@ class ChatSession:
         if tools:
             self.tools = tools[0].tools
         self.messages = [m for m in messages if m.role != "system"]
+        for m in self.messages:
+            if m.token_ids is not None and not _spells(self.model, m):
+                m.token_ids = None  # another model's, or edited: the text is encoded instead
         self.window_start = 0
+        self.last_prompt_tokens, self.last_completion = 0, None
 
     @property
     def context_used(self) -> int:
         c = self.last_completion
+        if c is None and self.messages:  # resumed or loaded: what the conversation takes now
+            return len(self._prompt_ids())
         return self.last_prompt_tokens + (c.completion_tokens if c else 0)
 
     @property
@@ -169,3 +175,16 @@ class ChatSession:
         ids = r.tokens if self.model.family in ("chatglm3", "glm4") else None
         self.messages.append(Message("assistant", r.text, metadata=r.metadata, token_ids=ids,
                                      interrupted=r.finish_reason == "interrupted"))
+
+
+def _spells(model: "Model", m: Message) -> bool:
+    """Whether saved token ids are this model's spelling of an answer: every id in its
+    vocabulary, and their text, split and stripped as answers are (metadata line, content),
+    gives the message's metadata and content."""
+    ids = m.token_ids or []
+    llama = getattr(model, "_llama", None)
+    if llama is None or not all(0 <= i < llama.n_vocab for i in ids):
+        return False
+    text = b"".join(llama.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
+    meta, _, body = text.partition("\n") if model.metadata_line else ("", "", text)
+    return meta.strip() == m.metadata.strip() and body.strip() == m.content.strip()

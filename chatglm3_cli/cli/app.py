@@ -10,6 +10,7 @@ import typer
 from .. import __version__, env
 from .batch import batch
 from .bench import bench
+from .cache import cache_app
 from .chat import chat, history_app
 from .help import App
 from .models import models_app, pull
@@ -54,6 +55,7 @@ app.command(name="pull")(pull)
 app.add_typer(models_app, name="models")
 app.command(name="bench")(bench)
 app.command(name="serve")(serve)
+app.add_typer(cache_app, name="cache")
 
 
 def optional_values(argv: list[str]) -> list[str]:

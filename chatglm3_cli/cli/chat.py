@@ -71,12 +71,18 @@ def chat(
                 tooling.check_model(m, toolbox)
                 sys_text = toolbox.system_prompt(sys_text)
             session = ChatSession(m, system=sys_text, params=sampling, tools=tooling.specs(toolbox))
+            from ..engine import promptcache
+
+            pc = promptcache.of(m)
+            if pc is not None and store is not None and conversation is not None:
+                pc.conversation = conversation.id  # its cached prompts go when it is deleted
             if restored:
                 session.load(restored)
                 if sys_text:
                     session.system = sys_text
                 assert conversation is not None
-                con.error(f"resumed conversation {conversation.id} ({len(session.messages)} messages)")
+                con.error(f"resumed conversation {conversation.id} ({len(session.messages)} messages, "
+                          f"context: {session.context_used} of {session.n_ctx} tokens)")
             renderer = MarkdownRenderer if rich_out else PlainRenderer
             repl = ChatREPL(
                 session, out=con.stdout, err=con.stderr, make_renderer=lambda: renderer(con.stdout),
@@ -136,8 +142,7 @@ def open_conversation(no_save: bool, cont: bool, resume: Optional[str], label: s
                       ) -> tuple[Optional[ConversationStore], Optional[Conversation], list[Message]]:
     """(the store to save into, or None with --no-save; the conversation, new or resumed; the
     messages restored from it)."""
-    from ..chat.history import Conversation, ConversationStore
-    from ..engine.prompt import Message
+    from ..chat.history import Conversation, ConversationStore, message_from_record
 
     store = None if no_save else ConversationStore()
     conversation = None
@@ -148,7 +153,7 @@ def open_conversation(no_save: bool, cont: bool, resume: Optional[str], label: s
         _report_skipped(src_store)
         if conversation is None:
             raise UsageError("there is no saved conversation to continue")
-        restored = [Message.from_dict(d) for d in conversation.messages]
+        restored = [message_from_record(d) for d in conversation.messages]
     if store is not None and conversation is None:
         import time
 
@@ -186,7 +191,7 @@ def _fileno(f: object) -> Optional[int]:
         return None
 
 
-history_app = App(help="Saved conversations: `chatglm3 history` lists them, newest first; show or export "
+history_app = App(help="Saved conversations: `chatglm3 history` lists them, newest first; show, export or delete "
                        "one by its ID.", no_args_is_help=False, invoke_without_command=True)
 
 
@@ -253,8 +258,9 @@ def history_export(
     if fmt not in ("md", "json"):
         raise UsageError("--format must be md or json")
     conv = ConversationStore().load(conv_id)
+    messages = [{k: v for k, v in m.items() if k != "token_ids"} for m in conv.messages]  # OpenAI's shape
     text = to_markdown(conv) if fmt == "md" else json.dumps(
-        {"id": conv.id, "model": conv.model, "messages": conv.messages}, ensure_ascii=False, indent=2) + "\n"
+        {"id": conv.id, "model": conv.model, "messages": messages}, ensure_ascii=False, indent=2) + "\n"
     if output and not is_stdout_name(output):
         try:
             atomic_write_text(Path(output), text)  # a symlink is written through; a device refused
@@ -263,3 +269,15 @@ def history_export(
         console_mod.current().error(f"wrote {output}")
     else:
         console_mod.current().write(text)
+
+
+@history_app.command("delete")
+@handle_errors
+def history_delete(conv_id: Annotated[str, typer.Argument(
+        metavar="ID", help="A conversation's id as `chatglm3 history` lists it (a unique prefix is enough).")],
+) -> None:
+    """Delete a saved conversation (and what the prompt cache keeps of it)."""
+    from ..chat.history import ConversationStore
+
+    conv = ConversationStore().delete(conv_id)
+    console_mod.current().error(f"deleted {conv.id}")

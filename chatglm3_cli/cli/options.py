@@ -272,6 +272,11 @@ class ModelArgs(OptionGroup):
             console_mod.current().error(f"note: {note}")
         for w in m.warnings:
             console_mod.current().error(f"warning: {w}")
+        from ..engine import promptcache  # evaluated prompts kept across runs
+
+        pc = promptcache.attach(m, warn=lambda line: console_mod.current().error(f"warning: {line}"))
+        if pc is not None and self.verbose:
+            pc.report = console_mod.current().error
         return m
 
     def open_for_decoder(self) -> "Model":

@@ -12,11 +12,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
-from ..chat.history import Conversation, ConversationStore, load_transcript, messages_to_json
+from ..chat.history import Conversation, ConversationStore, load_transcript, message_record, messages_to_json
 from ..chat.session import ChatSession
 from ..errors import ChatGLM3Error, OutputWriteError
 from ..files import atomic_write_text
 from ..textio import read_text_file
+from .console import isatty
 from .errors import format_error
 from .render import Renderer
 
@@ -244,24 +245,28 @@ class ChatREPL:
         if notice:
             self.say(f"note: {notice}")
         interrupted = False
-        with _no_echo(self.tty_fd):
+        with _no_echo(self.tty_fd), _Spinner(self.err if isatty(self.err) else None) as spinner:
             renderer = self.make_renderer()
             try:
                 for piece in turn:
+                    spinner.stop()
                     # Ctrl-C lands between two pieces, never inside the renderer: a write cut
                     # short there leaves its buffer to be written again (the answer's first
                     # line shown twice above [interrupted]).
                     with _sigint_deferred():
                         renderer.feed(piece)
             except KeyboardInterrupt:
+                spinner.stop()
                 interrupted = True
                 turn.close()
             except ChatGLM3Error as e:
+                spinner.stop()
                 turn.close()
                 with _sigint_deferred(swallow=True):
                     renderer.finish()
                 self.say(format_error(e))
                 return
+            spinner.stop()
             with _sigint_deferred(swallow=True):  # a second Ctrl-C: the answer is stopped already
                 renderer.finish(interrupted=interrupted)
         if turn.result is not None and turn.result.finish_reason == "length":
@@ -275,7 +280,7 @@ class ChatREPL:
     def autosave(self) -> None:
         if self.store is None or self.conversation is None:
             return
-        self.conversation.messages = [m.to_dict() for m in self.session.all_messages()]
+        self.conversation.messages = [message_record(m) for m in self.session.all_messages()]
         try:
             self.store.save(self.conversation)
         except OSError as e:
@@ -463,6 +468,52 @@ def _as_typed(text: str, max_lines: int = 5) -> str:
     return f">>> {shown}{more}"
 
 
+class _Spinner:
+    """A spinner on the terminal while the prompt is evaluated (before the answer's first piece):
+    a long conversation takes minutes on a CPU, and a blank screen looks hung. Shown only after
+    a moment, so that quick prompts (most turns, a restored conversation) never flash it."""
+
+    DELAY_S = 0.5
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self, err: TextIO | None) -> None:
+        self.err = err
+        self._stopped = threading.Event()
+        self._shown = False
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "_Spinner":
+        if self.err is not None:
+            self._thread = threading.Thread(target=self._spin, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spin(self) -> None:
+        assert self.err is not None
+        if self._stopped.wait(self.DELAY_S):
+            return
+        i = 0
+        while not self._stopped.is_set():
+            self._shown = True
+            self.err.write(f"\r{self.FRAMES[i % len(self.FRAMES)]} reading the prompt…")
+            self.err.flush()
+            i += 1
+            self._stopped.wait(0.1)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._shown and self.err is not None:
+            self.err.write("\r\x1b[K")  # the line is erased before the answer starts
+            self.err.flush()
+
+
 def _replace(params: Any, key: str, value: Any) -> Any:
     from dataclasses import replace
 
@@ -473,7 +524,11 @@ def stats_line(result: Any, session: ChatSession) -> str:
     t = result.timings
     pt = f"{t.prompt_tps:.1f} tok/s" if t.prompt_tps else "-"
     gt = f"{t.generation_tps:.1f} tok/s" if t.generation_tps else "-"
-    return (f"[{t.prompt_tokens} new prompt tokens ({result.cached_tokens} cached) {pt} | "
+    from ..engine import promptcache
+
+    pc = promptcache.of(session.model)
+    disk = f", {pc.restored} from the disk cache" if pc is not None and pc.restored else ""
+    return (f"[{t.prompt_tokens} new prompt tokens ({result.cached_tokens} cached{disk}) {pt} | "
             f"{result.completion_tokens} tokens {gt} | context {session.context_used}/{session.n_ctx}]")
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import ChatGLM3Error, GenerationError
+from . import promptcache
 from .prefixes import PrefixStore, usable_prefix
 from .prompt import Message
 from .sampling import SamplingParams
@@ -216,6 +217,7 @@ class ParallelDecoder:
         kept = self.prefixes.reserve(tokens, self._prefix_budget(live))
         if kept is not None:
             self.ctx.copy_seq(seq, kept, 0, len(tokens))
+            promptcache.decoder_kept(self, kept, tokens)  # and on disk, for later processes
         self._count_prefixes()
 
     def _count_prefixes(self) -> None:
@@ -244,6 +246,8 @@ class ParallelDecoder:
             # aligned positions so that each prompt is cut as it would be alone (PROMPT_ALIGN).
             limit = len(prompt) - 1
             source, shared = self.prefixes.find(prompt, limit)
+            # or a longer one saved on disk by an earlier process (promptcache.py)
+            source, shared = promptcache.decoder_restore(self, prompt, limit, source, shared, live)
             if shared < MIN_SHARED_PREFIX:
                 shared = 0
             if shared:

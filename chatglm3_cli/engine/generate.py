@@ -16,6 +16,7 @@ from .sampling import SamplingParams
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import LlamaContext, LlamaModel
+    from .promptcache import PromptCache
 
 # Longer than any tool name (OpenAI caps function names at 64): a first line this long without
 # "\n" is content, not metadata, and streaming need not wait for more of it.
@@ -197,6 +198,7 @@ class KVCache:
     def __init__(self, ctx: "LlamaContext") -> None:
         self.ctx = ctx
         self.tokens: list[int] = []
+        self.disk: "PromptCache | None" = None  # prefixes saved by earlier runs (promptcache.py)
 
     def reset(self) -> None:
         self.ctx.remove(0, 0, -1)
@@ -210,6 +212,8 @@ class KVCache:
         from .prefixes import usable_prefix
 
         n = usable_prefix(self.tokens, prompt, len(prompt) - 1)
+        if self.disk is not None:  # a longer prefix saved by an earlier process, if any
+            n = self.disk.restore_single(self, prompt, n)
         if n < len(self.tokens):
             if not self.ctx.remove(0, n, -1):
                 self.ctx.remove(0, 0, -1)
@@ -281,8 +285,8 @@ class Generation:
         draft: list[int] = []  # the draft evaluated in the last step, being verified
         row = 0  # the batch row of that step whose logits gave the current token
         try:
+            t0 = time.perf_counter()  # a prefix restored from disk counts as prompt time
             kept = cache.prepare(self.prompt)
-            t0 = time.perf_counter()
             ctx.decode(self.prompt[kept:], kept)
             cache.tokens = list(self.prompt)
             t1 = time.perf_counter()
@@ -372,3 +376,5 @@ class Generation:
             completion_tokens=len(generated), timings=timings, tokens=generated,
             stop_token=stop_token,
         )
+        if cache.disk is not None:  # kept for later processes (promptcache.py), after the timings
+            cache.disk.save_single(cache)

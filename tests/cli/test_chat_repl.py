@@ -166,6 +166,8 @@ def test_save_load_clear_system(h, tmp_path):
     target = tmp_path / "t.json"
     h.run(f"/system Be brief.\rhello\r/save {target}\r/clear\r/show\r/load {target}\r/exit\r")
     saved = json.loads(target.read_text())
+    ids = saved[2].pop("token_ids")  # what the model generated: /load resumes from the prompt cache
+    assert ids == h.session.messages[1].token_ids and all(isinstance(i, int) for i in ids)
     assert saved == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"},
                      {"role": "assistant", "content": ANSWER}]
     assert "system prompt kept" in h.said
