@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -87,11 +88,16 @@ def locate_model(ref: ModelRef) -> Path:
 
 
 def open_model(ref: ModelRef, load: LoadOptions) -> "Model":
+    from ..engine import promptcache
     from ..engine.model import Model
 
-    return Model(locate_model(ref), n_ctx=load.n_ctx, n_threads=load.n_threads,
-                 n_gpu_layers=load.n_gpu_layers, verbose=load.verbose, chat_template=load.chat_template,
-                 chat_context=False)  # the ParallelDecoder has its own context
+    model = Model(locate_model(ref), n_ctx=load.n_ctx, n_threads=load.n_threads,
+                  n_gpu_layers=load.n_gpu_layers, verbose=load.verbose, chat_template=load.chat_template,
+                  chat_context=False)  # the ParallelDecoder has its own context
+    # Each node keeps its own disk cache: a rerun or resume there restores the job's shared
+    # instructions instead of evaluating them again (as a local batch run does).
+    promptcache.attach(model, warn=lambda line: print(f"chatglm3: warning: {line}", file=sys.stderr))
+    return model
 
 
 # typed errors and results as JSON ---------------------------------------------------------------

@@ -135,6 +135,7 @@ def cluster_env(base: Path) -> dict[str, str]:
     env.update(RAY_AUTH)
     env.update(HF_HOME=str(base / "hf-home"), HF_HUB_CACHE=str(base / "hf-cache"),
                CHATGLM3_CONFIG_DIR=str(base / "config"), CHATGLM3_STATE_DIR=str(base / "state"),
+               CHATGLM3_CACHE_DIR=str(base / "cache"),
                HF_ENDPOINT="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     return env
 

@@ -13,10 +13,12 @@ from chatglm3_cli.engine.generate import Completion, Timings
 from chatglm3_cli.engine.sampling import SamplingParams
 from chatglm3_cli.files import file_sha256
 from chatglm3_cli.scale.workers import (
+    LoadOptions,
     ModelRef,
     error_from_dict,
     error_to_dict,
     locate_model,
+    open_model,
     request_from_json,
     request_to_json,
     result_from_json,
@@ -28,6 +30,28 @@ def test_the_drivers_path_when_this_node_sees_it(fixtures):
     path = fixtures.path("tiny")
     ref = ModelRef(name=str(path), path=str(path), sha256=file_sha256(path))
     assert locate_model(ref) == path
+
+
+def test_a_workers_model_keeps_evaluated_prompts_on_its_node(fixtures, tmp_path, monkeypatch):
+    """A rerun or resume on the same node restores the job's shared instructions from its disk
+    cache, as a local batch run does (CHATGLM3_PROMPT_CACHE=0 turns it off there too)."""
+    from chatglm3_cli.engine import promptcache
+
+    path = fixtures.path("tiny")
+    ref = ModelRef(name=str(path), path=str(path), sha256=file_sha256(path))
+    monkeypatch.setenv("CHATGLM3_CACHE_DIR", str(tmp_path / "cache"))
+    model = open_model(ref, LoadOptions(n_ctx=256))
+    try:
+        pc = promptcache.of(model)
+        assert pc is not None and pc.root == tmp_path / "cache" / "prompts"
+    finally:
+        model.close()
+    monkeypatch.setenv("CHATGLM3_PROMPT_CACHE", "0")
+    model = open_model(ref, LoadOptions(n_ctx=256))
+    try:
+        assert promptcache.of(model) is None
+    finally:
+        model.close()
 
 
 def test_a_path_no_node_has_says_what_to_do(fixtures, tmp_path):
