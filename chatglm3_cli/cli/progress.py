@@ -13,14 +13,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
+from ..batch.progress import BatchProgress
 from ..hub import human_size
-from ..progress import BatchProgress, DownloadProgress, RunStats, TranslateProgress, format_seconds_left
+from ..progress import DownloadProgress, RunStats, format_seconds_left
+from ..translate.progress import TranslateProgress
 from .console import Console
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..batch.runner import Summary as BatchSummary
-    from ..translate.pipeline import FileResult
-    from ..translate.pipeline import Summary as TranslateSummary
+    from ..translate.results import FileResult
+    from ..translate.results import Summary as TranslateSummary
 
 STATUS_EVERY_S = 5.0  # plain status lines while generating
 MAX_FAILURE_LINES = 20  # batch failures reported one by one while the job runs
