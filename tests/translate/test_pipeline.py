@@ -15,10 +15,9 @@ from chatglm3_cli.translate.glossary import Glossary
 from chatglm3_cli.translate.languages import parse_language
 from chatglm3_cli.translate.pipeline import FileTask, Settings, instructions, translate
 
-from .helpers import FakeDecoder, FakeModel, numbered, shout, units_of
+from .helpers import GREEDY, FakeDecoder, FakeModel, fake_run, numbered, settings, shout, units_of
 
 ANSWER = "Hello! I am ChatGLM3 🙂龘"
-GREEDY = SamplingParams(temperature=0)
 
 MD = """---
 title: T
@@ -35,32 +34,6 @@ echo keep
 - one
 - two
 """
-
-
-def settings(**kw):
-    kw.setdefault("target", parse_language("zh"))
-    kw.setdefault("params", GREEDY)
-    return Settings(**kw)
-
-
-def fake_run(tmp_path, files, answer, **kw):
-    """Translate {name: text} files with a fake decoder; return (summary, decoder, outputs)."""
-    model = FakeModel()
-    decoders = []
-
-    def make_decoder(m, *, n_parallel, n_ctx):
-        decoders.append(FakeDecoder(m, answer))
-        return decoders[-1]
-
-    tasks = []
-    for name, text in files.items():
-        p = tmp_path / name
-        p.write_text(text, encoding="utf-8")
-        tasks.append(FileTask(str(p), path=p, output=p.with_name(p.stem + ".zh" + p.suffix)))
-    s = translate(tasks, open_model=lambda: model, settings=settings(**kw), model_id="fake",
-                  make_decoder=make_decoder)
-    outs = {t.label: t.output.read_text(encoding="utf-8") if t.output.exists() else None for t in tasks}
-    return s, (decoders[0] if decoders else None), outs
 
 
 def good(units, system, user):
