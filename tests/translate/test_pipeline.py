@@ -13,9 +13,9 @@ from chatglm3_cli.translate.formats import parse
 from chatglm3_cli.translate.formats.subtitles import SRT_TIMING
 from chatglm3_cli.translate.glossary import Glossary
 from chatglm3_cli.translate.languages import parse_language
-from chatglm3_cli.translate.pipeline import FileTask, Settings, instructions, translate
+from chatglm3_cli.translate.pipeline import FileTask, instructions, translate
 
-from .helpers import GREEDY, FakeDecoder, FakeModel, fake_run, numbered, settings, shout, units_of
+from .helpers import FakeDecoder, FakeModel, fake_run, numbered, settings, shout, units_of
 
 ANSWER = "Hello! I am ChatGLM3 🙂龘"
 
