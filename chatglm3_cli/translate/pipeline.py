@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from ..errors import ChatGLM3Error
+from ..errors import ChatGLM3Error, InputError
 from .checkpoint import Checkpoint, checkpoint_path
 from .formats import Document
 from .glossary import Glossary
@@ -56,6 +56,7 @@ def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], s
                             target=settings.target.code, retranslate=settings.retranslate)
         except ChatGLM3Error as e:
             r.status, r.error = "failed", e.describe()
+            r.input_error = isinstance(e, InputError)
             continue
         loaded.append((r, fmt, doc))
     run: Optional[Run] = None
@@ -71,7 +72,8 @@ def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], s
                            make_decoder or _default_decoder)
                 for r, fmt, doc in loaded:
                     name = r.task.checkpoint or (str(r.task.output.resolve()) if r.task.output else None)
-                    ckpt = Checkpoint(checkpoint_path(name) if name else None)
+                    ckpt = Checkpoint(checkpoint_path(name) if name else None, label=r.task.label,
+                                      warn=progress.note)
                     f = FileState(r, doc, fmt, ckpt)
                     files.append(f)
                     r.status = "running"
@@ -92,6 +94,7 @@ def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], s
             run.close()
         for f in files:
             f.checkpoint.close()
+            f.result.resumable = not f.checkpoint.failed
             if not f.done:
                 f.result.status = "interrupted"
         summary.seconds = time.monotonic() - summary.started

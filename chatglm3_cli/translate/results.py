@@ -31,6 +31,8 @@ class FileResult:
     chunks_done: int = 0
     cached: int = 0
     retries: int = 0
+    input_error: bool = False  # it failed before any work: missing, unreadable, not its format
+    resumable: bool = True  # False: its checkpoint could not be written (a rerun starts over)
     wordy: int = 0  # pieces with enough letters to tell whether they were translated
     unchanged: int = 0  # of those, answers identical to the source (a weak model echoing it)
     requests: int = 0
@@ -90,6 +92,9 @@ def retry_advice(summary: Summary, params: "SamplingParams") -> str:
     reasons = [u.reason for f in summary.files for u in f.failures]
     ctx = any("context" in r for r in reasons)
     if params.temperature > 0:
+        if not all(f.resumable for f in summary.files):
+            return ("see the list above; run the same command again to retry (resume is off where the checkpoint "
+                    "could not be written: those files are translated again from the start)")
         return "see the list above; run the same command again to retry only what failed (sampling gives other answers)"
     tips = (["raise --ctx for units that do not fit the context"] if ctx else []) + [
         "use a larger model", "or a --temperature above 0 (which translates every chunk again)"]

@@ -53,16 +53,19 @@ def test_bad_inputs_are_reported_per_file_and_the_rest_goes_on(tr, tmp_path):
     (tmp_path / "slides.pdf").write_bytes(b"%PDF")
     names = ["good.txt", "binary.txt", "latin1.txt", "empty.md", "broken.srt", "slides.pdf", "missing.txt"]
     r = tr(*names, "--to", "zh")
-    assert r.exit_code == ExitCode.TRANSLATE_FAILED, r.output
+    assert r.exit_code == ExitCode.INPUT_ERROR, r.output  # a rerun cannot help: no hint says to retry
     assert (tmp_path / "good.zh.txt").read_text() == ANSWER + "\n"
     err = r.stderr
     assert "binary.txt looks like a binary file" in err
     assert "latin1.txt is not valid UTF-8 (line 1" in err
     assert "empty.md is empty" in err
     assert "broken.srt: line 6: expected a timing line" in err
-    assert "slides.pdf: cannot translate .pdf files (supported: .txt, .text, .md, .markdown, .srt, .vtt)" in err
+    assert "slides.pdf: cannot translate .pdf files (supported: .txt, .text, .md, .markdown, .srt, .vtt, .html, .htm, .xhtml, .epub, .po, .pot, .json, .arb, .yml, .yaml)" in err
     assert "file not found: missing.txt" in err
-    assert "error: 6 of 7 files failed" in err
+    assert "error: 6 of 7 files could not be read (listed above) (fix or leave out those files)" in err
+    assert "retry" not in err
+    r = tr("nope.md", "--to", "zh")  # issue 27: a missing input is an input error
+    assert r.exit_code == ExitCode.INPUT_ERROR and "file not found: nope.md" in r.stderr and "retry" not in r.stderr
     assert not any(p.name.endswith((".zh.pdf", ".zh.srt", ".zh.md")) for p in tmp_path.iterdir())
 
 
@@ -104,8 +107,8 @@ def test_directory_with_glob_and_output_dir_mirrors_the_tree(tr, tmp_path):
 def test_unsupported_type_alone(tr, tmp_path):
     (tmp_path / "a.docx").write_bytes(b"PK")
     r = tr("a.docx", "--to", "en")
-    assert r.exit_code == ExitCode.TRANSLATE_FAILED
-    assert "a.docx: cannot translate .docx files (supported: .txt, .text, .md, .markdown, .srt, .vtt)" in r.stderr
+    assert r.exit_code == ExitCode.INPUT_ERROR
+    assert "a.docx: cannot translate .docx files (supported: .txt, .text, .md, .markdown, .srt, .vtt, .html, .htm, .xhtml, .epub, .po, .pot, .json, .arb, .yml, .yaml)" in r.stderr
     assert "--format" in r.stderr
 
 
@@ -114,7 +117,7 @@ def test_bad_files_alone_never_touch_the_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.docx").write_bytes(b"PK")
     r = CliRunner().invoke(app, ["translate", "a.docx", "--to", "en"])  # no -m, no model on disk
-    assert r.exit_code == ExitCode.TRANSLATE_FAILED, r.output
+    assert r.exit_code == ExitCode.INPUT_ERROR, r.output
     assert "cannot translate .docx files" in r.stderr
 
 

@@ -85,7 +85,7 @@ def settings(**kw):
     return Settings(**kw)
 
 
-def fake_run(tmp_path, files, answer, **kw):
+def fake_run(tmp_path, files, answer, progress=None, **kw):
     """Translate {name: text} files with a fake decoder; return (summary, decoder, outputs)."""
     model = FakeModel()
     decoders = []
@@ -103,7 +103,7 @@ def fake_run(tmp_path, files, answer, **kw):
             p.write_text(text, encoding="utf-8", newline="")
         tasks.append(FileTask(str(p), path=p, output=p.with_name(p.stem + ".zh" + p.suffix)))
     s = translate(tasks, open_model=lambda: model, settings=settings(**kw), model_id="fake",
-                  make_decoder=make_decoder)
+                  make_decoder=make_decoder, progress=progress)
     outs = {t.label: (t.output.read_bytes() if isinstance(files[t.path.name], bytes)
                       else t.output.read_bytes().decode("utf-8")) if t.output.exists() else None for t in tasks}
     return s, (decoders[0] if decoders else None), outs

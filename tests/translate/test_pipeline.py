@@ -151,6 +151,32 @@ def test_resume_uses_the_checkpoint_and_a_glossary_change_invalidates_only_its_c
     assert s.unused_terms == {("GPUs", "显卡"): 1}  # the fake translator ignored the glossary
 
 
+def test_a_checkpoint_that_cannot_be_written_says_once_that_resume_is_off(tmp_path):
+    """The run goes on, but no hint may promise to "retry only what failed"."""
+    from chatglm3_cli.translate.progress import TranslateProgress
+    from chatglm3_cli.translate.results import retry_advice
+
+    class Notes(TranslateProgress):
+        def __init__(self):
+            self.notes = []
+
+        def note(self, text):
+            self.notes.append(text)
+
+    checkpoint_dir().parent.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir().write_text("a file where the checkpoint directory goes")
+    text = "".join(f"Paragraph {k} here.\n\n" for k in range(4)) + "Use `x` here.\n"
+    drops_code = lambda units, system, user: numbered(units, lambda u: shout(u).replace("{{1}}", ""))  # noqa: E731
+    notes = Notes()
+    s, dec, outs = fake_run(tmp_path, {"a.md": text}, drops_code, progress=notes, max_chunk_units=1)
+    r = s.files[0]
+    assert r.status == "partial" and outs[r.task.label].startswith("PARAGRAPH 0 HERE."), r.error
+    assert len(notes.notes) == 1 and "resume is off for" in notes.notes[0] and "a.md" in notes.notes[0]
+    assert not r.resumable
+    advice = retry_advice(s, SamplingParams(temperature=0.7))
+    assert "resume is off" in advice and "only what failed" not in advice
+
+
 def test_a_paragraph_too_big_for_a_chunk_is_split_at_sentences_and_joined_back(tmp_path):
     para = " ".join(f"Sentence number {k} is here." for k in range(30))
     s, dec, outs = fake_run(tmp_path, {"a.txt": f"Short.\n\n{para}\n"}, good, max_chunk_tokens=40,
