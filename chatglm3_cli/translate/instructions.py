@@ -12,6 +12,16 @@ FORMAT_RULES = {
             "source, keeping its line breaks; never move words between cues."),
     "vtt": ("Each unit is one subtitle cue. Translate each cue on its own, about as short as the "
             "source, keeping its line breaks; never move words between cues."),
+    "html": ("Each unit is the text of one block of a web page; its tags and entities are "
+             "placeholders: keep each next to the words it marks."),
+    "epub": ("Each unit is the text of one block of a book; its tags and entities are "
+             "placeholders: keep each next to the words it marks."),
+    "po": ("Each unit is a message of a program's user interface: translate it as such, as short "
+           "as the source; its format specifiers are placeholders."),
+    "json": ("Each unit is a message of an app's user interface: translate it as such, as short as "
+             "the source; its variables and plural syntax are placeholders."),
+    "yaml": ("Each unit is a message of an app's user interface: translate it as such, as short as "
+             "the source; its variables and plural syntax are placeholders."),
 }
 
 DEFAULT_INSTRUCTIONS = (

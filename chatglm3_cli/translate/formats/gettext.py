@@ -156,8 +156,17 @@ def parse_po(text: str, source: str, *, target: str = "", retranslate: bool = Fa
     units: list[Unit] = []
     doc = GettextDocument("po", text, units, target=target)
     at = 0  # the next line to look for an entry's msgid from
+    if catalog.metadata:  # the header (polib keeps it apart from the entries): the first msgid ""
+        k = next((j for j, line in enumerate(lines) if re.match(r"^\s*msgid\s", line[1])), len(lines))
+        if k < len(lines) and re.match(r'^\s*msgid\s+""\s*$', lines[k][1]):
+            s0 = _region_after(lines, k)
+            if s0 < len(lines) and lines[s0][1].lstrip().startswith("msgstr"):
+                at = _region_after(lines, s0)
+                doc.header = (lines[s0][0], lines[at - 1][0] + len(lines[at - 1][1]))
     for entry in catalog:
-        k = max(at, entry.linenum - 1)
+        if entry.obsolete:  # "#~" lines: comments to gettext, copied as they are
+            continue
+        k = max(at, (entry.linenum or 1) - 1)
         while k < len(lines) and not re.match(r"^\s*msgid\s", lines[k][1]):
             k += 1
         if k >= len(lines):
@@ -182,11 +191,8 @@ def parse_po(text: str, source: str, *, target: str = "", retranslate: bool = Fa
         if s0 == k:
             raise DocumentFormatError(f"{source}: line {s0 + 1}: expected msgstr after the msgid")
         region = (lines[s0][0], lines[k - 1][0] + len(lines[k - 1][1]) + len(lines[k - 1][2]))
-        if entry.msgid == "" and not entry.msgctxt:
-            doc.header = (lines[s0][0], lines[k - 1][0] + len(lines[k - 1][1]))
-            continue
         done = bool(entry.msgstr) or any(v for v in entry.msgstr_plural.values())
-        if entry.obsolete or (done and not retranslate):
+        if done and not retranslate:
             continue
         ids = []
         for msgid in ([entry.msgid, entry.msgid_plural] if entry.msgid_plural else [entry.msgid]):
@@ -195,7 +201,7 @@ def parse_po(text: str, source: str, *, target: str = "", retranslate: bool = Fa
                 break
             ids.append(len(units))
             units.append(Unit(index=len(units), kind="entry", text=protected, start=0, end=0,
-                              placeholders=values, line=lines[head][0] and head + 1 or 1,
+                              placeholders=values, line=head + 1,
                               bilingual="inline"))
         else:
             if flags is not None:
