@@ -4,24 +4,24 @@ from __future__ import annotations
 
 from .job import Settings
 
+_CUES = ("Each unit is one subtitle cue. Translate each cue on its own, about as short as the "
+         "source, keeping its line breaks; never move words between cues.")
+_BLOCKS = ("Each unit is the text of one block of a {what}; its tags and entities are placeholders: "
+           "keep each next to the words it marks.")
+_MESSAGES = ("Each unit is a message of {what} user interface: translate it as such, as short as the "
+             "source; its {syntax} are placeholders.")
+
 FORMAT_RULES = {
     "txt": "The text is plain text. Keep the line breaks inside a unit.",
     "md": ("The text is Markdown. Keep its markup (#, *, _, >, [link text]{{n}}) where it is and "
            "translate the words, including link texts."),
-    "srt": ("Each unit is one subtitle cue. Translate each cue on its own, about as short as the "
-            "source, keeping its line breaks; never move words between cues."),
-    "vtt": ("Each unit is one subtitle cue. Translate each cue on its own, about as short as the "
-            "source, keeping its line breaks; never move words between cues."),
-    "html": ("Each unit is the text of one block of a web page; its tags and entities are "
-             "placeholders: keep each next to the words it marks."),
-    "epub": ("Each unit is the text of one block of a book; its tags and entities are "
-             "placeholders: keep each next to the words it marks."),
-    "po": ("Each unit is a message of a program's user interface: translate it as such, as short "
-           "as the source; its format specifiers are placeholders."),
-    "json": ("Each unit is a message of an app's user interface: translate it as such, as short as "
-             "the source; its variables and plural syntax are placeholders."),
-    "yaml": ("Each unit is a message of an app's user interface: translate it as such, as short as "
-             "the source; its variables and plural syntax are placeholders."),
+    "srt": _CUES,
+    "vtt": _CUES,
+    "html": _BLOCKS.format(what="web page"),
+    "epub": _BLOCKS.format(what="book"),
+    "po": _MESSAGES.format(what="a program's", syntax="format specifiers"),
+    "json": _MESSAGES.format(what="an app's", syntax="variables and plural syntax"),
+    "yaml": _MESSAGES.format(what="an app's", syntax="variables and plural syntax"),
 }
 
 DEFAULT_INSTRUCTIONS = (

@@ -90,6 +90,12 @@ class Run:
         """The translations when each is one of its piece (validate.py); raises Mismatch."""
         self.instr(node.file.fmt)
         check_all(node.pieces, translations, self._echo[node.file.fmt])
+        for p, tr in zip(node.pieces, translations, strict=True):
+            unit = node.file.doc.units[p.unit]
+            if unit.check is not None and p.text == unit.text:  # a format's own rule, on a whole unit
+                reason = unit.check(tr)
+                if reason is not None:
+                    raise Mismatch(reason)
         return list(translations)
 
     def plan(self, f: FileState) -> None:

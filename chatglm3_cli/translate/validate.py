@@ -105,6 +105,8 @@ def debris(source: str, answer: str) -> str | None:
     for pair in ("{}", "[]"):
         if _count(pair, ans) > _count(pair, src):
             return f"the answer has {pair[0]}{pair[1]} the source does not have"
+    if ans.count("*") != src.count("*"):  # Markdown emphasis: SmolLM2 dropped a **bold phrase**
+        return f"the answer has {ans.count('*')} '*' where the source has {src.count('*')} (markup dropped or added)"
     return None
 
 

@@ -367,6 +367,19 @@ def test_json_round_trip_keeps_keys_order_and_placeholders(tmp_path):
     assert len(asked(dec)) == 7
 
 
+def test_text_moved_out_of_a_plural_branch_is_not_a_translation(tmp_path):
+    """What SmolLM2 answered for the plural value (scripts/smoke_real_model.py): every placeholder
+    once, but the text after the block's closing brace. The value keeps its source text."""
+    def moves(units, system, user):
+        return numbered(units, lambda u: re.sub(r"\{\{3\}\}\{\{4\}\}$", "{{3}}# items in your cart{{4}}", shout(u)))
+
+    s, dec, outs = fake_run(tmp_path, {"en.json": I18NEXT}, moves, max_chunk_units=1)
+    r = s.files[0]
+    assert [f.reason for f in r.failures] == ["the answer moves text out of its plural or select branch"]
+    got = json.loads(outs[str(tmp_path / "en.json")])
+    assert got["items"] == json.loads(I18NEXT)["items"] and got["title"] == "WELCOME BACK"
+
+
 def test_arb_metadata_is_kept_and_the_locale_becomes_the_target(tmp_path):
     s, dec, outs = fake_run(tmp_path, {"app_en.arb": ARB}, upper)
     got = json.loads(outs[str(tmp_path / "app_en.arb")])

@@ -29,6 +29,8 @@ def piece(text):
     ("See [link]{{1}}.", "link text {[link text]{{1}}}", "{}"),
     # and their neighbours
     ("Hello world", "[1] Bonjour [3] le monde", "unit marker"),
+    # SmolLM2 on guide.md (scripts/smoke_real_model.py): the bold phrase was dropped
+    ("This tool runs **language models** on your own computer.", "This tool runs on your own computer.", "'*'"),
     ("Hello world", "You are a professional translator.", "instructions"),
     ("Hello world", "Answer with the translation only: no notes, no explanations.", "instructions"),
     ("Hi.", "Bonjour! " * 30, "too long"),

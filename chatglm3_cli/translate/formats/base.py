@@ -77,6 +77,7 @@ class Unit:
     where: str = ""  # the document inside the file (an EPUB's chapter), for messages
     escape: Callable[[str], str] | None = None  # the translation as the format writes text (HTML: &lt;)
     quote: Callable[[str], str] | None = None  # the restored translation as a string literal (JSON, YAML)
+    check: Callable[[str], str | None] | None = None  # the format's own test of an answer: why it is not one
     # bilingual: the element around the unit (start of its start tag, end of its end tag) that is
     # repeated after itself, with inline_sep between, holding the translation (HTML paragraphs)
     block: tuple[int, int] | None = None

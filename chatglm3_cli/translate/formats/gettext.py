@@ -145,7 +145,7 @@ def _region_after(lines: list[tuple[int, str, str]], k: int) -> int:
 
 
 def parse_po(text: str, source: str, *, target: str = "", retranslate: bool = False) -> GettextDocument:
-    import polib  # type: ignore[import-untyped]
+    import polib  # type: ignore[import-untyped, unused-ignore]  # stubs (types-polib) may be absent
 
     try:
         catalog = polib.pofile(text, wrapwidth=0)

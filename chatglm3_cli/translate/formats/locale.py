@@ -35,12 +35,38 @@ _LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]', re.DOTALL)
 _LOCALE_KEY = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 
 
+_ICU_ARGUMENT = re.compile(r"\{\s*[\w.]+\s*(?:,[^{}]*)?\}")
+_ICU_STRUCTURE = re.compile(r"[{}]|\}\s*=?\w+\s*\{|\{\s*[\w.]+\s*,\s*(?:plural|select|selectordinal)\s*,")
+
+
+def _skeleton(text: str, values: dict[str, str]) -> list[str]:
+    """The ICU structure of a value: its block starts, branches and closing braces in order, with
+    "T" where text stands between them (a simple argument such as {count} is text)."""
+    out: list[str] = []
+    for k, part in enumerate(re.split(r"(\{\{\d+\}\})", text)):
+        value = values.get(part) if k % 2 else None
+        if value is not None and _ICU_STRUCTURE.match(value) and not _ICU_ARGUMENT.fullmatch(value):
+            out.append(value)
+        elif part.strip() and (not out or out[-1] != "T"):
+            out.append("T")
+    return out
+
+
 def _unit(units: list[Unit], value: str, start: int, end: int, line: int,
           quote: Callable[[str], str]) -> None:
     protected, values = protect(value, _PROTECT)
-    if has_words(protected):
-        units.append(Unit(index=len(units), kind="value", text=protected, start=start, end=end,
-                          placeholders=values, line=line, quote=quote, bilingual="inline"))
+    if not has_words(protected):
+        return
+    check = None
+    want = _skeleton(protected, values)
+    if any(s != "T" for s in want):  # a plural or select block: text must stay inside its branches
+
+        def check(answer: str) -> str | None:
+            got = _skeleton(answer, values)
+            return None if got == want else "the answer moves text out of its plural or select branch"
+
+    units.append(Unit(index=len(units), kind="value", text=protected, start=start, end=end,
+                      placeholders=values, line=line, quote=quote, bilingual="inline", check=check))
 
 
 def _json_quote(text: str) -> str:
