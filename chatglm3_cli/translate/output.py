@@ -10,6 +10,7 @@ from .inputs import check_overwrite, write_atomic
 from .job import Settings
 from .progress import TranslateProgress
 from .results import Summary
+from .validate import same_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import FileState
@@ -46,6 +47,13 @@ def finish_file(f: "FileState", settings: Settings, summary: Summary, progress: 
         r.error = (f"{r.task.label}: the model returned the text untranslated (all {r.wordy} "
                    f"units came back identical to the source; is it already in "
                    f"{settings.target.name}?); no output written")
+        progress.file_done(r, summary)
+        return
+    if wanted and all(same_text(f.doc.units[u].text, tr) for u, tr in translations.items()):
+        # Some units failed and the rest came back as they were: the output would be the input.
+        r.status = "failed"
+        r.error = (f"{r.task.label}: nothing was translated ({len(r.failures)} units failed, listed above; "
+                   f"the other {len(translations)} came back identical to the source); no output written")
         progress.file_done(r, summary)
         return
     bilingual = settings.bilingual and f.fmt in BILINGUAL  # a catalogue or locale file has one language

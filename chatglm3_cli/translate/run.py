@@ -16,7 +16,7 @@ from .job import Settings
 from .output import finish_file
 from .progress import TranslateProgress
 from .results import FileResult, Summary, UnitFailure
-from .validate import InstructionEcho, check_all
+from .validate import InstructionEcho, check_all, same_text, wordy
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.decoder import DecodeResult, DecoderStats
@@ -173,9 +173,9 @@ class Run:
         f = node.file
         for p, tr in zip(node.pieces, translations, strict=True):
             f.parts.setdefault(p.unit, {})[p.part] = tr
-            if _wordy(p.text):
+            if wordy(p.text):
                 f.result.wordy += 1
-                if _same_text(p.text, tr):
+                if same_text(p.text, tr):
                     f.result.unchanged += 1
         self.resolved(node)
 
@@ -310,12 +310,3 @@ class Run:
 
     def finish_file(self, f: FileState) -> None:
         finish_file(f, self.settings, self.summary, self.progress)
-
-
-def _wordy(text: str) -> bool:
-    """Enough letters that an identical answer means "not translated", not a name or a number."""
-    return sum(c.isalpha() for c in text) >= 8
-
-
-def _same_text(a: str, b: str) -> bool:
-    return " ".join(a.split()) == " ".join(b.split())

@@ -29,6 +29,7 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\n+")
 _UNIT_MARKER = re.compile(r"\[\d+\]")
 _LOOSE_NUMBER = re.compile(r"\{\s*\d+\s*\}")
+_AROUND_PLACEHOLDER = re.compile(r"\s*(\{\{\d+\}\})\s*")
 
 
 def _words(text: str) -> list[str]:
@@ -108,6 +109,18 @@ def debris(source: str, answer: str) -> str | None:
     if ans.count("*") != src.count("*"):  # Markdown emphasis: SmolLM2 dropped a **bold phrase**
         return f"the answer has {ans.count('*')} '*' where the source has {src.count('*')} (markup dropped or added)"
     return None
+
+
+def wordy(text: str) -> bool:
+    """Enough letters that an identical answer means "not translated", not a name or a number."""
+    return sum(c.isalpha() for c in text) >= 8
+
+
+def same_text(a: str, b: str) -> bool:
+    """The same words and placeholders (SmolLM2 gave "models {{2}}" for "models{{2}}")."""
+    def norm(t: str) -> str:
+        return " ".join(_AROUND_PLACEHOLDER.sub(r"\1", t).split())
+    return norm(a) == norm(b)
 
 
 def check(piece: Piece, translation: str, echo: InstructionEcho) -> None:

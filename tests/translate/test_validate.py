@@ -120,3 +120,18 @@ def test_an_answer_kept_by_an_older_version_is_checked_again(tmp_path, monkeypat
                             max_chunk_units=1)
     assert s.ok and s.cached == 0 and s.requests == 2
     assert outs[str(tmp_path / "a.txt")] == text.upper()
+
+
+def test_failed_units_and_echoes_make_no_file(tmp_path):
+    """SmolLM2 on guide.md after the checks: 3 units rejected, the other 3 echoed (one with a space
+    before a placeholder). The output would have been the input: nothing is written."""
+    def weak(units, system, user):
+        return numbered(units, lambda u: "The text is Markdown." if "**" in u or "Install" in u
+                        else u.replace("{{2}}", " {{2}}"))
+
+    text = "# Getting started\n\nRuns **models** here.\n\n- Install `x` now.\n- See <b>the docs</b> for more.\n"
+    s, dec, outs = fake_run(tmp_path, {"guide.md": text}, weak)
+    r = s.files[0]
+    assert r.status == "failed" and outs[r.task.label] is None
+    assert r.error.endswith("(2 units failed, listed above; the other 2 came back identical to the source); "
+                            "no output written"), r.error
