@@ -49,7 +49,8 @@ def _summary_lines(s: "Summary") -> list[str]:
         for fail in sorted(r.failures, key=lambda x: x.line):
             if listed < MAX_LISTED:
                 kept = "" if r.status == "failed" else " (kept as is)"
-                lines.append(f"  not translated{kept}: {r.task.label}:{fail.line}: {fail.reason}: "
+                where = f"{fail.where}:" if fail.where else ""  # an EPUB's chapter
+                lines.append(f"  not translated{kept}: {r.task.label}:{where}{fail.line}: {fail.reason}: "
                              f"{fail.excerpt}")
             listed += 1
     if listed > MAX_LISTED:

@@ -197,6 +197,21 @@ def test_epub_round_trip(tmp_path, bilingual):
         assert len(re.findall(r'id="c1"', ch1)) == 1
 
 
+def test_an_epub_unit_that_fails_is_named_by_its_chapter_and_kept(tmp_path):
+    def drops(units, system, user):
+        return numbered(units, lambda u: shout(u).replace("{{1}}", ""))
+
+    s, dec, outs = fake_run(tmp_path, {"book.epub": make_epub()}, drops, max_chunk_units=1)
+    r = s.files[0]
+    assert r.status == "partial"
+    assert [(f.where, f.line, f.excerpt) for f in r.failures] == [
+        ("OEBPS/text/ch1.xhtml", 7, "It was a <i>dark</i> and stormy night."),
+        ("OEBPS/text/ch1.xhtml", 8, "The rain fell in torrents.<br/>Except at occasional interval…"),
+        ("OEBPS/nav.xhtml", 4, '<a href="text/ch1.xhtml">The first chapter</a>')]
+    ch1 = dict((n, d) for n, _, d in _members(outs[str(tmp_path / "book.epub")]))["OEBPS/text/ch1.xhtml"].decode()
+    assert "<p class=\"first\">It was a <i>dark</i> and stormy night.</p>" in ch1 and "THE FIRST CHAPTER" in ch1
+
+
 def test_a_broken_epub_is_an_input_error(tmp_path):
     s, _, outs = fake_run(tmp_path, {"bad.epub": b"PK\x03\x04 not really"}, upper)
     assert s.files[0].input_error and "not an EPUB" in s.files[0].error
