@@ -144,7 +144,7 @@ def parse_html(text: str, *, fmt: str = "html", where: str = "", only: frozenset
             tag = stack[-1] if stack else ""
             block = None
             if (opener is not None and closer is not None and events[opener].tag == tag == events[closer].tag
-                    and tag in DUPLICABLE):
+                    and tag in DUPLICABLE and only is None):
                 o = events[opener].start
                 line_start = text.rfind("\n", 0, o) + 1
                 indent = text[line_start:o] if not text[line_start:o].strip() else ""
@@ -153,9 +153,9 @@ def parse_html(text: str, *, fmt: str = "html", where: str = "", only: frozenset
                 add("paragraph", a, b, _escape_text, "inline", nl + indent, block)
             elif tag in ("td", "th"):
                 add("cell", a, b, _escape_text, "inline", br)
-            else:
-                add("heading" if tag == "title" else "paragraph", a, b, _escape_text, "inline",
-                    " / " if tag == "title" else br)
+            else:  # a title, a package's or a table of contents' label: no markup between the two
+                label = tag == "title" or only is not None
+                add("heading" if label else "paragraph", a, b, _escape_text, "inline", " / " if label else br)
         seg.clear()
 
     k = 0
