@@ -258,3 +258,17 @@ def test_ctrl_c_exits_130_and_keeps_finished_chunks(fixtures, tmp_path):
     assert b"interrupted; finished chunks are kept: run the same command again to resume" in err
     assert b"Traceback" not in err and out == b""
     assert not (tmp_path / "book.zh.txt").exists() and list(ckpt_dir.glob("*.jsonl"))
+
+
+def test_locale_and_html_files_through_llama_cpp(tr, tmp_path):
+    """The real decoder on the scripted fixture: values and blocks get its answer, keys, tags and
+    what has placeholders the answer lacks stay as they were (listed, exit 20)."""
+    (tmp_path / "en.json").write_text('{"title": "Welcome back", "n": 3, "greet": "Hi {{name}}"}\n')
+    (tmp_path / "page.html").write_text("<html><body><h1 id=a>Hello there</h1>\n<p>Some <b>bold</b> text</p>"
+                                        "</body></html>\n")
+    r = tr("en.json", "page.html", "--to", "fr")
+    assert r.exit_code == ExitCode.TRANSLATE_FAILED, r.output
+    assert json.loads((tmp_path / "en.fr.json").read_text()) == {"title": ANSWER, "n": 3, "greet": "Hi {{name}}"}
+    assert (tmp_path / "page.fr.html").read_text() == (f"<html><body><h1 id=a>{ANSWER}</h1>\n"
+                                                         "<p>Some <b>bold</b> text</p></body></html>\n")
+    assert "en.json:1: placeholders changed (missing {{1}})" in r.stderr
