@@ -214,6 +214,27 @@ def test_an_epub_unit_that_fails_is_named_by_its_chapter_and_kept(tmp_path):
     assert "<p class=\"first\">It was a <i>dark</i> and stormy night.</p>" in ch1 and "THE FIRST CHAPTER" in ch1
 
 
+def test_an_epub_resumes_from_its_checkpoint(tmp_path):
+    """Interrupted after two chunks, the same run goes on without asking for them again."""
+    calls = []
+
+    def stop_after_two(units, system, user):
+        calls.append(user)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return numbered(units)
+
+    book = make_epub()
+    s, _, outs = fake_run(tmp_path, {"book.epub": book}, stop_after_two, max_chunk_units=1)
+    assert s.interrupted and outs[str(tmp_path / "book.epub")] is None
+    s, dec, outs = fake_run(tmp_path, {"book.epub": book}, upper, max_chunk_units=1)
+    n = len(parse_bytes("epub", book, "b").units)
+    # (a chunk whose text occurs twice, the book's title in the package and in the NCX, is asked once)
+    assert s.ok and s.cached >= 2 and s.cached + s.requests == n
+    assert not set(calls[:2]) & set(dec.requests)  # the two answered before Ctrl-C are not asked again
+    assert b"IT WAS A" in dict((m, d) for m, _, d in _members(outs[str(tmp_path / "book.epub")]))["OEBPS/text/ch1.xhtml"]
+
+
 def test_a_broken_epub_is_an_input_error(tmp_path):
     s, _, outs = fake_run(tmp_path, {"bad.epub": b"PK\x03\x04 not really"}, upper)
     assert s.files[0].input_error and "not an EPUB" in s.files[0].error

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import shutil
 import zipfile
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from .base import Document, DocumentFormatError, Unit
 from .html import parse_html
 
+ZIP64_FROM = 1 << 31  # members this large need zip64 headers when they are written
 MAX_MEMBER_BYTES = 64 << 20  # one document of a book; a larger one is not text to translate
 XHTML = ("application/xhtml+xml", "text/html")
 NCX = "application/x-dtbncx+xml"
@@ -91,7 +93,11 @@ class EpubDocument(Document):
         with zipfile.ZipFile(io.BytesIO(self.data)) as src, zipfile.ZipFile(out, "w") as dst:
             for info in src.infolist():
                 new = changed.get(info.filename)
-                dst.writestr(info, new if new is not None else src.read(info), compress_type=info.compress_type)
+                if new is not None:
+                    dst.writestr(info, new, compress_type=info.compress_type)
+                else:  # streamed: an image or font of any size never sits in memory whole
+                    with src.open(info) as r, dst.open(info, "w", force_zip64=info.file_size >= ZIP64_FROM) as w:
+                        shutil.copyfileobj(r, w, 1 << 20)
         return out.getvalue()
 
 
