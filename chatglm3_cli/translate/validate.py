@@ -29,6 +29,7 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\n+")
 _UNIT_MARKER = re.compile(r"\[\d+\]")
 _LOOSE_NUMBER = re.compile(r"\{\s*\d+\s*\}")
+_GLOSSARY_PAIR = re.compile(r"^\s*- .*→")  # glossary.block(): "- term → translation"
 _AROUND_PLACEHOLDER = re.compile(r"\s*(\{\{\d+\}\})\s*")
 
 
@@ -44,9 +45,13 @@ class InstructionEcho:
     """What of the instructions an answer must not repeat: their five-word runs and sentences."""
 
     def __init__(self, instructions: str) -> None:
-        self.shingles = _shingles(_words(instructions))
+        # per line, and without the glossary's pairs: their translations belong in answers
+        lines = [line for line in instructions.splitlines() if not _GLOSSARY_PAIR.match(line)]
+        self.shingles: set[tuple[str, ...]] = set()
+        for line in lines:
+            self.shingles |= _shingles(_words(line))
         self.sentences: list[tuple[str, ...]] = []
-        for sent in _SENTENCE_END.split(instructions):
+        for sent in _SENTENCE_END.split("\n".join(lines)):
             words = tuple(_words(sent))
             if len(words) >= MIN_SENTENCE_WORDS:
                 self.sentences.append(words)

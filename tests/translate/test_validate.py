@@ -135,3 +135,16 @@ def test_failed_units_and_echoes_make_no_file(tmp_path):
     assert r.status == "failed" and outs[r.task.label] is None
     assert r.error.endswith("(2 units failed, listed above; the other 2 came back identical to the source); "
                             "no output written"), r.error
+
+
+def test_glossary_translations_are_not_instructions():
+    from chatglm3_cli.translate.glossary import Glossary
+
+    g = Glossary((("training pipeline", "le pipeline d'entraînement de nos modèles de langue"),))
+    system, _ = instructions(settings(glossary=g, target=settings().target), "txt")
+    assert "le pipeline d'entraînement de nos modèles de langue" in system
+    check(piece("Our training pipeline is fast."), "Le pipeline d'entraînement de nos modèles de langue est rapide.",
+          InstructionEcho(system))
+    with pytest.raises(Mismatch, match="instructions"):  # the glossary's own heading is an instruction
+        check(piece("Our training pipeline is fast."), "Always translate these terms as given: rapide",
+              InstructionEcho(system))
