@@ -74,11 +74,12 @@ def _skip_in_walk(p: Path, codes: set[str]) -> bool:
 
 def _expand(paths: list[str], glob: Optional[str], fmt: Optional[str], target_code: str,
             outdir: Optional[Path]) -> list["FileTask"]:
-    from ..translate.formats import EXTENSIONS
+    from ..translate.formats import EXTENSIONS, IN_DIRECTORIES
     from ..translate.languages import CODES
     from ..translate.pipeline import FileTask
 
     codes = set(CODES) | {target_code}
+    walked_ext = [e for e, f in EXTENSIONS.items() if f in IN_DIRECTORIES]
     tasks: list[FileTask] = []
     seen: dict[Path, str] = {}
     for arg in paths:
@@ -86,10 +87,11 @@ def _expand(paths: list[str], glob: Optional[str], fmt: Optional[str], target_co
         if p.is_dir():
             found = sorted(q for q in p.glob(glob or "**/*") if q.is_file()
                            and not _skip_in_walk(q.relative_to(p), codes)
-                           and (glob is not None or fmt is not None or q.suffix.lower() in EXTENSIONS))
+                           and (glob is not None or fmt is not None
+                                or EXTENSIONS.get(q.suffix.lower()) in IN_DIRECTORIES))
             if not found:
                 raise UsageError(f"{arg}: no files to translate (looked for "
-                                 f"{glob or 'files ending ' + ', '.join(EXTENSIONS)})")
+                                 f"{glob or 'files ending ' + ', '.join(walked_ext)})")
             pairs = [(q, q.relative_to(p)) for q in found]
         else:
             pairs = [(p, Path(p.name))]
@@ -122,7 +124,8 @@ def translate(
         "--output-dir", "-o", metavar="DIR", show_default="beside each input as NAME.LANG.EXT",
         help="Write the translations here, keeping names (and the tree of a directory).")] = None,
     glob: Annotated[Optional[str], typer.Option(
-        "--glob", metavar="PATTERN", show_default="every file of a format listed above",
+        "--glob", metavar="PATTERN",
+        show_default="every text, Markdown, subtitle, HTML, EPUB and gettext file; JSON/YAML only by name",
         help="Which files of a directory to translate, e.g. '**/*.md'.")] = None,
     fmt: Annotated[Optional[str], typer.Option(
         "--format", metavar="FORMAT", show_default="from the extension; txt for stdin",

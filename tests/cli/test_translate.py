@@ -260,6 +260,19 @@ def test_ctrl_c_exits_130_and_keeps_finished_chunks(fixtures, tmp_path):
     assert not (tmp_path / "book.zh.txt").exists() and list(ckpt_dir.glob("*.jsonl"))
 
 
+def test_a_directory_walk_leaves_configuration_files_alone(tr, tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("<p>Hello there</p>\n")
+    (tmp_path / "site" / "package.json").write_text('{"name": "my site", "private": true}\n')
+    (tmp_path / "site" / "ci.yml").write_text("name: build the site\n")
+    r = tr("site", "--to", "fr")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == ["ci.yml", "index.fr.html", "index.html",
+                                                                       "package.json"]
+    r = tr("site", "--to", "fr", "--glob", "*.json")  # asked for by name
+    assert r.exit_code == 0 and (tmp_path / "site" / "package.fr.json").exists()
+
+
 def test_locale_and_html_files_through_llama_cpp(tr, tmp_path):
     """The real decoder on the scripted fixture: values and blocks get its answer, keys, tags and
     what has placeholders the answer lacks stay as they were (listed, exit 20)."""

@@ -12,6 +12,9 @@ FORMATS = ("txt", "md", "srt", "vtt", "html", "epub", "po", "json", "yaml")
 FORMAT_NAMES = {"txt": "plain text", "md": "Markdown", "srt": "SubRip subtitles",
                 "vtt": "WebVTT subtitles", "html": "HTML", "epub": "EPUB book", "po": "gettext catalogue",
                 "json": "JSON locale file", "yaml": "YAML locale file"}
+# what a directory walk picks up without --glob: not JSON/YAML, which in a tree are mostly
+# configuration (package.json, CI files), not messages; those are translated when named
+IN_DIRECTORIES = frozenset({"txt", "md", "srt", "vtt", "html", "epub", "po"})
 BINARY = frozenset({"epub"})  # read as bytes, not decoded as text
 BILINGUAL = frozenset({"txt", "md", "srt", "vtt", "html", "epub"})  # --bilingual makes sense for these
 
@@ -67,5 +70,5 @@ def parse_bytes(fmt: str, data: bytes, source: str) -> Document:
     return parse_epub(data, source)
 
 
-__all__ = ["Document", "DocumentFormatError", "Unit", "EXTENSIONS", "FORMATS", "BINARY", "BILINGUAL",
+__all__ = ["Document", "DocumentFormatError", "Unit", "EXTENSIONS", "FORMATS", "BINARY", "BILINGUAL", "IN_DIRECTORIES",
            "format_for", "parse", "parse_bytes", "supported_list"]
