@@ -6,9 +6,14 @@
    instructions are the same for every chunk of a format and come first (the system message),
    so the decoder evaluates them once and shares them across requests.
 3. Chunks answered by an earlier run come from the checkpoint; the rest go to the decoder.
-   An answer that does not fit (units, ids, placeholders) is retried as two halves, down to
-   one unit; a unit that still fails keeps its source text and is listed, never dropped.
+   An answer that does not fit (units, ids, placeholders) or is not a translation of its unit
+   (``validate``) is retried as two halves, down to one unit; a unit that still fails keeps
+   its source text and is listed, never dropped and never written as a translation.
 4. A file whose chunks are all done is rendered and written through a temp file and a rename.
+
+Where each step lives: ``inputs`` (1 and the writing of 4), ``instructions`` and ``chunks``
+(2), ``run`` (3), ``validate`` (the answer checks), ``output`` (4), ``results`` (what is
+reported), ``job`` (the settings and tasks this module takes).
 """
 from __future__ import annotations
 
