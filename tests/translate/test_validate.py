@@ -36,6 +36,7 @@ def piece(text):
     ("Hi.", "Bonjour! " * 30, "too long"),
     ("This is a rather long sentence that says quite a lot of things about the weather today.", "Oui.",
      "too short"),
+    ("Questions and answers stay on your machine.", "Mignonette.", "too short"),  # SmolLM2 at -t 0.7
 ])
 def test_what_is_not_a_translation_is_rejected(source, answer, why):
     echo = InstructionEcho(SYSTEM_MD + "\n" + SYSTEM_TXT)
@@ -49,6 +50,8 @@ def test_what_is_not_a_translation_is_rejected(source, answer, why):
     ("你好，世界。今天天气很好，我们去公园散步吧。", "Hello, world. The weather is nice today, let's take a walk in the park."),
     ("Use {{1}} to keep [the docs]{{2}} open.", "Utilisez {{1}} pour garder [la doc]{{2}} ouverte."),
     ("OK", "D'accord, c'est bon"),  # short sources may grow
+    ("Thank you very much!", "Merci !"),  # and short answers may be right
+    ("Please click here to continue.", "请点击此处继续。"),
     # a text about translating may say what the instructions say: the source said it first
     ("Translate the user's text into French, please.", "Traduisez le texte en français : translate the user's text"),
 ])
