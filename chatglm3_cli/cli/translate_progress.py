@@ -4,35 +4,31 @@ the bar) are in cli/progress.py; this module imports the translate library, so t
 imports it only when it runs (``--help`` stays light)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional, Sequence
 
-from ..translate.progress import TranslateProgress
+from ..progress import RunStats
+from ..translate.progress import FileProgress, TranslateProgress
 from .console import Console
 from .progress import StatusLines, StderrBar, plural, rich_run_bar, run_fields
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..translate.results import FileResult
-    from ..translate.results import Summary as TranslateSummary
 
-
-def file_started_text(r: FileResult) -> str:
+def file_started_text(f: FileProgress) -> str:
     """"film.srt: 10 units in 1 chunk" (or "... 3 chunks, 1 from the checkpoint")."""
-    return f"{r.task.label}: {plural(r.units, 'unit')} in {plural(r.chunks, 'chunk')}"
+    return f"{f.label}: {plural(f.units, 'unit')} in {plural(f.chunks, 'chunk')}"
 
 
-def file_done_text(r: FileResult) -> str:
-    t = r.task
-    where = str(t.output) if t.output is not None else "stdout"
-    if r.status == "failed":
-        err = r.error or "failed"
-        return err if err.startswith(t.label) else f"{t.label}: {err}"
-    if r.status == "preview":
-        return f"{t.label}: preview of {plural(r.chunks, 'chunk')} (stdout)"
-    extra = f", {len(r.failures)} kept in the source language" if r.failures else ""
-    if r.unchanged:  # the model answered with the source text: probably not translated
-        extra += f", {r.unchanged} came back identical to the source"
-    cached = f", {plural(r.cached, 'answer')} from the checkpoint" if r.cached else ""
-    return f"{t.label} -> {where} ({plural(r.units, 'unit')}, {plural(r.chunks, 'chunk')}{cached}{extra})"
+def file_done_text(f: FileProgress) -> str:
+    where = f.output if f.output is not None else "stdout"
+    if f.status == "failed":
+        err = f.error or "failed"
+        return err if err.startswith(f.label) else f"{f.label}: {err}"
+    if f.status == "preview":
+        return f"{f.label}: preview of {plural(f.chunks, 'chunk')} (stdout)"
+    extra = f", {f.failed_units} kept in the source language" if f.failed_units else ""
+    if f.unchanged:  # the model answered with the source text: probably not translated
+        extra += f", {f.unchanged} came back identical to the source"
+    cached = f", {plural(f.cached, 'answer')} from the checkpoint" if f.cached else ""
+    return f"{f.label} -> {where} ({plural(f.units, 'unit')}, {plural(f.chunks, 'chunk')}{cached}{extra})"
 
 
 class PlainTranslate(TranslateProgress):
@@ -42,22 +38,21 @@ class PlainTranslate(TranslateProgress):
     def note(self, text: str) -> None:
         self.out.con.error(text)
 
-    def start(self, summary: TranslateSummary) -> None:
-        for r in summary.files:
-            if r.status == "failed":  # unreadable, unsupported, unwritable: known before any work
-                self.out.line(file_done_text(r))
+    def start(self, stats: RunStats, failed: Sequence[FileProgress]) -> None:
+        for f in failed:  # unreadable, unsupported, unwritable: known before any work
+            self.out.line(file_done_text(f))
 
-    def file_started(self, result: FileResult, summary: TranslateSummary) -> None:
-        self.out.line(file_started_text(result))
+    def file_started(self, file: FileProgress, stats: RunStats) -> None:
+        self.out.line(file_started_text(file))
 
-    def advance(self, result: FileResult, summary: TranslateSummary) -> None:
-        self.tick(summary)
+    def advance(self, file: FileProgress, stats: RunStats) -> None:
+        self.tick(stats)
 
     def tick(self, stats: Any) -> None:
         self.out.status(stats, "chunks")
 
-    def file_done(self, result: FileResult, summary: TranslateSummary) -> None:
-        self.out.line(file_done_text(result))
+    def file_done(self, file: FileProgress, stats: RunStats) -> None:
+        self.out.line(file_done_text(file))
 
 
 class RichTranslate(TranslateProgress):
@@ -78,39 +73,38 @@ class RichTranslate(TranslateProgress):
     def note(self, text: str) -> None:
         self._print(text)
 
-    def start(self, summary: TranslateSummary) -> None:
+    def start(self, stats: RunStats, failed: Sequence[FileProgress]) -> None:
         from rich.progress import TextColumn
 
         self._bar = rich_run_bar(self.con, TextColumn("{task.description}"))
-        self._overall = self._bar.progress.add_task("all files", total=summary.chunks or 1,
-                                                    **run_fields(summary, "chunks"))
-        for r in summary.files:
-            if r.status == "failed":
-                self._print(file_done_text(r))
+        self._overall = self._bar.progress.add_task("all files", total=stats.planned or 1,
+                                                    **run_fields(stats, "chunks"))
+        for f in failed:
+            self._print(file_done_text(f))
 
-    def file_started(self, result: FileResult, summary: TranslateSummary) -> None:
+    def file_started(self, file: FileProgress, stats: RunStats) -> None:
         if self._bar is not None:
-            label = result.task.label
+            label = file.label
             name = label if len(label) <= 40 else "…" + label[-39:]
-            self._tasks[id(result)] = self._bar.progress.add_task(
-                name, total=result.chunks or 1, counts=f"0/{result.chunks} chunks", speed="", left="")
+            self._tasks[file.key] = self._bar.progress.add_task(
+                name, total=file.chunks or 1, counts=f"0/{file.chunks} chunks", speed="", left="")
 
-    def advance(self, result: FileResult, summary: TranslateSummary) -> None:
-        task = self._tasks.get(id(result))
+    def advance(self, file: FileProgress, stats: RunStats) -> None:
+        task = self._tasks.get(file.key)
         if task is not None and self._bar is not None:
-            self._bar.progress.update(task, completed=result.chunks_done,
-                                      counts=f"{result.chunks_done}/{result.chunks} chunks")
-        self.tick(summary)
+            self._bar.progress.update(task, completed=file.chunks_done,
+                                      counts=f"{file.chunks_done}/{file.chunks} chunks")
+        self.tick(stats)
 
     def tick(self, stats: Any) -> None:
         if self._bar is not None:
             self._bar.progress.update(self._overall, **run_fields(stats, "chunks"))
 
-    def file_done(self, result: FileResult, summary: TranslateSummary) -> None:
-        task = self._tasks.pop(id(result), None)
+    def file_done(self, file: FileProgress, stats: RunStats) -> None:
+        task = self._tasks.pop(file.key, None)
         if task is not None and self._bar is not None:
             self._bar.progress.remove_task(task)
-        self._print(file_done_text(result))
+        self._print(file_done_text(file))
 
     def finish(self, stats: Any) -> None:
         if self._bar is not None:

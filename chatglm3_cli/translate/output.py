@@ -39,7 +39,7 @@ def finish_file(f: "FileState", settings: Settings, summary: Summary, progress: 
         r.status = "failed"
         r.error = (f"{r.task.label}: nothing was translated (all {len(wanted)} units failed, "
                    f"listed above); no output written")
-        progress.file_done(r, summary)
+        progress.file_done(r.view(), summary)
         return
     if r.wordy and r.unchanged == r.wordy and not r.failures:
         # A weak model may copy its input back: every answer the same as its source text.
@@ -47,14 +47,14 @@ def finish_file(f: "FileState", settings: Settings, summary: Summary, progress: 
         r.error = (f"{r.task.label}: the model returned the text untranslated (all {r.wordy} "
                    f"units came back identical to the source; is it already in "
                    f"{settings.target.name}?); no output written")
-        progress.file_done(r, summary)
+        progress.file_done(r.view(), summary)
         return
     if wanted and all(same_text(f.doc.units[u].text, tr) for u, tr in translations.items()):
         # Some units failed and the rest came back as they were: the output would be the input.
         r.status = "failed"
         r.error = (f"{r.task.label}: nothing was translated ({len(r.failures)} units failed, listed above; "
                    f"the other {len(translations)} came back identical to the source); no output written")
-        progress.file_done(r, summary)
+        progress.file_done(r.view(), summary)
         return
     bilingual = settings.bilingual and f.fmt in BILINGUAL  # a catalogue or locale file has one language
     if preview:
@@ -70,11 +70,11 @@ def finish_file(f: "FileState", settings: Settings, summary: Summary, progress: 
                 err = e if isinstance(e, ChatGLM3Error) else OutputWriteError(
                     f"cannot write {r.task.output}: {e.strerror or e}")
                 r.error = err.describe()
-                progress.file_done(r, summary)
+                progress.file_done(r.view(), summary)
                 return
         else:
             r.text = f.doc.render(translations, bilingual=bilingual)
         r.status = "partial" if r.failures else "translated"
         if not r.failures:
             f.checkpoint.remove()
-    progress.file_done(r, summary)
+    progress.file_done(r.view(), summary)

@@ -88,7 +88,7 @@ def translate(tasks: Sequence[FileTask], *, open_model: Callable[[], "Model"], s
                         r.status, r.error = "failed", e.describe()
                         f.done = True
                         continue
-                progress.start(summary)
+                progress.start(summary, [r.view() for r in summary.files if r.status == "failed"])
                 summary.started = time.monotonic()
                 run.run(files)
                 run.close()

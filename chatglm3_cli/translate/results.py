@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 from ..progress import RunStats
 from .job import FileTask
+from .progress import FileProgress
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.sampling import SamplingParams
@@ -42,6 +43,14 @@ class FileResult:
     @property
     def failed(self) -> bool:
         return self.status in ("failed", "partial", "interrupted")
+
+    def view(self) -> FileProgress:
+        """What a progress display shows of this file, as plain values."""
+        t = self.task
+        return FileProgress(key=id(self), label=t.label, output=str(t.output) if t.output is not None else None,
+                            status=self.status, error=self.error, units=self.units, chunks=self.chunks,
+                            chunks_done=self.chunks_done, cached=self.cached, unchanged=self.unchanged,
+                            failed_units=len(self.failures))
 
 
 @dataclass

@@ -133,7 +133,7 @@ class Run:
     def start(self, f: FileState) -> None:
         if not f.started:
             f.started = True
-            self.progress.file_started(f.result, self.summary)
+            self.progress.file_started(f.result.view(), self.summary)
         if f.roots_left == 0:
             self.finish_file(f)  # nothing to translate (only code, say)
         for node in f.roots:
@@ -215,7 +215,7 @@ class Run:
         self.summary.chunks_done += 1
         if root.decoded:  # not only from the checkpoint: its tokens count in the speed and time left
             self.summary.answered += 1
-        self.progress.advance(f.result, self.summary)
+        self.progress.advance(f.result.view(), self.summary)
         if f.roots_left == 0:
             self.finish_file(f)
 

@@ -285,3 +285,28 @@ def test_locale_and_html_files_through_llama_cpp(tr, tmp_path):
     assert (tmp_path / "page.fr.html").read_text() == (f"<html><body><h1 id=a>{ANSWER}</h1>\n"
                                                          "<p>Some <b>bold</b> text</p></body></html>\n")
     assert "en.json:1: placeholders changed (missing {{1}})" in r.stderr
+
+
+def test_the_terminal_display_shows_files_from_plain_values(tmp_path):
+    """The rich renderer (stderr a terminal) gets FileProgress values: a file that cannot be used
+    first, then each file's line."""
+    import io
+
+    from chatglm3_cli.cli import console
+    from chatglm3_cli.cli.translate_progress import RichTranslate, make_translate_progress
+    from chatglm3_cli.translate.pipeline import FileTask, translate
+
+    from ..translate.helpers import FakeDecoder, FakeModel, numbered, settings
+
+    err = io.StringIO()
+    progress = make_translate_progress(console.Console(sys.stdin, sys.stdout, err, stderr_tty=True))
+    assert isinstance(progress, RichTranslate)
+    (tmp_path / "a.txt").write_text("Hello there.\n\nMore text here.\n")
+    tasks = [FileTask("a.txt", path=tmp_path / "a.txt", output=tmp_path / "a.zh.txt"),
+             FileTask("missing.txt", path=tmp_path / "missing.txt", output=tmp_path / "m.zh.txt")]
+    s = translate(tasks, open_model=FakeModel, settings=settings(), model_id="fake", progress=progress,
+                  make_decoder=lambda m, **kw: FakeDecoder(m, lambda units, system, user: numbered(units)))
+    assert [r.status for r in s.files] == ["translated", "failed"]
+    out = err.getvalue()
+    assert out.index("missing.txt") < out.index("a.txt ->")
+    assert "translate: a.txt -> " in out and "(2 units, 1 chunk)" in out  # (the path between may wrap)
