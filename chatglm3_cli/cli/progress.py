@@ -13,14 +13,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
+from ..batch.progress import BatchProgress
 from ..hub import human_size
-from ..progress import BatchProgress, DownloadProgress, RunStats, TranslateProgress, format_seconds_left
+from ..progress import DownloadProgress, RunStats, format_seconds_left
 from .console import Console
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..batch.runner import Summary as BatchSummary
-    from ..translate.pipeline import FileResult
-    from ..translate.pipeline import Summary as TranslateSummary
 
 STATUS_EVERY_S = 5.0  # plain status lines while generating
 MAX_FAILURE_LINES = 20  # batch failures reported one by one while the job runs
@@ -54,7 +53,7 @@ class StderrBar:
         self.progress.stop()
 
 
-class _Lines:
+class StatusLines:
     """Plain lines, and a status line when ``STATUS_EVERY_S`` has passed since the last one."""
 
     def __init__(self, con: Console, prefix: str) -> None:
@@ -72,14 +71,14 @@ class _Lines:
             self.line(status_text(stats, unit))
 
 
-def _rich_run_bar(con: Console, *first: Any) -> StderrBar:
+def rich_run_bar(con: Console, *first: Any) -> StderrBar:
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
     return StderrBar(con, *first, BarColumn(), TextColumn("{task.fields[counts]}"),
                      TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("{task.fields[left]}"))
 
 
-def _run_fields(stats: RunStats, unit: str) -> dict[str, Any]:
+def run_fields(stats: RunStats, unit: str) -> dict[str, Any]:
     left = stats.seconds_left()
     return {"completed": stats.items_progress(),
             "counts": f"{stats.done_now}/{stats.planned} {unit}",
@@ -162,7 +161,7 @@ def _workers(stats: Any) -> str:
 
 class PlainBatch(BatchProgress):
     def __init__(self, con: Console) -> None:
-        self.out = _Lines(con, "batch")
+        self.out = StatusLines(con, "batch")
         self._failures = 0
 
     def note(self, text: str) -> None:
@@ -205,8 +204,8 @@ class RichBatch(BatchProgress):
             return
         from rich.progress import TextColumn
 
-        self._bar = _rich_run_bar(self.con, TextColumn("batch"))
-        self._task = self._bar.progress.add_task("batch", total=todo, **_run_fields(summary, "done"))
+        self._bar = rich_run_bar(self.con, TextColumn("batch"))
+        self._task = self._bar.progress.add_task("batch", total=todo, **run_fields(summary, "done"))
 
     def advance(self, ok: bool, key: Optional[str], error: Optional[str], summary: BatchSummary) -> None:
         if not ok and error is not None:
@@ -218,7 +217,7 @@ class RichBatch(BatchProgress):
     def tick(self, stats: Any) -> None:
         if self._bar is not None:
             failed = f", [red]{stats.failed_now} failed[/]" if stats.failed_now else ""
-            self._bar.progress.update(self._task, **_run_fields(stats, "done" + failed + _workers(stats)))
+            self._bar.progress.update(self._task, **run_fields(stats, "done" + failed + _workers(stats)))
 
     def finish(self, stats: Any) -> None:
         if self._bar is not None:
@@ -228,112 +227,3 @@ class RichBatch(BatchProgress):
 
 def make_batch_progress(con: Console) -> BatchProgress:
     return RichBatch(con) if con.stderr_isatty else PlainBatch(con)
-
-
-# translate ---------------------------------------------------------------------------------------
-
-def file_started_text(r: FileResult) -> str:
-    """"film.srt: 10 units in 1 chunk" (or "... 3 chunks, 1 from the checkpoint")."""
-    return f"{r.task.label}: {plural(r.units, 'unit')} in {plural(r.chunks, 'chunk')}"
-
-
-def file_done_text(r: FileResult) -> str:
-    t = r.task
-    where = str(t.output) if t.output is not None else "stdout"
-    if r.status == "failed":
-        err = r.error or "failed"
-        return err if err.startswith(t.label) else f"{t.label}: {err}"
-    if r.status == "preview":
-        return f"{t.label}: preview of {plural(r.chunks, 'chunk')} (stdout)"
-    extra = f", {len(r.failures)} kept in the source language" if r.failures else ""
-    if r.unchanged:  # the model answered with the source text: probably not translated
-        extra += f", {r.unchanged} came back identical to the source"
-    cached = f", {plural(r.cached, 'answer')} from the checkpoint" if r.cached else ""
-    return f"{t.label} -> {where} ({plural(r.units, 'unit')}, {plural(r.chunks, 'chunk')}{cached}{extra})"
-
-
-class PlainTranslate(TranslateProgress):
-    def __init__(self, con: Console) -> None:
-        self.out = _Lines(con, "translate")
-
-    def note(self, text: str) -> None:
-        self.out.con.error(text)
-
-    def start(self, summary: TranslateSummary) -> None:
-        for r in summary.files:
-            if r.status == "failed":  # unreadable, unsupported, unwritable: known before any work
-                self.out.line(file_done_text(r))
-
-    def file_started(self, result: FileResult, summary: TranslateSummary) -> None:
-        self.out.line(file_started_text(result))
-
-    def advance(self, result: FileResult, summary: TranslateSummary) -> None:
-        self.tick(summary)
-
-    def tick(self, stats: Any) -> None:
-        self.out.status(stats, "chunks")
-
-    def file_done(self, result: FileResult, summary: TranslateSummary) -> None:
-        self.out.line(file_done_text(result))
-
-
-class RichTranslate(TranslateProgress):
-    """An overall bar that moves with tokens, and one bar per file being translated."""
-
-    def __init__(self, con: Console) -> None:
-        self.con = con
-        self._bar: Optional[StderrBar] = None
-        self._overall: Any = None
-        self._tasks: dict[int, Any] = {}
-
-    def _print(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.print(f"translate: {text}")
-        else:
-            self.con.error(f"translate: {text}")
-
-    def note(self, text: str) -> None:
-        self._print(text)
-
-    def start(self, summary: TranslateSummary) -> None:
-        from rich.progress import TextColumn
-
-        self._bar = _rich_run_bar(self.con, TextColumn("{task.description}"))
-        self._overall = self._bar.progress.add_task("all files", total=summary.chunks or 1,
-                                                    **_run_fields(summary, "chunks"))
-        for r in summary.files:
-            if r.status == "failed":
-                self._print(file_done_text(r))
-
-    def file_started(self, result: FileResult, summary: TranslateSummary) -> None:
-        if self._bar is not None:
-            label = result.task.label
-            name = label if len(label) <= 40 else "…" + label[-39:]
-            self._tasks[id(result)] = self._bar.progress.add_task(
-                name, total=result.chunks or 1, counts=f"0/{result.chunks} chunks", speed="", left="")
-
-    def advance(self, result: FileResult, summary: TranslateSummary) -> None:
-        task = self._tasks.get(id(result))
-        if task is not None and self._bar is not None:
-            self._bar.progress.update(task, completed=result.chunks_done,
-                                      counts=f"{result.chunks_done}/{result.chunks} chunks")
-        self.tick(summary)
-
-    def tick(self, stats: Any) -> None:
-        if self._bar is not None:
-            self._bar.progress.update(self._overall, **_run_fields(stats, "chunks"))
-
-    def file_done(self, result: FileResult, summary: TranslateSummary) -> None:
-        task = self._tasks.pop(id(result), None)
-        if task is not None and self._bar is not None:
-            self._bar.progress.remove_task(task)
-        self._print(file_done_text(result))
-
-    def finish(self, stats: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
-def make_translate_progress(con: Console) -> TranslateProgress:
-    return RichTranslate(con) if con.stderr_isatty else PlainTranslate(con)

@@ -16,7 +16,7 @@ from . import console as console_mod
 from .errors import UsageError, handle_errors
 from .exit_codes import ExitCode
 from .options import ModelArgs, RayArgs, SamplingArgs, SamplingParams, SequenceCtx, parallel_option, with_options
-from .progress import make_translate_progress, plural
+from .progress import plural
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..translate.languages import Language
@@ -49,7 +49,8 @@ def _summary_lines(s: "Summary") -> list[str]:
         for fail in sorted(r.failures, key=lambda x: x.line):
             if listed < MAX_LISTED:
                 kept = "" if r.status == "failed" else " (kept as is)"
-                lines.append(f"  not translated{kept}: {r.task.label}:{fail.line}: {fail.reason}: "
+                where = f"{fail.where}:" if fail.where else ""  # an EPUB's chapter
+                lines.append(f"  not translated{kept}: {r.task.label}:{where}{fail.line}: {fail.reason}: "
                              f"{fail.excerpt}")
             listed += 1
     if listed > MAX_LISTED:
@@ -73,11 +74,12 @@ def _skip_in_walk(p: Path, codes: set[str]) -> bool:
 
 def _expand(paths: list[str], glob: Optional[str], fmt: Optional[str], target_code: str,
             outdir: Optional[Path]) -> list["FileTask"]:
-    from ..translate.formats import EXTENSIONS
+    from ..translate.formats import EXTENSIONS, IN_DIRECTORIES
     from ..translate.languages import CODES
     from ..translate.pipeline import FileTask
 
     codes = set(CODES) | {target_code}
+    walked_ext = [e for e, f in EXTENSIONS.items() if f in IN_DIRECTORIES]
     tasks: list[FileTask] = []
     seen: dict[Path, str] = {}
     for arg in paths:
@@ -85,10 +87,11 @@ def _expand(paths: list[str], glob: Optional[str], fmt: Optional[str], target_co
         if p.is_dir():
             found = sorted(q for q in p.glob(glob or "**/*") if q.is_file()
                            and not _skip_in_walk(q.relative_to(p), codes)
-                           and (glob is not None or fmt is not None or q.suffix.lower() in EXTENSIONS))
+                           and (glob is not None or fmt is not None
+                                or EXTENSIONS.get(q.suffix.lower()) in IN_DIRECTORIES))
             if not found:
                 raise UsageError(f"{arg}: no files to translate (looked for "
-                                 f"{glob or 'files ending ' + ', '.join(EXTENSIONS)})")
+                                 f"{glob or 'files ending ' + ', '.join(walked_ext)})")
             pairs = [(q, q.relative_to(p)) for q in found]
         else:
             pairs = [(p, Path(p.name))]
@@ -121,16 +124,22 @@ def translate(
         "--output-dir", "-o", metavar="DIR", show_default="beside each input as NAME.LANG.EXT",
         help="Write the translations here, keeping names (and the tree of a directory).")] = None,
     glob: Annotated[Optional[str], typer.Option(
-        "--glob", metavar="PATTERN", show_default="every .txt, .md, .srt and .vtt file",
+        "--glob", metavar="PATTERN",
+        show_default="every text, Markdown, subtitle, HTML, EPUB and gettext file; JSON/YAML only by name",
         help="Which files of a directory to translate, e.g. '**/*.md'.")] = None,
     fmt: Annotated[Optional[str], typer.Option(
         "--format", metavar="FORMAT", show_default="from the extension; txt for stdin",
-        help="Treat the input as txt, md, srt or vtt (stdin, or files of another extension).")] = None,
+        help="Treat the input as txt, md, srt, vtt, html, epub, po, json or yaml (stdin, or files of another "
+             "extension).")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing output that translate did not write (a translation "
                             "made or edited by hand); without it, such a file is kept and reported.")] = False,
     bilingual: Annotated[bool, typer.Option(
-        "--bilingual", help="Keep the original and put the translation after each paragraph, cue or cell.")] = False,
+        "--bilingual", help="Keep the original and put the translation after each paragraph, cue or cell "
+                            "(txt, md, srt, vtt, html, epub).")] = False,
+    retranslate: Annotated[bool, typer.Option(
+        "--retranslate", help="gettext: translate the entries that already have a msgstr too (by default "
+                              "they are left alone).")] = False,
     glossary: Annotated[Optional[str], typer.Option(
         "--glossary", metavar="FILE",
         help="Term pairs to translate consistently: TSV (term<TAB>translation) or JSON.")] = None,
@@ -145,10 +154,19 @@ def translate(
     sampling: SamplingParams = SamplingArgs.options(temperature=0.0, max_tokens=AnswerCap),
     ray: RayArgs = RayArgs.options(),
 ) -> None:
-    """Translate .txt, .md, .srt and .vtt files, keeping their structure.
+    """Translate text, Markdown, subtitles, HTML, EPUB books, gettext catalogues and JSON/YAML
+    locale files, keeping their structure.
 
-    Code, front matter, links and table layout stay as they are in Markdown; cue numbers and
-    timings in subtitles. Re-running the same command resumes where it stopped.
+    Only the text is translated; everything else is copied byte-for-byte: txt (paragraphs;
+    layout kept), md (headings, paragraphs, items, cells, link texts; front matter, code, URLs,
+    HTML and table layout kept), srt/vtt (cue text; numbers, timings, settings, notes kept), html
+    (text of blocks, title, alt and title attributes; tags, attributes, scripts, styles, pre and
+    code kept), epub (each spine document as html, the navigation labels and the book's title;
+    CSS, images and the package kept), po/pot (msgstr of untranslated entries, plural forms of
+    the target; msgid, context, comments, flags kept; a failed entry is marked fuzzy), json/arb
+    and yaml/yml (string values; keys, order, comments, ICU and {{name}}/%{name} placeholders
+    kept). An answer that is not a translation of its unit is retried smaller, then listed, never
+    written. Re-running the same command resumes where it stopped.
 
     Examples: chatglm3 translate README.md --to zh · chatglm3 translate subs/ --to en --glob
     '*.srt' · cat notes.txt | chatglm3 translate - --to ja
@@ -174,7 +192,9 @@ def translate(
                         n_parallel=model.n_parallel() if cluster is None else cluster.n_parallel(model.parallel),
                         n_ctx=model.ctx, bilingual=bilingual,
                         glossary=gloss, prompt_template=template, preview=preview,
-                        max_answer_tokens=sampling.max_tokens, overwrite=overwrite)
+                        max_answer_tokens=sampling.max_tokens, overwrite=overwrite, retranslate=retranslate)
+    from .translate_progress import make_translate_progress
+
     progress = make_translate_progress(con)
     # model.open resolves the model only once some input is known to be usable: a wrong file
     # never costs a model download
@@ -197,7 +217,11 @@ def translate(
     for line in _summary_lines(summary):
         con.error(line)
     if summary.interrupted:
-        con.error("translate: interrupted; finished chunks are kept: run the same command again to resume")
+        if all(r.resumable for r in summary.files):
+            con.error("translate: interrupted; finished chunks are kept: run the same command again to resume")
+        else:
+            con.error("translate: interrupted; resume is off where the checkpoint could not be written (see the "
+                      "warning): the same command translates those files again from the start")
         raise typer.Exit(ExitCode.INTERRUPTED)
     if not summary.ok:
         raise failure(summary, sampling)
@@ -226,7 +250,8 @@ def normalize_format(fmt: Optional[str]) -> Optional[str]:
 
     if fmt is None:
         return None
-    fmt = {"markdown": "md", "text": "txt", "webvtt": "vtt"}.get(fmt.lower(), fmt.lower())
+    fmt = {"markdown": "md", "text": "txt", "webvtt": "vtt", "htm": "html", "xhtml": "html", "pot": "po",
+           "gettext": "po", "arb": "json", "yml": "yaml"}.get(fmt.lower(), fmt.lower())
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     return fmt
@@ -245,6 +270,8 @@ def stdin_task(con: console_mod.Console, paths: list[str], output_dir: Optional[
         raise UsageError("with '-' the translation goes to stdout; -o is for files")
     if con.stdin_isatty:
         raise UsageError("PATH is '-' (stdin), but stdin is a terminal: pipe the text in")
+    if fmt == "epub":
+        raise UsageError("an EPUB book is translated from a file, not from stdin", hint="pass the .epub path")
     data = con.read_stdin_bytes()
     return [FileTask("stdin", data=data, fmt=fmt or "txt", checkpoint="stdin:" + hashlib.sha256(data).hexdigest())]
 
@@ -259,12 +286,18 @@ def write_stdout_results(con: console_mod.Console, summary: Summary, preview: Op
 
 
 def failure(summary: Summary, sampling: SamplingParams) -> Exception:
-    """The error a run that left something untranslated exits with (TRANSLATE_FAILED)."""
-    from ..errors import TranslationFailedError
+    """The error a run that left something untranslated exits with: INPUT_ERROR when each file
+    that failed could not be read (missing, binary, not its format): a rerun cannot help, so no
+    hint says to retry; TRANSLATE_FAILED otherwise."""
+    from ..errors import InputError, TranslationFailedError
     from ..translate.pipeline import retry_advice
 
     nf = len(summary.failed_files)
     nu = sum(len(r.failures) for r in summary.files if r.status != "failed")
+    if nf and not nu and all(r.input_error for r in summary.failed_files):
+        n = len(summary.files)
+        return InputError(f"{nf} of {n} file{'s' if n != 1 else ''} could not be read (listed above)",
+                          hint="fix or leave out those files")
     what = []
     if nf:
         what.append(f"{nf} of {len(summary.files)} file{'s' if len(summary.files) != 1 else ''} failed")

@@ -18,8 +18,8 @@ from .workers import BatchWorker, LoadOptions, ModelRef, job_to_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..batch.jobs import Job
+    from ..batch.progress import BatchProgress
     from ..batch.runner import Settings, Summary
-    from ..progress import BatchProgress
 
 
 def model_ref(name: str, path: str, *, offline: Optional[bool] = None,

@@ -287,9 +287,9 @@ class BatchWorker(_Worker):
         return str(item.key)
 
     def _decode(self, items: list[Any]) -> list[tuple[str, str]]:
+        from ..batch.progress import BatchProgress
         from ..batch.results import line_key
         from ..batch.runner import Summary, decode_jobs
-        from ..progress import BatchProgress
 
         out: list[tuple[str, str]] = []
         decode_jobs(items, self.model, self.settings, Summary(), BatchProgress(),

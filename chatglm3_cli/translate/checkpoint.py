@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 VERSION = 1
 
@@ -43,8 +43,11 @@ class Checkpoint:
     """Answers of finished chunks (``ok``: the translations) and chunks known to fail as a whole
     (``split``: go straight to the smaller retries)."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, label: str = "", warn: Optional[Callable[[str], None]] = None) -> None:
         self.path = path
+        self.label = label  # the file whose answers these are, for the warning
+        self.warn = warn
+        self.failed = False  # a write failed: resume is off for this file
         self.entries: dict[str, dict[str, Any]] = {}
         self._fd: int | None = None
         if path is not None:
@@ -85,8 +88,14 @@ class Checkpoint:
                 if self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
                     os.write(self._fd, b"\n")
             os.write(self._fd, line)
-        except OSError:
-            self.path = None  # a checkpoint that cannot be written only costs a resume
+        except OSError as e:
+            # The run goes on (the translation itself is not at risk), but without resume: say so
+            # once, so that no later hint promises to "retry only what failed".
+            if self.warn is not None:
+                self.warn(f"warning: cannot write the checkpoint {self.path} ({e.strerror or e}): resume is off "
+                          f"for {self.label or 'this file'}; a rerun translates it from the start")
+            self.path = None
+            self.failed = True
 
     def close(self) -> None:
         if self._fd is not None:

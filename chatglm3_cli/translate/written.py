@@ -53,6 +53,7 @@ def may_write(path: Path) -> bool:
 
 
 def record(path: Path, data: bytes) -> None:
+    from ..errors import OutputWriteError
     from ..files import atomic_write_bytes
 
     entries = _load()
@@ -62,5 +63,5 @@ def record(path: Path, data: bytes) -> None:
         entries = dict(list(entries.items())[-MAX_ENTRIES:])
     try:
         atomic_write_bytes(_registry(), [json.dumps(entries, indent=0).encode("utf-8")])
-    except OSError:
+    except (OSError, OutputWriteError):  # (files.atomic_write_bytes raises the latter)
         pass  # bookkeeping only: the next run asks for --overwrite at worst

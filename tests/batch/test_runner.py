@@ -8,9 +8,9 @@ import json
 import pytest
 
 from chatglm3_cli.batch.jobs import parse_jobs
+from chatglm3_cli.batch.progress import BatchProgress
 from chatglm3_cli.batch.runner import Settings, run_batch
 from chatglm3_cli.engine.sampling import SamplingParams
-from chatglm3_cli.progress import BatchProgress
 
 ANSWER = "Hello! I am ChatGLM3 🙂龘"
 LABELS = ["positive", "negative", "neutral"]

@@ -53,16 +53,19 @@ def test_bad_inputs_are_reported_per_file_and_the_rest_goes_on(tr, tmp_path):
     (tmp_path / "slides.pdf").write_bytes(b"%PDF")
     names = ["good.txt", "binary.txt", "latin1.txt", "empty.md", "broken.srt", "slides.pdf", "missing.txt"]
     r = tr(*names, "--to", "zh")
-    assert r.exit_code == ExitCode.TRANSLATE_FAILED, r.output
+    assert r.exit_code == ExitCode.INPUT_ERROR, r.output  # a rerun cannot help: no hint says to retry
     assert (tmp_path / "good.zh.txt").read_text() == ANSWER + "\n"
     err = r.stderr
     assert "binary.txt looks like a binary file" in err
     assert "latin1.txt is not valid UTF-8 (line 1" in err
     assert "empty.md is empty" in err
     assert "broken.srt: line 6: expected a timing line" in err
-    assert "slides.pdf: cannot translate .pdf files (supported: .txt, .text, .md, .markdown, .srt, .vtt)" in err
+    assert "slides.pdf: cannot translate .pdf files (supported: .txt, .text, .md, .markdown, .srt, .vtt, .html, .htm, .xhtml, .epub, .po, .pot, .json, .arb, .yml, .yaml)" in err
     assert "file not found: missing.txt" in err
-    assert "error: 6 of 7 files failed" in err
+    assert "error: 6 of 7 files could not be read (listed above) (fix or leave out those files)" in err
+    assert "retry" not in err
+    r = tr("nope.md", "--to", "zh")  # issue 27: a missing input is an input error
+    assert r.exit_code == ExitCode.INPUT_ERROR and "file not found: nope.md" in r.stderr and "retry" not in r.stderr
     assert not any(p.name.endswith((".zh.pdf", ".zh.srt", ".zh.md")) for p in tmp_path.iterdir())
 
 
@@ -104,8 +107,8 @@ def test_directory_with_glob_and_output_dir_mirrors_the_tree(tr, tmp_path):
 def test_unsupported_type_alone(tr, tmp_path):
     (tmp_path / "a.docx").write_bytes(b"PK")
     r = tr("a.docx", "--to", "en")
-    assert r.exit_code == ExitCode.TRANSLATE_FAILED
-    assert "a.docx: cannot translate .docx files (supported: .txt, .text, .md, .markdown, .srt, .vtt)" in r.stderr
+    assert r.exit_code == ExitCode.INPUT_ERROR
+    assert "a.docx: cannot translate .docx files (supported: .txt, .text, .md, .markdown, .srt, .vtt, .html, .htm, .xhtml, .epub, .po, .pot, .json, .arb, .yml, .yaml)" in r.stderr
     assert "--format" in r.stderr
 
 
@@ -114,7 +117,7 @@ def test_bad_files_alone_never_touch_the_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.docx").write_bytes(b"PK")
     r = CliRunner().invoke(app, ["translate", "a.docx", "--to", "en"])  # no -m, no model on disk
-    assert r.exit_code == ExitCode.TRANSLATE_FAILED, r.output
+    assert r.exit_code == ExitCode.INPUT_ERROR, r.output
     assert "cannot translate .docx files" in r.stderr
 
 
@@ -255,3 +258,56 @@ def test_ctrl_c_exits_130_and_keeps_finished_chunks(fixtures, tmp_path):
     assert b"interrupted; finished chunks are kept: run the same command again to resume" in err
     assert b"Traceback" not in err and out == b""
     assert not (tmp_path / "book.zh.txt").exists() and list(ckpt_dir.glob("*.jsonl"))
+
+
+def test_a_directory_walk_leaves_configuration_files_alone(tr, tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("<p>Hello there</p>\n")
+    (tmp_path / "site" / "package.json").write_text('{"name": "my site", "private": true}\n')
+    (tmp_path / "site" / "ci.yml").write_text("name: build the site\n")
+    r = tr("site", "--to", "fr")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == ["ci.yml", "index.fr.html", "index.html",
+                                                                       "package.json"]
+    r = tr("site", "--to", "fr", "--glob", "*.json")  # asked for by name
+    assert r.exit_code == 0 and (tmp_path / "site" / "package.fr.json").exists()
+
+
+def test_locale_and_html_files_through_llama_cpp(tr, tmp_path):
+    """The real decoder on the scripted fixture: values and blocks get its answer, keys, tags and
+    what has placeholders the answer lacks stay as they were (listed, exit 20)."""
+    (tmp_path / "en.json").write_text('{"title": "Welcome back", "n": 3, "greet": "Hi {{name}}"}\n')
+    (tmp_path / "page.html").write_text("<html><body><h1 id=a>Hello there</h1>\n<p>Some <b>bold</b> text</p>"
+                                        "</body></html>\n")
+    r = tr("en.json", "page.html", "--to", "fr")
+    assert r.exit_code == ExitCode.TRANSLATE_FAILED, r.output
+    assert json.loads((tmp_path / "en.fr.json").read_text()) == {"title": ANSWER, "n": 3, "greet": "Hi {{name}}"}
+    assert (tmp_path / "page.fr.html").read_text() == (f"<html><body><h1 id=a>{ANSWER}</h1>\n"
+                                                         "<p>Some <b>bold</b> text</p></body></html>\n")
+    assert "en.json:1: placeholders changed (missing {{1}})" in r.stderr
+
+
+def test_the_terminal_display_shows_files_from_plain_values(tmp_path):
+    """The rich renderer (stderr a terminal) gets FileProgress values: a file that cannot be used
+    first, then each file's line."""
+    import io
+
+    from chatglm3_cli.cli import console
+    from chatglm3_cli.cli.translate_progress import RichTranslate, make_translate_progress
+    from chatglm3_cli.translate.pipeline import FileTask, translate
+
+    from ..translate.helpers import FakeDecoder, FakeModel, numbered, settings
+
+    err = io.StringIO()
+    progress = make_translate_progress(console.Console(sys.stdin, sys.stdout, err, stderr_tty=True))
+    assert isinstance(progress, RichTranslate)
+    (tmp_path / "a.txt").write_text("Hello there.\n\nMore text here.\n")
+    tasks = [FileTask("a.txt", path=tmp_path / "a.txt", output=tmp_path / "a.zh.txt"),
+             FileTask("missing.txt", path=tmp_path / "missing.txt", output=tmp_path / "m.zh.txt")]
+    s = translate(tasks, open_model=FakeModel, settings=settings(), model_id="fake", progress=progress,
+                  make_decoder=lambda m, **kw: FakeDecoder(m, lambda units, system, user: numbered(units)))
+    assert [r.status for r in s.files] == ["translated", "failed"]
+    out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err.getvalue())  # the bar's control codes
+    assert out.index("missing.txt") < out.index("a.txt ->")
+    flat = " ".join(out.split())  # rich wraps long lines
+    assert "translate: a.txt -> " in flat and "(2 units, 1 chunk)" in flat, out

@@ -7,6 +7,11 @@ from typing import Callable
 
 from chatglm3_cli.engine.decoder import DecodeResult, DecoderStats
 from chatglm3_cli.engine.generate import Completion, Timings
+from chatglm3_cli.engine.sampling import SamplingParams
+from chatglm3_cli.translate.languages import parse_language
+from chatglm3_cli.translate.pipeline import FileTask, Settings, translate
+
+GREEDY = SamplingParams(temperature=0)
 
 MARK = re.compile(r"^\[(\d+)\] ", re.MULTILINE)
 
@@ -72,3 +77,33 @@ class FakeDecoder:
 
     def close(self) -> None:
         pass
+
+
+def settings(**kw):
+    kw.setdefault("target", parse_language("zh"))
+    kw.setdefault("params", GREEDY)
+    return Settings(**kw)
+
+
+def fake_run(tmp_path, files, answer, progress=None, **kw):
+    """Translate {name: text} files with a fake decoder; return (summary, decoder, outputs)."""
+    model = FakeModel()
+    decoders = []
+
+    def make_decoder(m, *, n_parallel, n_ctx):
+        decoders.append(FakeDecoder(m, answer))
+        return decoders[-1]
+
+    tasks = []
+    for name, text in files.items():
+        p = tmp_path / name
+        if isinstance(text, bytes):  # an EPUB
+            p.write_bytes(text)
+        else:
+            p.write_text(text, encoding="utf-8", newline="")
+        tasks.append(FileTask(str(p), path=p, output=p.with_name(p.stem + ".zh" + p.suffix)))
+    s = translate(tasks, open_model=lambda: model, settings=settings(**kw), model_id="fake",
+                  make_decoder=make_decoder, progress=progress)
+    outs = {t.label: (t.output.read_bytes() if isinstance(files[t.path.name], bytes)
+                      else t.output.read_bytes().decode("utf-8")) if t.output.exists() else None for t in tasks}
+    return s, (decoders[0] if decoders else None), outs

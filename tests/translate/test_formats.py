@@ -84,10 +84,12 @@ def test_render_without_translations_is_the_input(fmt, text):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.sampled_from(list("ab #>-|`*[]()!:/\n\r\t 1.") + ["http://x.y", "```", "    ", "---\n"]),
+@given(st.lists(st.sampled_from(list("ab #>-|`*[]()!:/\n\r\t 1.<&;") + ["http://x.y", "```", "    ", "---\n", "<p>",
+                                                                       "</p>", "<b>", "<code>", "<!--", "-->",
+                                                                       '<img alt="x">', "&amp;", "<td>"]),
                 max_size=80).map("".join))
 def test_any_text_round_trips(text):
-    for fmt in ("md", "txt"):
+    for fmt in ("md", "txt", "html"):
         doc = parse(fmt, text, "x")
         assert doc.render({}) == text
         # regions are ordered and inside the text

@@ -13,12 +13,11 @@ from chatglm3_cli.translate.formats import parse
 from chatglm3_cli.translate.formats.subtitles import SRT_TIMING
 from chatglm3_cli.translate.glossary import Glossary
 from chatglm3_cli.translate.languages import parse_language
-from chatglm3_cli.translate.pipeline import FileTask, Settings, instructions, translate
+from chatglm3_cli.translate.pipeline import FileTask, instructions, translate
 
-from .helpers import FakeDecoder, FakeModel, numbered, shout, units_of
+from .helpers import FakeDecoder, FakeModel, fake_run, numbered, settings, shout, units_of
 
 ANSWER = "Hello! I am ChatGLM3 🙂龘"
-GREEDY = SamplingParams(temperature=0)
 
 MD = """---
 title: T
@@ -35,32 +34,6 @@ echo keep
 - one
 - two
 """
-
-
-def settings(**kw):
-    kw.setdefault("target", parse_language("zh"))
-    kw.setdefault("params", GREEDY)
-    return Settings(**kw)
-
-
-def fake_run(tmp_path, files, answer, **kw):
-    """Translate {name: text} files with a fake decoder; return (summary, decoder, outputs)."""
-    model = FakeModel()
-    decoders = []
-
-    def make_decoder(m, *, n_parallel, n_ctx):
-        decoders.append(FakeDecoder(m, answer))
-        return decoders[-1]
-
-    tasks = []
-    for name, text in files.items():
-        p = tmp_path / name
-        p.write_text(text, encoding="utf-8")
-        tasks.append(FileTask(str(p), path=p, output=p.with_name(p.stem + ".zh" + p.suffix)))
-    s = translate(tasks, open_model=lambda: model, settings=settings(**kw), model_id="fake",
-                  make_decoder=make_decoder)
-    outs = {t.label: t.output.read_text(encoding="utf-8") if t.output.exists() else None for t in tasks}
-    return s, (decoders[0] if decoders else None), outs
 
 
 def good(units, system, user):
@@ -176,6 +149,32 @@ def test_resume_uses_the_checkpoint_and_a_glossary_change_invalidates_only_its_c
     s, dec, _ = fake_run(tmp_path, {"a.txt": text}, good, glossary=Glossary((("GPUs", "显卡"),)), **kw)
     assert s.cached == 3 and s.requests == 3
     assert s.unused_terms == {("GPUs", "显卡"): 1}  # the fake translator ignored the glossary
+
+
+def test_a_checkpoint_that_cannot_be_written_says_once_that_resume_is_off(tmp_path):
+    """The run goes on, but no hint may promise to "retry only what failed"."""
+    from chatglm3_cli.translate.progress import TranslateProgress
+    from chatglm3_cli.translate.results import retry_advice
+
+    class Notes(TranslateProgress):
+        def __init__(self):
+            self.notes = []
+
+        def note(self, text):
+            self.notes.append(text)
+
+    checkpoint_dir().parent.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir().write_text("a file where the checkpoint directory goes")
+    text = "".join(f"Paragraph {k} here.\n\n" for k in range(4)) + "Use `x` here.\n"
+    drops_code = lambda units, system, user: numbered(units, lambda u: shout(u).replace("{{1}}", ""))  # noqa: E731
+    notes = Notes()
+    s, dec, outs = fake_run(tmp_path, {"a.md": text}, drops_code, progress=notes, max_chunk_units=1)
+    r = s.files[0]
+    assert r.status == "partial" and outs[r.task.label].startswith("PARAGRAPH 0 HERE."), r.error
+    assert len(notes.notes) == 1 and "resume is off for" in notes.notes[0] and "a.md" in notes.notes[0]
+    assert not r.resumable
+    advice = retry_advice(s, SamplingParams(temperature=0.7))
+    assert "resume is off" in advice and "only what failed" not in advice
 
 
 def test_a_paragraph_too_big_for_a_chunk_is_split_at_sentences_and_joined_back(tmp_path):
