@@ -415,7 +415,7 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
         stops = set(model.stop_tokens)
         prompt = _filler_prompt(model, prompt_tokens)
         greedy = SamplingParams(temperature=0, max_tokens=gen_tokens)
-        raw = RawContext(model._llama.ptr, n_ctx=n_ctx, n_threads=model.n_threads)
+        raw = RawContext(model.llama.ptr, n_ctx=n_ctx, n_threads=model.n_threads)
         ours_side, raw_side = Side(), Side()
         competitors: list[Any] = []
         loaded = LoadReport(load, omp_policy() or "?", Spread([]), Spread([]), Spread([]), Spread([]))
@@ -479,11 +479,11 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
         # loop's context is freed).
         model.reset()
         model.generate(prompt_ids=prompt, params=greedy).complete()
-        bufs = model._ctx.buffer_bytes if model._ctx is not None else {"kv": 0, "compute": 0}
-        memory = MemoryReport(file_bytes=Path(path).stat().st_size, mmap=model._llama.mmap, load_s=t_load,
+        bufs = model.chat_context.buffer_bytes if model.chat_context is not None else {"kv": 0, "compute": 0}
+        memory = MemoryReport(file_bytes=Path(path).stat().st_size, mmap=model.llama.mmap, load_s=t_load,
                               load_peak_rss=load_peak, steady_rss=current_rss_bytes(),
                               kv_bytes=bufs["kv"], compute_bytes=bufs["compute"], base_rss=base_rss,
-                              dropped_pages=getattr(model._llama, "dropped_pages", False))
+                              dropped_pages=getattr(model.llama, "dropped_pages", False))
 
         topics = ["the sea", "a city at night", "mountains", "a library", "rain", "trains", "an old map",
                   "the moon", "a garden", "winter", "a market", "bridges", "a lighthouse", "the desert"]
@@ -497,7 +497,7 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
         per_seq = max(len(p) for p in prompts) + gen_tokens + 8
         for n in parallel:
             progress(f"{records} records, {n} in parallel")
-            rawp = RawContext(model._llama.ptr, n_ctx=per_seq * n, n_threads=model.n_threads, n_seq=n)
+            rawp = RawContext(model.llama.ptr, n_ctx=per_seq * n, n_threads=model.n_threads, n_seq=n)
             try:
                 raw_t, raw_gen = rawp.parallel(prompts, n, gen_tokens, stops)
             finally:

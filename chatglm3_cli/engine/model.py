@@ -34,6 +34,7 @@ from .prompt import (
     template_prompt_ids,
 )
 from .sampling import SamplingParams
+from .sequence import AnswerFormat
 from .steps import PadMode, StepTimes
 from .templates import ChatTemplate, builtin_prompt_ids, builtin_prompt_text, turn_end_token
 from .tokenizer import SentencePieceTokenizer
@@ -302,8 +303,9 @@ class Model:
     # generation ----------------------------------------------------------------------------
 
     def generate(self, messages: Sequence[Message] | None = None, params: SamplingParams | None = None,
-                 *, prompt_ids: Sequence[int] | None = None) -> Generation:
+                 *, prompt_ids: Sequence[int] | None = None, stops: Sequence[str] = ()) -> Generation:
         """Start an answer: iterate the result for text pieces, then read ``.result``.
+        ``stops``: strings that end the answer where they appear (not included).
 
         Raises PromptTooLongError before any work when the prompt does not fit the context.
         """
@@ -311,16 +313,62 @@ class Model:
             if messages is None:
                 raise ValueError("messages or prompt_ids is required")
             prompt_ids = self.prompt_ids(messages)
-        return Generation(self._llama, self._cache, prompt_ids, params or SamplingParams(),
-                          stop_tokens=self.stop_tokens, tool_stop=self._tool_stop,
-                          metadata_line=self.metadata_line, make_sampler=self._make_sampler,
-                          speculate=self.speculate, spec_policy=self.spec_policy,
-                          segment_token=self._specials.roles["assistant"] if self._specials else None)
+        return Generation(self._cache, prompt_ids, params or SamplingParams(), fmt=self.answer_format,
+                          new_sampler=self.new_sampler, speculate=self.speculate,
+                          spec_policy=self.spec_policy, stops=stops)
 
-    def _make_sampler(self, p: SamplingParams, grammar: str | None = None) -> backend.Sampler:
+    # what decoding loops and servers need --------------------------------------------------
+
+    @property
+    def tool_stop(self) -> int | None:
+        """The stop token that ends a tool call (ChatGLM3's and GLM-4's <|observation|>)."""
+        return self._tool_stop
+
+    @property
+    def segment_token(self) -> int | None:
+        """The token that starts a new message inside an answer (<|assistant|>), if any."""
+        return self._specials.roles["assistant"] if self._specials is not None else None
+
+    @property
+    def answer_format(self) -> AnswerFormat:
+        return AnswerFormat(stop_tokens=frozenset(self.stop_tokens), tool_stop=self._tool_stop,
+                            segment_token=self.segment_token, metadata_line=self.metadata_line,
+                            token_bytes=self._llama.token_bytes)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._llama.token_bytes(token)
+
+    def new_sampler(self, p: SamplingParams, grammar: str | None = None) -> backend.Sampler:
+        """A sampler chain for one answer (the caller closes it)."""
         return backend.Sampler(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                                repeat_penalty=p.repeat_penalty, seed=p.seed,
                                n_vocab=self._llama.n_vocab, grammar=grammar, vocab=self._llama.vocab)
+
+    def new_context(self, *, n_ctx: int, n_batch: int, n_seq_max: int = 1,
+                    kv_unified: bool = False) -> backend.LlamaContext:
+        """Another llama.cpp context on this model's weights (the parallel decoder's)."""
+        return backend.LlamaContext(self._llama, n_ctx=n_ctx, n_batch=n_batch, n_threads=self._n_threads,
+                                    n_seq_max=n_seq_max, kv_unified=kv_unified, cache_type=self.cache_type)
+
+    def raw_prompt_ids(self, text: str) -> list[int]:
+        """A raw completion's prompt: the text as the model's own tokenizer encodes it for
+        generation (ChatGLM3 prepends [gMASK] sop; others their BOS)."""
+        ids = self.tokenize(text)
+        if self._specials is not None:
+            return [self._specials.gmask, self._specials.sop] + ids
+        if self._llama.add_bos() and self._llama.bos_token() >= 0:
+            return [self._llama.bos_token()] + ids
+        return ids
+
+    @property
+    def llama(self) -> backend.LlamaModel:
+        """The loaded llama.cpp model (for engine-level tools: benchmarks, exactness checks)."""
+        return self._llama
+
+    @property
+    def chat_context(self) -> backend.LlamaContext | None:
+        """The chat context, once made (None before first use)."""
+        return self._ctx
 
     def chat(self, messages: Sequence[Message], params: SamplingParams | None = None) -> Completion:
         """The whole answer at once."""

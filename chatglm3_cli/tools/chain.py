@@ -193,7 +193,8 @@ def run_chain(session: "ChatSession", turn: "Turn", toolbox: Toolbox, approvals:
         out.last = r
         if r is None or r.finish_reason != "tool_calls":
             return out
-        call = toolbox.read(r.metadata, r.text)
+        # The call is the answer's last message (text may come before it, engine/answer.py).
+        call = toolbox.read(r.metadata, r.segments[-1].text if r.segments else r.text)
         if len(out.outcomes) >= max_calls:
             out.limit_reached = True
             out.pending = call

@@ -43,9 +43,9 @@ def models(fixtures):
 
 
 def _last_logits(model) -> np.ndarray:
-    ctx = model._ctx
+    ctx = model.chat_context
     ptr = backend.llama().llama_get_logits_ith(ctx.ptr, -1)
-    return np.ctypeslib.as_array(ptr, shape=(model._llama.n_vocab,)).copy()
+    return np.ctypeslib.as_array(ptr, shape=(model.llama.n_vocab,)).copy()
 
 
 def _prompt(model, user: str, system: str = SYSTEM) -> list[int]:
@@ -151,7 +151,7 @@ def test_speculation_leaves_greedy_answers_unchanged(models, oracle, kind):
             accepted += g.spec.accepted
             # the KV cache holds exactly the tokens the engine thinks (no leftover draft cells)
             L = backend.llama()
-            assert L.llama_memory_seq_pos_max(m._ctx.memory, 0) == len(m._cache.tokens) - 1
+            assert L.llama_memory_seq_pos_max(m.chat_context.memory, 0) == len(m._cache.tokens) - 1
         m.speculate = 0
         _agree(m, kind, prompt, out[0], out[3])
     assert accepted > 0 and drafted > accepted  # both paths ran
