@@ -86,6 +86,7 @@ SCRIPTED_ANSWER = "Hello! I am ChatGLM3 🙂龘"
 SCRIPTED_LEAK = "Leaked next turn"
 TOOL_METADATA = "search"
 TOOL_CONTENT = 'tool_call(city="Paris")'  # ChatGLM3 writes a call as Python
+TOOL_ARGS = {"city": "Paris"}  # what the call's arguments are
 
 
 def cache_dir(override: str | None = None) -> Path:
@@ -384,7 +385,7 @@ def write_scripted_chatglm(path: Path, vocab: Vocab, chain: list[int], sidecar: 
 ANSWER_SHAPES: dict[str, tuple[list[tuple[str, str]], int]] = {
     "plain": ([("", "The sky is blue")], USER),
     "tool": ([(TOOL_METADATA, TOOL_CONTENT)], OBSERVATION),
-    "text-tool": ([("", "Sure thing"), (TOOL_METADATA, TOOL_CONTENT)], OBSERVATION),
+    "text-tool": ([("", "Okay!"), (TOOL_METADATA, TOOL_CONTENT)], OBSERVATION),
     "two-text": ([("", "Part one"), ("", "Part two")], USER),
 }
 
@@ -481,8 +482,11 @@ def answer_shape(sp_model_path: Path, shape: str) -> tuple[list[int], int, dict]
         answer += (sp_encode(sp_model_path, meta) if meta else []) + [13] + sp_encode(sp_model_path, content)
     answer += [stop, EOS]
     first = segments[0][1]
-    marker = sp_encode(sp_model_path, first)[-1]  # the first segment's last token
-    sidecar = {"segments": [{"metadata": m, "content": c} for m, c in segments], "stop": stop,
+    # The first segment's last token: it must appear in no prompt the tests send (the tools
+    # system message included), or the answer would switch from the start.
+    marker = sp_encode(sp_model_path, first)[-1]
+    sidecar = {"segments": [{"metadata": m, "content": c, **({"arguments": TOOL_ARGS} if m else {})}
+                            for m, c in segments], "stop": stop,
                "answer_ids": answer[1:-2], "marker": marker}
     return answer, marker, sidecar
 

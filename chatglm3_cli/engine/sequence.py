@@ -50,6 +50,9 @@ class Segment:
 
     metadata: str
     text: str
+    # The model's own token ids of this message (without the <|assistant|> that starts it):
+    # replayed as they are in the next turn's prompt.
+    tokens: list[int] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, str]:
         return {"metadata": self.metadata, "text": self.text}
@@ -242,6 +245,7 @@ class SequenceState:
         self.utf8 = Utf8Stream()
         self.scanner = StopScanner(self.stops)
         self.lookup = PromptLookup(self.prompt) if self.speculate else None
+        self._starts = [0]  # where each segment's tokens begin in ``generated``
 
     @property
     def metadata(self) -> str:
@@ -261,6 +265,7 @@ class SequenceState:
         self.generated.append(tok)
         if tok == self._segment_token:
             self.shaper.new_segment()
+            self._starts.append(len(self.generated))
         if self._release(self.shaper.feed(self.utf8.feed(self.fmt.token_bytes(tok)))):
             return self._end("stop")
         limit = self.params.max_tokens
@@ -339,14 +344,15 @@ class SequenceState:
         left = len(self.text)
         out: list[Segment] = []
         emitted_before = False
-        for seg in self.shaper.segments:
+        ends = [i - 1 for i in self._starts[1:]] + [len(self.generated)]
+        for seg, start, end in zip(self.shaper.segments, self._starts, ends, strict=True):
             if seg.text and emitted_before:
                 left -= len(SEGMENT_SEPARATOR)
                 if left < 0:
                     break
             take = seg.text[:max(0, left)]
             left -= len(take)
-            out.append(Segment(seg.metadata, take))
+            out.append(Segment(seg.metadata, take, self.generated[start:end]))
             emitted_before = emitted_before or bool(seg.text)
         return out
 
