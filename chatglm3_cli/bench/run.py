@@ -69,6 +69,15 @@ class ParallelRow:
     raw_gen_tps: float
     speedup_ours: float = 1.0
     speedup_raw: float = 1.0
+    # ours/raw of each run (ours and raw alternate, the order flipped every run): the ratio is
+    # their median, so that a busy moment hits one run, not one side
+    ratios: list[float] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ratios:
+            return statistics.median(self.ratios)
+        return self.ours_total_tps / self.raw_total_tps if self.raw_total_tps else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"parallel": self.n,
@@ -78,7 +87,8 @@ class ParallelRow:
                 "raw": {"total_tokens_per_s": round(self.raw_total_tps, 3),
                         "generated_tokens_per_s": round(self.raw_gen_tps, 3),
                         "speedup_vs_1": round(self.speedup_raw, 3)},
-                "ours_over_raw": round(self.ours_total_tps / self.raw_total_tps, 3) if self.raw_total_tps else None}
+                "ours_over_raw": round(self.ratio, 3) if self.ratio is not None else None,
+                "ours_over_raw_runs": [round(r, 3) for r in self.ratios]}
 
 
 @dataclass
@@ -495,21 +505,34 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
         n_prompt = sum(len(p) for p in prompts)
         rows: list[ParallelRow] = []
         per_seq = max(len(p) for p in prompts) + gen_tokens + 8
-        for n in parallel:
-            progress(f"{records} records, {n} in parallel")
+        def raw_run(n: int) -> tuple[float, int]:
             rawp = RawContext(model.llama.ptr, n_ctx=per_seq * n, n_threads=model.n_threads, n_seq=n)
             try:
-                raw_t, raw_gen = rawp.parallel(prompts, n, gen_tokens, stops)
+                return rawp.parallel(prompts, n, gen_tokens, stops)
             finally:
                 rawp.close()
+
+        def our_run(n: int) -> tuple[float, int]:
             with ParallelDecoder(model, n_parallel=n, n_ctx=per_seq) as dec:
                 t = time.perf_counter()
                 results = list(dec.run(DecodeRequest(str(i), prompt_ids=p, params=greedy)
                                        for i, p in enumerate(prompts)))
-                our_t = time.perf_counter() - t
-            our_gen = sum(x.completion.completion_tokens for x in results if x.completion)
-            rows.append(ParallelRow(n, (n_prompt + our_gen) / our_t, our_gen / our_t,
-                                    (n_prompt + raw_gen) / raw_t, raw_gen / raw_t))
+                return time.perf_counter() - t, sum(x.completion.completion_tokens for x in results if x.completion)
+
+        for n in parallel:
+            runs: list[tuple[float, int, float, int]] = []
+            for rep in range(reps):  # alternate which side goes first
+                progress(f"{records} records, {n} in parallel, run {rep + 1}/{reps}")
+                if rep % 2 == 0:
+                    raw_t, raw_gen = raw_run(n)
+                    our_t, our_gen = our_run(n)
+                else:
+                    our_t, our_gen = our_run(n)
+                    raw_t, raw_gen = raw_run(n)
+                runs.append((our_t, our_gen, raw_t, raw_gen))
+            tot = [((n_prompt + og) / ot, og / ot, (n_prompt + rg) / rt, rg / rt) for ot, og, rt, rg in runs]
+            med = [statistics.median(x[i] for x in tot) for i in range(4)]
+            rows.append(ParallelRow(n, med[0], med[1], med[2], med[3], ratios=[x[0] / x[2] for x in tot]))
         if rows:
             base = next((r for r in rows if r.n == 1), rows[0])
             for row in rows:
@@ -562,12 +585,13 @@ def format_report(rep: BenchReport) -> str:
     lines.append(f"{'ratio':6}{r['prefill'] if r['prefill'] is not None else '-':>24}"
                  f"{r['decode'] if r['decode'] is not None else '-':>24}   (ours / raw){noisy}")
     if rep.parallel:
-        lines += ["", f"parallel: {rep.records} records (prompt + up to {rep.gen_tokens} tokens each)",
+        lines += ["", f"parallel: {rep.records} records (prompt + up to {rep.gen_tokens} tokens each), "
+                      f"{rep.reps} runs alternating ours and raw (medians; ours/raw: median of the runs)",
                   f"{'N':>3}{'raw tok/s':>12}{'ours tok/s':>12}{'ours gen tok/s':>16}"
                   f"{'raw xN1':>9}{'ours xN1':>10}{'ours/raw':>10}"]
         for p in rep.parallel:
             lines.append(f"{p.n:>3}{p.raw_total_tps:>12.2f}{p.ours_total_tps:>12.2f}{p.ours_gen_tps:>16.2f}"
-                         f"{p.speedup_raw:>9.2f}{p.speedup_ours:>10.2f}{p.ours_total_tps / p.raw_total_tps:>10.3f}")
+                         f"{p.speedup_raw:>9.2f}{p.speedup_ours:>10.2f}{p.ratio or 0:>10.3f}")
     bw = d["bandwidth"]
     lines += ["", f"memory: peak RSS {rep.peak_rss_bytes / 2**30:.2f} GiB | read bandwidth "
                   f"{bw['measured_read_gb_per_s']:.1f} GB/s | {rep.bytes_per_token / 1e9:.2f} GB read per token "

@@ -126,10 +126,10 @@ class _Oracle:
 
 @pytest.fixture
 def oracle(monkeypatch):
-    from chatglm3_cli.engine import generate, lookup
+    from chatglm3_cli.engine import lookup, sequence
 
     _Oracle.answers = {}
-    monkeypatch.setattr(generate, "PromptLookup", _Oracle)
+    monkeypatch.setattr(sequence, "PromptLookup", _Oracle)  # where every loop's drafts come from
     monkeypatch.setattr(lookup, "PromptLookup", _Oracle)
     return _Oracle.answers
 
