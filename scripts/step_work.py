@@ -176,17 +176,23 @@ def main(argv: list[str] | None = None) -> int:
                     raw.close()
                 rw, raw_fa = obs.take().summary(), sorted(obs.flash)
                 obs.flash.clear()
-                with ParallelDecoder(model, n_parallel=n, n_ctx=per_seq) as dec:
-                    obs.take()
-                    results = list(dec.run(DecodeRequest(str(i), prompt_ids=p, params=greedy)
-                                           for i, p in enumerate(prompts)))
-                    ow, our_fa = obs.take().summary(), sorted(obs.flash)
-                    padded = dec.stats.padded_steps
-                our_gen = sum(r.completion.completion_tokens for r in results if r.completion)
-                for side, w, g, fa in (("raw", rw, raw_gen, raw_fa), ("ours", ow, our_gen, our_fa)):
+                sides = [("raw", rw, raw_gen, raw_fa, "")]
+                # ours as batch runs it, and as serve does (retain: each finished conversation is
+                # kept as a shared prefix for its next turn, in cells every step attends over)
+                for name, retain in (("ours", False), ("serve", True)):
+                    with ParallelDecoder(model, n_parallel=n, n_ctx=per_seq) as dec:
+                        obs.take()
+                        obs.flash.clear()
+                        results = list(dec.run((DecodeRequest(str(i), prompt_ids=p, params=greedy)
+                                                for i, p in enumerate(prompts)), retain=retain))
+                        ow, our_fa = obs.take().summary(), sorted(obs.flash)
+                        padded = dec.stats.padded_steps
+                    our_gen = sum(r.completion.completion_tokens for r in results if r.completion)
+                    sides.append((name, ow, our_gen, our_fa, str(padded)))
+                for side, w, g, fa, padded in sides:
                     label = f"{mode}:{'on' if fa == [True] else 'off' if fa == [False] else fa}"
                     print(f"{label:11} {n:>3} {side:5} {w['graphs']:>6} {w['rows']:>6} {w['mean_n_kv']:>9.0f} "
-                          f"{w['rows_x_cells']:>10} {w['attended']:>9} {g:>10} {padded if side == 'ours' else '':>13}")
+                          f"{w['rows_x_cells']:>10} {w['attended']:>9} {g:>10} {padded:>13}")
     return 0
 
 

@@ -65,7 +65,7 @@ def detect_family(info: GGUFInfo) -> tuple[str, ChatGLM3Specials | GLM4Specials 
 SPECULATE_DRAFT = 3
 
 
-def speculate_by_default(model: "Model") -> bool | None:
+def speculate_by_default() -> bool | None:
     """Speculation when not asked for: off. On the 2-core AVX2 machines here a 4-row decode
     step costs ~3.4x a 1-row step, and no run could show it faster (docs/benchmarks.md).
     CHATGLM3_SPECULATE=1 turns it on, =auto lets SpecPolicy time this machine's steps and
@@ -183,7 +183,7 @@ class Model:
         # Prompt-lookup speculation: draft tokens per decode step (0 = off). Off unless asked
         # (speculate_by_default); --speculate drafts whenever there is a match; "auto" lets
         # SpecPolicy time this machine's decode steps and draft only while that pays.
-        on = speculate if speculate is not None else speculate_by_default(self)
+        on = speculate if speculate is not None else speculate_by_default()
         self.speculate = SPECULATE_DRAFT if on is not False else 0
         # Decode-step times by row count on this machine, for the speculation policy and the
         # parallel decoder's row padding (steps.py).

@@ -33,10 +33,6 @@ class ToolCall:
     text: str = ""                           # the model's message as written
     problem: str | None = None               # why it cannot run (unknown tool, unreadable arguments)
 
-    @property
-    def is_code(self) -> bool:
-        return self.code is not None
-
     def describe(self) -> str:
         """One line for people: name(arguments) or the interpreter's first code line."""
         if self.code is not None:
