@@ -17,6 +17,7 @@ import argparse
 import ctypes
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class Observer:
         lib.ggml_get_name.restype = ctypes.c_char_p
         lib.ggml_get_name.argtypes = [ctypes.c_void_p]
         self.work = Work()
+        self.t0 = time.thread_time()
 
         ptrs = ctypes.c_void_p * 10
         int64s = ctypes.c_int64 * 4
@@ -113,10 +115,30 @@ class Observer:
             return p
 
         L.llama_context_default_params = params
+        # CPU seconds of this thread inside llama_decode and in all (with --threads 1 llama.cpp
+        # computes on this thread: CPU time, unlike wall time, does not grow with others' load)
+        self.decode_cpu = 0.0
+        decode = L.llama_decode
+
+        def timed_decode(ctx, batch):  # type: ignore[no-untyped-def]
+            t = time.thread_time()
+            try:
+                return decode(ctx, batch)
+            finally:
+                self.decode_cpu += time.thread_time() - t
+
+        L.llama_decode = timed_decode
 
     def take(self) -> Work:
         out, self.work = self.work, Work()
+        self.decode_cpu = 0.0
+        self.t0 = time.thread_time()
         return out
+
+    def cpu(self) -> tuple[float, float]:
+        """(CPU s in llama_decode, CPU s outside it) since the last take()."""
+        total = time.thread_time() - self.t0
+        return self.decode_cpu, total - self.decode_cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: {args.records} records, prompts {sum(len(p) for p in prompts)} tokens, "
               f"up to {args.gen} generated each; per decode call, from llama.cpp's graphs:")
         print(f"{'fa':11} {'N':>3} {'side':5} {'calls':>6} {'rows':>6} {'n_kv/row':>9} {'rows*n_kv':>10} "
-              f"{'unmasked':>9} {'generated':>10} {'padded steps':>13}")
+              f"{'unmasked':>9} {'generated':>10} {'padded steps':>13} {'decode cpu':>9} {'py ms/call':>12}")
         for mode in args.flash_attn.split(","):
             if mode == "default":
                 obs.flash_attn_type = None
@@ -174,9 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                     _, raw_gen = raw.parallel(prompts, n, args.gen, stops)
                 finally:
                     raw.close()
+                raw_cpu = obs.cpu()
                 rw, raw_fa = obs.take().summary(), sorted(obs.flash)
                 obs.flash.clear()
-                sides = [("raw", rw, raw_gen, raw_fa, "")]
+                sides = [("raw", rw, raw_gen, raw_fa, "", raw_cpu)]
                 # ours as batch runs it, and as serve does (retain: each finished conversation is
                 # kept as a shared prefix for its next turn, in cells every step attends over)
                 for name, retain in (("ours", False), ("serve", True)):
@@ -185,14 +208,16 @@ def main(argv: list[str] | None = None) -> int:
                         obs.flash.clear()
                         results = list(dec.run((DecodeRequest(str(i), prompt_ids=p, params=greedy)
                                                 for i, p in enumerate(prompts)), retain=retain))
+                        our_cpu = obs.cpu()
                         ow, our_fa = obs.take().summary(), sorted(obs.flash)
                         padded = dec.stats.padded_steps
                     our_gen = sum(r.completion.completion_tokens for r in results if r.completion)
-                    sides.append((name, ow, our_gen, our_fa, str(padded)))
-                for side, w, g, fa, padded in sides:
+                    sides.append((name, ow, our_gen, our_fa, str(padded), our_cpu))
+                for side, w, g, fa, padded, cpu in sides:
                     label = f"{mode}:{'on' if fa == [True] else 'off' if fa == [False] else fa}"
                     print(f"{label:11} {n:>3} {side:5} {w['graphs']:>6} {w['rows']:>6} {w['mean_n_kv']:>9.0f} "
-                          f"{w['rows_x_cells']:>10} {w['attended']:>9} {g:>10} {padded:>13}")
+                          f"{w['rows_x_cells']:>10} {w['attended']:>9} {g:>10} {padded:>13}"
+                          f" {cpu[0]:>9.2f} {cpu[1] * 1000 / max(1, w['graphs']):>12.2f}")
     return 0
 
 

@@ -43,9 +43,11 @@ class RowPadding:
     """How many rows to decode in a step that generates for k sequences.
 
     ``auto``: first time k rows, then the padded count m (a real step of m rows counts as well),
-    and pad from then on only if m rows measured at least GAIN cheaper. Padding one row to four
-    (or five to eight) is only tried when real steps of m rows were timed anyway: on most CPUs
-    it loses by far (2.7x on two AVX2 cores), so trying costs more than it could find. A choice is checked
+    and pad from then on only if m rows measured at least GAIN cheaper. Only one missing row
+    (3 to 4, 7 to 8) is tried on purpose; padding one or two rows to four is decided only when
+    real steps of m rows were timed anyway: on two AVX2 cores 1 row to 4 loses 2.7x and 2 to 4
+    1.34x (677 against 504 ms), so trial steps cost more than they could find (scripts/
+    step_work.py counted 21 padded steps of 256 in a first --parallel 2 run of the tiny model). A choice is checked
     again every RECHECK steps while the two were within CLOSE of each other (a busy moment
     during the first measurements must not decide forever); a clear loss is never retried.
     ``on`` always pads (tests, measurements), ``off`` never does."""
@@ -70,7 +72,7 @@ class RowPadding:
         if base is None:
             return k
         if padded is None:
-            return m if 2 * (k % self.GROUP) >= self.GROUP else k
+            return m if k % self.GROUP == self.GROUP - 1 else k
         pad = padded < self.GAIN * base
         n = self._steps.get(k, 0) + 1
         self._steps[k] = n
