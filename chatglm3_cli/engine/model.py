@@ -61,6 +61,15 @@ def detect_family(info: GGUFInfo) -> tuple[str, ChatGLM3Specials | GLM4Specials 
     return TEMPLATE, None
 
 
+def family_stop_tokens(family: str, specials: ChatGLM3Specials | GLM4Specials) -> set[int]:
+    """Where a ChatGLM3 or GLM-4 answer ends, from its control tokens: the turn ends with
+    <|user|>, or <|observation|> after a tool call, or the end of text. (llama.cpp's
+    end-of-generation set for ChatGLM3 is only <eos>, and its converter marks only some of
+    GLM-4's; their own generation configs stop on all three.)"""
+    end = specials.endoftext if isinstance(specials, GLM4Specials) else EOS_ID
+    return {end, specials.roles["user"], specials.roles["observation"]}
+
+
 # Tokens drafted per step by prompt-lookup speculation (the step evaluates 1 + this many rows).
 SPECULATE_DRAFT = 3
 
@@ -134,11 +143,8 @@ class Model:
             raise
         if self.family == CHATGLM3:
             s = self._specials
-            assert s is not None
-            # llama.cpp's end-of-generation set for ChatGLM3 is only <eos>; the model ends its
-            # turn with <|user|>, or <|observation|> after a tool call.
             assert isinstance(s, ChatGLM3Specials)
-            self.stop_tokens = {EOS_ID, s.roles["user"], s.roles["observation"]}
+            self.stop_tokens = family_stop_tokens(self.family, s)
             self._tool_stop: int | None = s.roles["observation"]
             self.chat_template = self.info.chat_template
             self.template: ChatTemplate | None = None
@@ -148,9 +154,7 @@ class Model:
         elif self.family == GLM4:
             s = self._specials
             assert isinstance(s, GLM4Specials)
-            # llama.cpp's converter marks only some of these as end-of-generation; GLM-4's own
-            # generation config stops on all three.
-            self.stop_tokens = {s.endoftext, s.roles["user"], s.roles["observation"]}
+            self.stop_tokens = family_stop_tokens(self.family, s)
             self._tool_stop = s.roles["observation"]
             self.chat_template = self.info.chat_template
             self.template = None
@@ -422,13 +426,13 @@ def chat_facts(path: str | os.PathLike[str], info: GGUFInfo | None = None) -> Ch
     if family == CHATGLM3:
         assert specials is not None
         tokens = info.get("tokenizer.ggml.tokens") or []
-        ids = sorted({EOS_ID, specials.roles["user"], specials.roles["observation"]})
+        ids = sorted(family_stop_tokens(family, specials))
         return ChatFacts(family, len(template), "ChatGLM3's official format (build_chat_input); "
                          "--chat-template is not used", [(i, str(tokens[i])) for i in ids if i < len(tokens)])
     if family == GLM4:
         assert isinstance(specials, GLM4Specials)
         tokens = info.get("tokenizer.ggml.tokens") or []
-        ids = sorted({specials.endoftext, specials.roles["user"], specials.roles["observation"]})
+        ids = sorted(family_stop_tokens(family, specials))
         return ChatFacts(family, len(template), "GLM-4's official format ([gMASK]<sop>, <|role|> turns); "
                          "--chat-template is not used", [(i, str(tokens[i])) for i in ids if i < len(tokens)])
     vocab = backend.LlamaModel(str(path), 0, vocab_only=True)
