@@ -31,8 +31,9 @@ Decoding
   sampling.py      SamplingParams
 
 llama.cpp and the machine
-  backend.py       the only module that calls llama.cpp: loading, weight placement, contexts
-                   and decode calls, samplers, logging
+  backend.py       the only module that calls llama.cpp's C API: loading, weight placement,
+                   contexts and decode calls, samplers, logging (grammar.py borrows
+                   llama-cpp-python's JSON Schema converter, which is Python)
   cpu.py           threads and OpenMP waiting
   memory.py        will a context fit in memory (checked before llama.cpp is asked)
   pagedrop.py      returns the pages of a mapped file that repacking left dead
