@@ -76,7 +76,7 @@ SPECULATE_DRAFT = 3
 
 def speculate_by_default() -> bool | None:
     """Speculation when not asked for: off. On the 2-core AVX2 machines here a 4-row decode
-    step costs ~3.4x a 1-row step, and no run could show it faster (docs/benchmarks.md).
+    step costs several 1-row steps, and no run could show it faster (docs/benchmarks.md).
     CHATGLM3_SPECULATE=1 turns it on, =auto lets SpecPolicy time this machine's steps and
     draft only while that pays (None)."""
     want = (env.get("CHATGLM3_SPECULATE") or "").lower()

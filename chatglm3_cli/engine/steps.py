@@ -1,9 +1,9 @@
 """Decode-step times by row count, measured as the engine runs, and the row padding they justify.
 
 What a decode step of k rows costs depends on the CPU and the weights' type: llama.cpp's CPU
-kernels multiply repacked rows in groups of four (GEMM) and the rest one at a time (GEMV). On
-two AVX2 cores with the 6B-shaped Q4_0 file a step of 3 rows took 721 ms and one of 4 rows
-677 ms (scripts/bench_steps.py), while on Q4_K a 4-row step costs more than a 1-row one. So
+kernels multiply repacked rows in groups of four (GEMM) and the rest one at a time (GEMV), so
+on some CPUs and types a step of 4 rows costs less than one of 3, and on others more than one
+of 1 (figures: docs/benchmarks.md, scripts/bench_steps.py). So
 nothing is assumed: the engine times its own steps (StepTimes, shared with the speculation
 policy), and RowPadding pads a step of k rows to the next multiple of four only where this
 machine measured that cheaper. The padding rows belong to a scratch sequence; nobody reads
@@ -45,9 +45,8 @@ class RowPadding:
     ``auto``: first time k rows, then the padded count m (a real step of m rows counts as well),
     and pad from then on only if m rows measured at least GAIN cheaper. Only one missing row
     (3 to 4, 7 to 8) is tried on purpose; padding one or two rows to four is decided only when
-    real steps of m rows were timed anyway: on two AVX2 cores 1 row to 4 loses 2.7x and 2 to 4
-    1.34x (677 against 504 ms), so trial steps cost more than they could find (scripts/
-    step_work.py counted 21 padded steps of 256 in a first --parallel 2 run of the tiny model). A choice is checked
+    real steps of m rows were timed anyway: where those lose (by far, on the AVX2 machines
+    here: docs/benchmarks.md), trial steps cost more than they could find. A choice is checked
     again every RECHECK steps while the two were within CLOSE of each other (a busy moment
     during the first measurements must not decide forever); a clear loss is never retried.
     ``on`` always pads (tests, measurements), ``off`` never does."""
