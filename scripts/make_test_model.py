@@ -54,6 +54,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -361,24 +362,33 @@ def _chain_weights(chain: list[int], n_vocab: int, n_embd: int) -> tuple[np.ndar
     return embd, out
 
 
-def write_scripted_chatglm(path: Path, vocab: Vocab, chain: list[int], sidecar: dict) -> Path:
-    shape = Shape(n_embd=128, n_layer=1, n_ff=128, n_head=4, n_head_kv=2)
-    embd, out = _chain_weights(chain, len(vocab.tokens), shape.n_embd)
+SCRIPTED_SHAPE = Shape(n_embd=128, n_layer=1, n_ff=128, n_head=4, n_head_kv=2)
+
+
+def _write_scripted(path: Path, vocab: Vocab, name: str, given: dict[str, np.ndarray],
+                    ones: Callable[[str], bool], sidecar: dict) -> Path:
+    """A one-layer ChatGLM3 file: the ``given`` tensors, ones where ``ones`` says (norm
+    weights), zeros elsewhere; and its JSON sidecar."""
     tensors = []
-    for name, shp in _chatglm_tensors(shape, len(vocab.tokens)):
-        if name == "token_embd.weight":
-            data = embd
-        elif name == "output.weight":
-            data = out
-        elif name == "output_norm.weight":
+    for tname, shp in _chatglm_tensors(SCRIPTED_SHAPE, len(vocab.tokens)):
+        if tname in given:
+            data = given[tname]
+        elif ones(tname):
             data = np.ones(shp, dtype=np.float32)
-        else:  # every block is zero: the residual stream is the token embedding
+        else:
             data = np.zeros(shp, dtype=np.float32)
-        tensors.append((name, data))
+        tensors.append((tname, data))
     _write(path, "chatglm",
-           lambda w: _chatglm_header(w, shape, vocab, "scripted chatglm3", CHATGLM3_TEMPLATE), tensors)
+           lambda w: _chatglm_header(w, SCRIPTED_SHAPE, vocab, name, CHATGLM3_TEMPLATE), tensors)
     path.with_suffix(".json").write_text(json.dumps(sidecar, ensure_ascii=False, indent=1))
     return path
+
+
+def write_scripted_chatglm(path: Path, vocab: Vocab, chain: list[int], sidecar: dict) -> Path:
+    embd, out = _chain_weights(chain, len(vocab.tokens), SCRIPTED_SHAPE.n_embd)
+    # every block is zero: the residual stream is the token embedding
+    return _write_scripted(path, vocab, "scripted chatglm3", {"token_embd.weight": embd, "output.weight": out},
+                           lambda t: t == "output_norm.weight", sidecar)
 
 
 # The answer-shape fixtures: (metadata, content) per segment, and the turn's stop token.
@@ -418,7 +428,7 @@ def write_switched_chatglm(path: Path, vocab: Vocab, answer: list[int], marker: 
     attends to the marker alone when it is present (score ~32 against 0), to nothing of value
     otherwise. The marker's value, routed by attn_output to a spare residual dimension P_h,
     outvotes the token's own successor (logit 8 per unit against 4)."""
-    shape = Shape(n_embd=128, n_layer=1, n_ff=128, n_head=4, n_head_kv=2)
+    shape = SCRIPTED_SHAPE
     succ, switch = _switched_chain(answer, marker)
     if len(switch) > 2:
         raise ValueError("at most two switched tokens (one per attention head on the marker's key)")
@@ -439,25 +449,10 @@ def write_switched_chatglm(path: Path, vocab: Vocab, answer: list[int], marker: 
         qkv[h * hd + hd - 1, slot[tok]] = a
         attn_out[phase, h * hd] = 1.0
         out[nxt, phase] = 8.0
-    tensors = []
-    for name, shp in _chatglm_tensors(shape, len(vocab.tokens)):
-        if name == "token_embd.weight":
-            data = embd
-        elif name == "output.weight":
-            data = out
-        elif name.endswith("attn_qkv.weight"):
-            data = qkv
-        elif name.endswith("attn_output.weight"):
-            data = attn_out
-        elif name.endswith("norm.weight") and "ffn" not in name:
-            data = np.ones(shp, dtype=np.float32)
-        else:
-            data = np.zeros(shp, dtype=np.float32)
-        tensors.append((name, data))
-    _write(path, "chatglm",
-           lambda w: _chatglm_header(w, shape, vocab, "scripted chatglm3 answer shape", CHATGLM3_TEMPLATE), tensors)
-    path.with_suffix(".json").write_text(json.dumps(sidecar, ensure_ascii=False, indent=1))
-    return path
+    given = {"token_embd.weight": embd, "output.weight": out, "blk.0.attn_qkv.weight": qkv,
+             "blk.0.attn_output.weight": attn_out}
+    return _write_scripted(path, vocab, "scripted chatglm3 answer shape", given,
+                           lambda t: t.endswith("norm.weight") and "ffn" not in t, sidecar)
 
 
 def _pairs_weights(succ: dict[int, int], n_vocab: int, n_slots: int) -> tuple[np.ndarray, np.ndarray]:
