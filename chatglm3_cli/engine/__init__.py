@@ -7,6 +7,7 @@ Models and prompts
   model.py         Model: opens a file, picks its family (ChatGLM3, GLM-4, any templated
                    model), builds prompt ids, and is the public interface the loops, the
                    server and the benchmarks use (answer_format, new_sampler, new_context...)
+  families.py      ChatGLM3 and GLM-4, one small class each: official prompts, stop tokens
   gguf_file.py     reads GGUF metadata without llama.cpp
   tokenizer.py     ChatGLM3's exact SentencePiece tokenizer
   prompt.py        Message; ChatGLM3's and GLM-4's prompt ids; templated prompts

@@ -20,7 +20,8 @@ from typing import Iterable, Sequence
 
 from .. import env
 from ..errors import ModelFormatError, ModelLoadError, UnsupportedModelError
-from . import backend, memory
+from . import backend, families, memory
+from .families import official_family
 from .generate import Completion, Generation, KVCache
 from .gguf_file import GGUFInfo, read_gguf
 from .lookup import SpecPolicy
@@ -28,8 +29,6 @@ from .prompt import (
     ChatGLM3Specials,
     GLM4Specials,
     Message,
-    chatglm3_prompt_ids,
-    glm4_prompt_ids,
     render_template,
     template_prompt_ids,
 )
@@ -39,35 +38,16 @@ from .steps import PadMode, StepTimes
 from .templates import ChatTemplate, builtin_prompt_ids, builtin_prompt_text, turn_end_token
 from .tokenizer import SentencePieceTokenizer
 
-CHATGLM3 = "chatglm3"
-GLM4 = "glm4"
+CHATGLM3 = families.ChatGLM3.name
+GLM4 = families.GLM4.name
 TEMPLATE = "template"
 DEFAULT_MAX_CTX = 8192
-EOS_ID = 2
 
 
 def detect_family(info: GGUFInfo) -> tuple[str, ChatGLM3Specials | GLM4Specials | None]:
-    tokens = info.get("tokenizer.ggml.tokens")
-    if info.architecture == "chatglm" and tokens:
-        specials: ChatGLM3Specials | GLM4Specials | None = None
-        if info.get("tokenizer.ggml.model") == "llama":
-            specials = ChatGLM3Specials.from_tokens(tokens)
-            if specials is not None:
-                return CHATGLM3, specials
-        elif info.get("tokenizer.ggml.model") == "gpt2":
-            specials = GLM4Specials.from_tokens(tokens)
-            if specials is not None:
-                return GLM4, specials
-    return TEMPLATE, None
-
-
-def family_stop_tokens(family: str, specials: ChatGLM3Specials | GLM4Specials) -> set[int]:
-    """Where a ChatGLM3 or GLM-4 answer ends, from its control tokens: the turn ends with
-    <|user|>, or <|observation|> after a tool call, or the end of text. (llama.cpp's
-    end-of-generation set for ChatGLM3 is only <eos>, and its converter marks only some of
-    GLM-4's; their own generation configs stop on all three.)"""
-    end = specials.endoftext if isinstance(specials, GLM4Specials) else EOS_ID
-    return {end, specials.roles["user"], specials.roles["observation"]}
+    """The family's name and control tokens (families.py); TEMPLATE and None for the rest."""
+    fam = official_family(info)
+    return (fam.name, fam.specials) if fam is not None else (TEMPLATE, None)
 
 
 # Tokens drafted per step by prompt-lookup speculation (the step evaluates 1 + this many rows).
@@ -127,7 +107,9 @@ class Model:
         if tokens is not None and len(set(tokens)) != len(tokens):
             # llama.cpp aborts the whole process on a duplicate token text: refuse it first.
             raise ModelFormatError(f"{self.path}: the vocabulary has duplicate token texts")
-        self.family, self._specials = detect_family(self.info)
+        self.official = official_family(self.info)  # ChatGLM3, GLM-4, or None: a templated model
+        self.family = self.official.name if self.official is not None else TEMPLATE
+        self._specials = self.official.specials if self.official is not None else None
         self.tokenizer: SentencePieceTokenizer | None = None
         if self.family == CHATGLM3:
             self.tokenizer = SentencePieceTokenizer.from_gguf(self.info)
@@ -141,26 +123,13 @@ class Model:
                     f"this build of llama.cpp",
                     hint="upgrade llama-cpp-python, or use another model") from e
             raise
-        if self.family == CHATGLM3:
-            s = self._specials
-            assert isinstance(s, ChatGLM3Specials)
-            self.stop_tokens = family_stop_tokens(self.family, s)
-            self._tool_stop: int | None = s.roles["observation"]
+        if self.official is not None:
+            self.stop_tokens = self.official.stop_tokens
+            self._tool_stop: int | None = self.official.tool_stop
             self.chat_template = self.info.chat_template
             self.template: ChatTemplate | None = None
             if chat_template is not None:
-                self.notes.append(f"the chat template {chat_template.source} is not used: ChatGLM3 "
-                                  f"files always take the official prompt format")
-        elif self.family == GLM4:
-            s = self._specials
-            assert isinstance(s, GLM4Specials)
-            self.stop_tokens = family_stop_tokens(self.family, s)
-            self._tool_stop = s.roles["observation"]
-            self.chat_template = self.info.chat_template
-            self.template = None
-            if chat_template is not None:
-                self.notes.append(f"the chat template {chat_template.source} is not used: GLM-4-9B-chat "
-                                  f"files always take GLM-4's official prompt format")
+                self.notes.append(self.official.ignored_template_note(chat_template.source))
         else:
             own = self._llama.chat_template()
             if chat_template is None and not own:
@@ -250,12 +219,12 @@ class Model:
     @property
     def metadata_line(self) -> bool:
         """Whether answers begin with a metadata line (ChatGLM3 and GLM-4: empty, or a tool's name)."""
-        return self.family in (CHATGLM3, GLM4)
+        return self.official is not None
 
     @property
     def tool_style(self) -> str | None:
         """How this model writes a tool call: "chatglm3" (tool_call(...)), "glm4" (JSON), or None."""
-        return self.family if self.family in (CHATGLM3, GLM4) else None
+        return self.official.name if self.official is not None else None
 
     def token_text(self, token: int) -> str:
         return self._llama.token_text(token)
@@ -263,17 +232,8 @@ class Model:
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         if not messages:
             raise ValueError("no messages")
-        if self.family == CHATGLM3:
-            assert isinstance(self._specials, ChatGLM3Specials) and self.tokenizer is not None
-            return chatglm3_prompt_ids(messages, self.tokenizer.encode, self._specials)
-        if self.family == GLM4:
-            from .tools import TOOLS_SYSTEM_PROMPT
-
-            assert isinstance(self._specials, GLM4Specials)
-            return glm4_prompt_ids(
-                messages, lambda text: self._llama.tokenize(text, parse_special=False), self._specials,
-                # ChatGLM3's tool preamble is not part of GLM-4's format (its tools block replaces it).
-                skip_content=lambda m: m.tools is not None and m.content == TOOLS_SYSTEM_PROMPT)
+        if self.official is not None:
+            return self.official.prompt_ids(messages, self.tokenize)
         assert self.template is not None
         if self.template.builtin is not None:
             ids = builtin_prompt_ids(messages, self.template.builtin, tokenize=self._tokenize_special)
@@ -331,7 +291,7 @@ class Model:
     @property
     def segment_token(self) -> int | None:
         """The token that starts a new message inside an answer (<|assistant|>), if any."""
-        return self._specials.roles["assistant"] if self._specials is not None else None
+        return self.official.segment_token if self.official is not None else None
 
     @property
     def answer_format(self) -> AnswerFormat:
@@ -358,8 +318,8 @@ class Model:
         """A raw completion's prompt: the text as the model's own tokenizer encodes it for
         generation (ChatGLM3 prepends [gMASK] sop; others their BOS)."""
         ids = self.tokenize(text)
-        if self._specials is not None:
-            return [self._specials.gmask, self._specials.sop] + ids
+        if self.official is not None:
+            return self.official.raw_prefix + ids
         if self._llama.add_bos() and self._llama.bos_token() >= 0:
             return [self._llama.bos_token()] + ids
         return ids
@@ -422,19 +382,12 @@ def chat_facts(path: str | os.PathLike[str], info: GGUFInfo | None = None) -> Ch
     """Read from the file's metadata and its vocabulary alone (no weights are loaded)."""
     info = info or read_gguf(Path(path))
     template = info.chat_template or ""
-    family, specials = detect_family(info)
-    if family == CHATGLM3:
-        assert specials is not None
+    fam = official_family(info)
+    if fam is not None:
         tokens = info.get("tokenizer.ggml.tokens") or []
-        ids = sorted(family_stop_tokens(family, specials))
-        return ChatFacts(family, len(template), "ChatGLM3's official format (build_chat_input); "
-                         "--chat-template is not used", [(i, str(tokens[i])) for i in ids if i < len(tokens)])
-    if family == GLM4:
-        assert isinstance(specials, GLM4Specials)
-        tokens = info.get("tokenizer.ggml.tokens") or []
-        ids = sorted(family_stop_tokens(family, specials))
-        return ChatFacts(family, len(template), "GLM-4's official format ([gMASK]<sop>, <|role|> turns); "
-                         "--chat-template is not used", [(i, str(tokens[i])) for i in ids if i < len(tokens)])
+        ids = sorted(fam.stop_tokens)
+        return ChatFacts(fam.name, len(template), fam.format_words,
+                         [(i, str(tokens[i])) for i in ids if i < len(tokens)])
     vocab = backend.LlamaModel(str(path), 0, vocab_only=True)
     try:
         own = vocab.chat_template() or ""
@@ -443,4 +396,4 @@ def chat_facts(path: str | os.PathLike[str], info: GGUFInfo | None = None) -> Ch
         vocab.close()
     fmt = ("the file's chat template" if own else
            "none: this file carries no chat template; give one with --chat-template NAME|FILE")
-    return ChatFacts(family, len(own), fmt, stops)
+    return ChatFacts(TEMPLATE, len(own), fmt, stops)
