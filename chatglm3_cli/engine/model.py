@@ -1,6 +1,6 @@
 """Open a GGUF model and chat with it.
 
-``Model`` decides, from the file's own metadata, which path a file takes:
+``Model`` decides, from the file's own metadata, which path a file takes (families.py):
 - ChatGLM3 (architecture ``chatglm`` with a SentencePiece vocabulary and ChatGLM3's control
   tokens): the exact path, whether or not the file carries a template;
 - GLM-4-9B-chat (architecture ``chatglm`` with a BPE vocabulary and GLM-4's special tokens):
