@@ -235,6 +235,10 @@ class BenchReport:
     grammar: list[RatioRow] = field(default_factory=list)
     speculation: list[RatioRow] = field(default_factory=list)
     spec_draft: int = 0
+    # Whether our contexts used llama.cpp's flash attention (the raw loop takes llama.cpp's
+    # default, "auto": on for a CPU). Without it every row computes scores over all the KV
+    # cells of a step, so parallel steps cost more than raw's (docs/benchmarks.md).
+    ours_flash_attn: bool | None = None
 
     def warnings(self) -> list[str]:
         """One line per figure whose runs spread too widely to trust."""
@@ -279,6 +283,7 @@ class BenchReport:
             "load": self.load.to_dict() if self.load else None,
             "grammar": [r.to_dict() for r in self.grammar],
             "speculation": {"draft_tokens": self.spec_draft, "workloads": [r.to_dict() for r in self.speculation]},
+            "attention": {"ours_flash_attn": self.ours_flash_attn, "raw_flash_attn": "auto"},
         }
 
 
@@ -548,7 +553,8 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
             gen_tokens=gen_tokens, reps=reps, records=records, ours=ours_side, raw=raw_side, parallel=rows,
             peak_rss_bytes=peak_rss_bytes(), bandwidth_gbps=bw, bytes_per_token=bytes_per_token(model.info),
             load=loaded if load else None, memory=memory, grammar=grammar_rows, speculation=spec_rows,
-            spec_draft=SPECULATE_DRAFT)
+            spec_draft=SPECULATE_DRAFT,
+            ours_flash_attn=model.chat_context.flash_attn if model.chat_context is not None else None)
     finally:
         model.close()
 
@@ -592,6 +598,9 @@ def format_report(rep: BenchReport) -> str:
         for p in rep.parallel:
             lines.append(f"{p.n:>3}{p.raw_total_tps:>12.2f}{p.ours_total_tps:>12.2f}{p.ours_gen_tps:>16.2f}"
                          f"{p.speedup_raw:>9.2f}{p.speedup_ours:>10.2f}{p.ratio or 0:>10.3f}")
+        if rep.ours_flash_attn is False:
+            lines.append("(raw takes llama.cpp's flash attention, ours does not, so that answers do not depend "
+                         "on --parallel: CHATGLM3_FLASH_ATTN=auto compares like with like)")
     bw = d["bandwidth"]
     lines += ["", f"memory: peak RSS {rep.peak_rss_bytes / 2**30:.2f} GiB | read bandwidth "
                   f"{bw['measured_read_gb_per_s']:.1f} GB/s | {rep.bytes_per_token / 1e9:.2f} GB read per token "
