@@ -22,11 +22,18 @@ tokens, tokens taken from a kept prefix (ours reports them in usage), and time t
 token. A server that keeps only the latest conversation evaluates every turn whole again.
 ``--ours-root DIR`` runs `chatglm3 serve` from another checkout (an earlier version) instead.
 
+``--gain N``: instead, what N concurrent clients gain over one on our server, against what N
+sequences gain over one in the parallel decoder itself (as `batch -p N` runs it, in this
+process, while the server idles), on the same prompts and max_tokens: ``--reps`` runs of the
+four measurements, alternating (the order flipped every run); the gains are the medians of the
+runs, and serve's over batch's is the figure issue #22 asks to be >= 0.95.
+
 Usage:
   python scripts/bench_serve.py --fixture 6b --clients 1,4,8 --max-tokens 32
   python scripts/bench_serve.py --fixture 6b --conversations 2 --turns 3 --max-tokens 16
   python scripts/bench_serve.py --model path/to/chatglm3-6b.Q4_0.gguf --json out.json
   python scripts/bench_serve.py --fixture tiny --clients 1,4 --max-tokens 8 --show scripted
+  python scripts/bench_serve.py --fixture 6b --gain 4 --reps 3 --max-tokens 32
 """
 from __future__ import annotations
 
@@ -240,11 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ours-root", type=Path, default=None, metavar="DIR",
                     help="run `chatglm3 serve` from this checkout (an earlier version)")
     ap.add_argument("--only-ours", action="store_true", help="do not start llama-cpp-python's server")
+    ap.add_argument("--gain", type=int, default=0, metavar="N",
+                    help="serve's N-client gain against the parallel decoder's N-sequence gain")
+    ap.add_argument("--reps", type=int, default=3, help="alternating runs (--gain)")
     args = ap.parse_args(argv)
     model = (args.model or fixture_path(args.fixture)).resolve()
     servers = ("ours",) if args.only_ours else ("ours", "llama-cpp-python")
     if args.conversations:
         return conversation_table(model, args, servers)
+    if args.gain:
+        return gain_table(model, args)
     clients = [int(c) for c in args.clients.split(",")]
     sys.path.insert(0, str(ROOT))
     from chatglm3_cli.engine.model import Model
@@ -300,6 +312,57 @@ def conversation_table(model: Path, args: argparse.Namespace, servers: tuple[str
               f"{'-' if r['cached_tokens'] is None else r['cached_tokens']} | {r['ttft_s']:.2f} | {r['total_s']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def decoder_run(m, n: int, args: argparse.Namespace) -> float:
+    """Generated tokens/s of the parallel decoder (what `batch -p n` runs) on measure()'s prompts."""
+    from chatglm3_cli.engine.decoder import DecodeRequest, ParallelDecoder
+    from chatglm3_cli.engine.prompt import Message
+    from chatglm3_cli.engine.sampling import SamplingParams
+
+    greedy = SamplingParams(temperature=0, max_tokens=args.max_tokens)
+    reqs = [DecodeRequest(str(i), messages=[Message("user", PROMPTS[i % len(PROMPTS)])], params=greedy)
+            for i in range(n * args.rounds)]
+    with ParallelDecoder(m, n_parallel=n, n_ctx=args.ctx) as dec:
+        t0 = time.perf_counter()
+        results = list(dec.run(reqs))
+        wall = time.perf_counter() - t0
+    return sum(r.completion.completion_tokens for r in results if r.completion) / wall
+
+
+def gain_table(model: Path, args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(ROOT))
+    from chatglm3_cli.engine.model import Model
+
+    n = args.gain
+    runs: list[dict] = []
+    proc, url = start_ours(model, args, n)
+    try:
+        with Model(model, n_threads=args.threads, chat_context=False) as m:
+            for rep in range(args.reps):
+                order = [("serve", 1), ("serve", n), ("batch", 1), ("batch", n)]
+                if rep % 2:
+                    order.reverse()
+                tps = {}
+                for mode, k in order:
+                    tps[mode, k] = (measure(url, k, args, lambda text: len(m.tokenize(text)))["tok_per_s"]
+                                    if mode == "serve" else decoder_run(m, k, args))
+                row = {"run": rep + 1, **{f"{mode}_{k}_tok_per_s": round(v, 3) for (mode, k), v in tps.items()},
+                       "serve_gain": tps["serve", n] / tps["serve", 1], "batch_gain": tps["batch", n] / tps["batch", 1]}
+                runs.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    finally:
+        proc.stop()
+    serve_gain = statistics.median(r["serve_gain"] for r in runs)
+    batch_gain = statistics.median(r["batch_gain"] for r in runs)
+    print(f"model {model.name}, {n} clients / sequences against 1, {args.rounds} request(s) each, "
+          f"max_tokens {args.max_tokens}, {args.reps} alternating runs (medians)")
+    print(f"serve gain {serve_gain:.3f}x, batch gain {batch_gain:.3f}x, serve/batch {serve_gain / batch_gain:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(model), "gain": n, "runs": runs, "serve_gain": serve_gain,
+                                         "batch_gain": batch_gain, "serve_over_batch": serve_gain / batch_gain},
+                                        indent=2) + "\n")
     return 0
 
 

@@ -53,7 +53,7 @@ def main() -> int:
     rows = [int(x) for x in args.rows.split(",")]
     with Model(args.model, n_ctx=256, n_threads=args.threads) as m:
         matmul = sum(math.prod(t.shape) for t in m.info.tensors if t.name != "token_embd.weight")
-        raw = RawContext(m._llama.ptr, n_ctx=2048, n_threads=args.threads, n_seq=max(rows))
+        raw = RawContext(m.llama.ptr, n_ctx=2048, n_threads=args.threads, n_seq=max(rows))
         L, b = raw.L, raw.batch
         print(f"{Path(args.model).name}, {args.threads} threads, {matmul / 1e9:.2f} B matmul weights "
               f"({2 * matmul / 1e9:.1f} GFLOP per row)")

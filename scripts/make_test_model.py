@@ -24,6 +24,12 @@ Kinds:
   scripted-code  the same, in ChatGLM3's code-interpreter format: the metadata line "interpreter",
                  a ```python block whose code is exec(open('cell.py').read()) (tests put the
                  cell's real code in cell.py in the kernel's working directory), <|observation|>
+  answer-plain, answer-tool, answer-text-tool, answer-two-text
+                 one answer shape each, on one-hot embeddings plus one attention layer that
+                 switches some tokens' successors once a marker token is in the context (so an
+                 answer can repeat "\\n" and <|assistant|>): a plain answer; a tool call; text,
+                 then <|assistant|> and a tool call; two text segments. The .json sidecar lists
+                 the segments (metadata, content), the stop token and the answer's token ids
   glm4           GLM-4-9B-chat's layout: architecture chatglm with a small byte-level BPE
                  vocabulary (GPT-2 style, pre-tokenizer chatglm-bpe) and GLM-4's special tokens
                  at their texts; GLM-4's official template embedded; greedy answer "\\n" + a
@@ -48,6 +54,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +87,7 @@ SCRIPTED_ANSWER = "Hello! I am ChatGLM3 🙂龘"
 SCRIPTED_LEAK = "Leaked next turn"
 TOOL_METADATA = "search"
 TOOL_CONTENT = 'tool_call(city="Paris")'  # ChatGLM3 writes a call as Python
+TOOL_ARGS = {"city": "Paris"}  # what the call's arguments are
 
 
 def cache_dir(override: str | None = None) -> Path:
@@ -354,24 +362,128 @@ def _chain_weights(chain: list[int], n_vocab: int, n_embd: int) -> tuple[np.ndar
     return embd, out
 
 
-def write_scripted_chatglm(path: Path, vocab: Vocab, chain: list[int], sidecar: dict) -> Path:
-    shape = Shape(n_embd=128, n_layer=1, n_ff=128, n_head=4, n_head_kv=2)
-    embd, out = _chain_weights(chain, len(vocab.tokens), shape.n_embd)
+SCRIPTED_SHAPE = Shape(n_embd=128, n_layer=1, n_ff=128, n_head=4, n_head_kv=2)
+
+
+def _write_scripted(path: Path, vocab: Vocab, name: str, given: dict[str, np.ndarray],
+                    ones: Callable[[str], bool], sidecar: dict) -> Path:
+    """A one-layer ChatGLM3 file: the ``given`` tensors, ones where ``ones`` says (norm
+    weights), zeros elsewhere; and its JSON sidecar."""
     tensors = []
-    for name, shp in _chatglm_tensors(shape, len(vocab.tokens)):
-        if name == "token_embd.weight":
-            data = embd
-        elif name == "output.weight":
-            data = out
-        elif name == "output_norm.weight":
+    for tname, shp in _chatglm_tensors(SCRIPTED_SHAPE, len(vocab.tokens)):
+        if tname in given:
+            data = given[tname]
+        elif ones(tname):
             data = np.ones(shp, dtype=np.float32)
-        else:  # every block is zero: the residual stream is the token embedding
+        else:
             data = np.zeros(shp, dtype=np.float32)
-        tensors.append((name, data))
+        tensors.append((tname, data))
     _write(path, "chatglm",
-           lambda w: _chatglm_header(w, shape, vocab, "scripted chatglm3", CHATGLM3_TEMPLATE), tensors)
+           lambda w: _chatglm_header(w, SCRIPTED_SHAPE, vocab, name, CHATGLM3_TEMPLATE), tensors)
     path.with_suffix(".json").write_text(json.dumps(sidecar, ensure_ascii=False, indent=1))
     return path
+
+
+def write_scripted_chatglm(path: Path, vocab: Vocab, chain: list[int], sidecar: dict) -> Path:
+    embd, out = _chain_weights(chain, len(vocab.tokens), SCRIPTED_SHAPE.n_embd)
+    # every block is zero: the residual stream is the token embedding
+    return _write_scripted(path, vocab, "scripted chatglm3", {"token_embd.weight": embd, "output.weight": out},
+                           lambda t: t == "output_norm.weight", sidecar)
+
+
+# The answer-shape fixtures: (metadata, content) per segment, and the turn's stop token.
+ANSWER_SHAPES: dict[str, tuple[list[tuple[str, str]], int]] = {
+    "plain": ([("", "The sky is blue")], USER),
+    "tool": ([(TOOL_METADATA, TOOL_CONTENT)], OBSERVATION),
+    "text-tool": ([("", "Okay!"), (TOOL_METADATA, TOOL_CONTENT)], OBSERVATION),
+    "two-text": ([("", "Part one"), ("", "Part two")], USER),
+}
+
+
+def _switched_chain(answer: list[int], marker: int) -> tuple[dict[int, int], dict[int, int]]:
+    """Each token's successor before the marker is in the context, and the tokens whose
+    successor differs once it is (the marker counts from its own position on)."""
+    succ: dict[int, int] = {}
+    switch: dict[int, int] = {}
+    seen = False
+    for cur, nxt in zip(answer, answer[1:]):
+        seen = seen or cur == marker
+        if cur not in succ:
+            if seen and cur in switch and switch[cur] != nxt:
+                raise ValueError(f"token {cur} has two successors after the marker")
+            succ[cur] = nxt
+        elif succ[cur] != nxt:
+            if not seen or switch.get(cur, nxt) != nxt:
+                raise ValueError(f"token {cur} has two successors in the scripted answer")
+            switch[cur] = nxt
+    return succ, switch
+
+
+def write_switched_chatglm(path: Path, vocab: Vocab, answer: list[int], marker: int, sidecar: dict) -> Path:
+    """One-hot embeddings map each token to its successor (as write_scripted_chatglm); one
+    attention layer gives up to two tokens another successor once ``marker`` is in the context.
+
+    Head h (0, 1) has a query only for its switched token, on a dimension that RoPE leaves
+    alone (the last of the head), and only the marker has a key there: the switched token
+    attends to the marker alone when it is present (score ~32 against 0), to nothing of value
+    otherwise. The marker's value, routed by attn_output to a spare residual dimension P_h,
+    outvotes the token's own successor (logit 8 per unit against 4)."""
+    shape = SCRIPTED_SHAPE
+    succ, switch = _switched_chain(answer, marker)
+    if len(switch) > 2:
+        raise ValueError("at most two switched tokens (one per attention head on the marker's key)")
+    embd, out = _pairs_weights(succ, len(vocab.tokens), shape.n_embd - 2)
+    hd = shape.head_dim
+    n_q = shape.n_embd
+    qkv = np.zeros((n_q + 2 * shape.n_head_kv * hd, shape.n_embd), dtype=np.float32)
+    attn_out = np.zeros((shape.n_embd, shape.n_embd), dtype=np.float32)
+    slot = {tok: int(np.argmax(embd[tok])) for tok in succ}
+    if marker not in slot:
+        raise ValueError("the marker must have a successor")
+    a = 1.2  # normalised one-hot entries are sqrt(128) = 11.3: score (11.3 a)^2 / sqrt(32) ~ 32
+    qkv[n_q + hd - 1, slot[marker]] = a  # key, kv head 0, last dimension
+    # value, kv head 0, dimension 0 (values follow the keys): 1.0 once normalised
+    qkv[n_q + shape.n_head_kv * hd, slot[marker]] = 1 / np.sqrt(shape.n_embd)
+    for h, (tok, nxt) in enumerate(switch.items()):
+        phase = shape.n_embd - 1 - h  # a residual dimension no token's embedding uses
+        qkv[h * hd + hd - 1, slot[tok]] = a
+        attn_out[phase, h * hd] = 1.0
+        out[nxt, phase] = 8.0
+    given = {"token_embd.weight": embd, "output.weight": out, "blk.0.attn_qkv.weight": qkv,
+             "blk.0.attn_output.weight": attn_out}
+    return _write_scripted(path, vocab, "scripted chatglm3 answer shape", given,
+                           lambda t: t.endswith("norm.weight") and "ffn" not in t, sidecar)
+
+
+def _pairs_weights(succ: dict[int, int], n_vocab: int, n_slots: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(succ) > n_slots:
+        raise ValueError("scripted answer longer than the embedding width")
+    embd = np.zeros((n_vocab, n_slots + 2), dtype=np.float32)
+    out = np.zeros((n_vocab, n_slots + 2), dtype=np.float32)
+    for i, (cur, nxt) in enumerate(succ.items()):
+        embd[cur, i] = 1.0
+        out[nxt, i] = 4.0
+    return embd, out
+
+
+def answer_shape(sp_model_path: Path, shape: str) -> tuple[list[int], int, dict]:
+    """The token ids of one answer shape (from the prompt's <|assistant|> on), its marker, and
+    its sidecar."""
+    segments, stop = ANSWER_SHAPES[shape]
+    answer = [ASSISTANT]
+    for i, (meta, content) in enumerate(segments):
+        if i:
+            answer.append(ASSISTANT)
+        answer += (sp_encode(sp_model_path, meta) if meta else []) + [13] + sp_encode(sp_model_path, content)
+    answer += [stop, EOS]
+    first = segments[0][1]
+    # The first segment's last token: it must appear in no prompt the tests send (the tools
+    # system message included), or the answer would switch from the start.
+    marker = sp_encode(sp_model_path, first)[-1]
+    sidecar = {"segments": [{"metadata": m, "content": c, **({"arguments": TOOL_ARGS} if m else {})}
+                            for m, c in segments], "stop": stop,
+               "answer_ids": answer[1:-2], "marker": marker}
+    return answer, marker, sidecar
 
 
 def write_template_model(path: Path, sp_model_path: Path) -> Path:
@@ -682,7 +794,8 @@ def build(kind: str, cache: Path, force: bool = False) -> Path:
     if real and not REAL_VOCAB.exists():
         raise FileNotFoundError(f"{REAL_VOCAB} is absent: the -real fixtures cannot be built")
     sp_path = REAL_VOCAB if real else build(
-        {"scripted-tool": "vocab-tools", "scripted-code": "vocab-code"}.get(base, "vocab"), cache)
+        {"scripted-tool": "vocab-tools", "scripted-code": "vocab-code"}.get(
+            base, "vocab-tools" if base.startswith("answer-") else "vocab"), cache)
     path = cache / f"{kind}-{fp}.gguf"
     if path.exists() and not force:
         return path
@@ -698,6 +811,9 @@ def build(kind: str, cache: Path, force: bool = False) -> Path:
     if base == "scripted-code" and not real:
         chain, sidecar = code_chain(sp_path)
         return write_scripted_chatglm(path, chatglm3_vocab(sp_path), chain, sidecar)
+    if base.startswith("answer-") and base[len("answer-"):] in ANSWER_SHAPES and not real:
+        answer, marker, sidecar = answer_shape(sp_path, base[len("answer-"):])
+        return write_switched_chatglm(path, chatglm3_vocab(sp_path), answer, marker, sidecar)
     if base == "scripted-loop":
         chain, sidecar = loop_chain(sp_path)
         return write_scripted_chatglm(path, chatglm3_vocab(sp_path), chain, sidecar)

@@ -17,9 +17,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from ..engine.answer import Call
 from ..engine.grammar import check_schema, schema_grammar
 from ..engine.messages import ROLE_ALIASES, chat_messages, check_tools
 from ..engine.prompt import Message
+from ..engine.tools import function_specs
 from ..errors import InputError
 from ..textio import decode_text
 from . import tasks as T
@@ -66,13 +68,20 @@ class Job:
             return schema_grammar(schema) if schema is not None else None
         return T.grammar_for(self.task, self.record)
 
-    def parse(self, text: str, tool: str | None = None) -> Any:
+    def offered_tools(self) -> set[str]:
+        """The names of the tools the record offers (its answers may call only those)."""
+        return {f["name"] for f in function_specs(self.record.get("tools") or [])}
+
+    def parse(self, text: str, call: Call | None = None) -> Any:
         """The record's output from the answer (OutputFormatError if it does not parse).
 
-        ``tool`` is the metadata line of an answer that ended with a tool call: the output is
-        then the call, {"name", "arguments"}."""
-        if tool is not None:
-            return T.parse_tool_call(self.record, tool, text)
+        ``call``: the answer ended with a call to an offered tool: the output is then the call,
+        {"name", "arguments"}, with "content" when text came before it."""
+        if call is not None:
+            out: dict[str, Any] = {"name": call.name, "arguments": call.arguments}
+            if text:
+                out["content"] = text
+            return out
         if self.openai:
             schema = self.record.get("schema")
             if schema is not None:

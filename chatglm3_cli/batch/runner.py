@@ -12,10 +12,11 @@ import json
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TextIO
 
+from ..engine.answer import read_answer
 from ..errors import (
     ChatGLM3Error,
     GenerationError,
@@ -97,7 +98,7 @@ def _openai_line(custom_id: Any, *, model_name: str, comp: "Completion | None",
         message: dict[str, Any] = {"role": "assistant", "content": comp.text}
         if comp.finish_reason == "tool_calls" and isinstance(output, dict):
             # The call as OpenAI gives it: arguments are a JSON string.
-            message = {"role": "assistant", "content": None, "tool_calls": [{
+            message = {"role": "assistant", "content": output.get("content"), "tool_calls": [{
                 "id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
                 "function": {"name": output["name"],
                              "arguments": json.dumps(output["arguments"], ensure_ascii=False)}}]}
@@ -382,9 +383,11 @@ def _collect(decoder: Any, requests: Iterator[Any], by_key: dict[str, Job], summ
             fail(job, res.error or GenerationError("no answer"))
             continue
         summary.prompt_tokens += comp.prompt_tokens
+        # The answer as every path reads it (engine/answer.py): a call to an offered tool, or text.
+        answer = read_answer(comp, job.offered_tools(), decoder.model.tool_style)
+        comp = replace(comp, text=answer.content, finish_reason=answer.finish_reason)
         try:
-            tool = comp.metadata if comp.finish_reason == "tool_calls" else None
-            output = job.parse(comp.text, tool)
+            output = job.parse(answer.content, answer.call)
         except OutputFormatError as e:
             if comp.finish_reason == "length":  # say why it does not parse
                 e = OutputFormatError(

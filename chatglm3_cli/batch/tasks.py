@@ -19,7 +19,6 @@ from ..engine.grammar import labels_grammar, schema_grammar
 from ..engine.messages import chat_messages
 from ..engine.prompt import Message
 from ..engine.sampling import DEFAULT_ANSWER_CAP  # free-form answers: chat, generate, OpenAI lines
-from ..engine.tools import function_specs, read_call
 from ..errors import OutputFormatError
 
 TASKS = ("chat", "generate", "translate", "summarize", "classify", "extract", "qa", "rewrite")
@@ -192,18 +191,6 @@ def parse_json(text: str, schema: Mapping[str, Any]) -> Any:
         raise OutputFormatError(
             f"the answer does not match the schema: {error.message}" + (f" (at {where})" if where else ""))
     return value
-
-
-def parse_tool_call(record: Mapping[str, Any], name: str, text: str) -> dict[str, Any]:
-    """The tool call a ChatGLM3 or GLM-4 answer ended with: {"name", "arguments"}; OutputFormatError
-    when the tool is not one the record offered or its arguments cannot be read."""
-    offered = [f["name"] for f in function_specs(record.get("tools") or [])]
-    if name not in offered:
-        raise OutputFormatError(f"the model called a tool that was not offered: {_shorten(name)!r}")
-    args = read_call(text, "chatglm3")  # ChatGLM3's tool_call(...) or GLM-4's JSON
-    if args is None:
-        raise OutputFormatError(f"the arguments of the call to {name!r} cannot be read: {_shorten(text.strip())!r}")
-    return {"name": name, "arguments": args}
 
 
 def parse_output(task: str, record: Mapping[str, Any], text: str) -> Any:

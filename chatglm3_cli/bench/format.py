@@ -75,12 +75,16 @@ def format_report(rep: BenchReport) -> str:
     lines.append(f"{'ratio':6}{r['prefill'] if r['prefill'] is not None else '-':>24}"
                  f"{r['decode'] if r['decode'] is not None else '-':>24}   (ours / raw){noisy}")
     if rep.parallel:
-        lines += ["", f"parallel: {rep.records} records (prompt + up to {rep.gen_tokens} tokens each)",
+        lines += ["", f"parallel: {rep.records} records (prompt + up to {rep.gen_tokens} tokens each), "
+                      f"{rep.reps} runs alternating ours and raw (medians; ours/raw: median of the runs)",
                   f"{'N':>3}{'raw tok/s':>12}{'ours tok/s':>12}{'ours gen tok/s':>16}"
                   f"{'raw xN1':>9}{'ours xN1':>10}{'ours/raw':>10}"]
         for p in rep.parallel:
             lines.append(f"{p.n:>3}{p.raw_total_tps:>12.2f}{p.ours_total_tps:>12.2f}{p.ours_gen_tps:>16.2f}"
-                         f"{p.speedup_raw:>9.2f}{p.speedup_ours:>10.2f}{p.ours_total_tps / p.raw_total_tps:>10.3f}")
+                         f"{p.speedup_raw:>9.2f}{p.speedup_ours:>10.2f}{p.ratio or 0:>10.3f}")
+        if rep.ours_flash_attn is False:
+            lines.append("(raw takes llama.cpp's flash attention, ours does not, so that answers do not depend "
+                         "on --parallel: CHATGLM3_FLASH_ATTN=auto compares like with like)")
     bw = d["bandwidth"]
     lines += ["", f"memory: peak RSS {rep.peak_rss_bytes / 2**30:.2f} GiB | read bandwidth "
                   f"{bw['measured_read_gb_per_s']:.1f} GB/s | {rep.bytes_per_token / 1e9:.2f} GB read per token "

@@ -72,6 +72,15 @@ class ParallelRow:
     raw_gen_tps: float
     speedup_ours: float = 1.0
     speedup_raw: float = 1.0
+    # ours/raw of each run (ours and raw alternate, the order flipped every run): the ratio is
+    # their median, so that a busy moment hits one run, not one side
+    ratios: list[float] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ratios:
+            return statistics.median(self.ratios)
+        return self.ours_total_tps / self.raw_total_tps if self.raw_total_tps else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"parallel": self.n,
@@ -81,7 +90,8 @@ class ParallelRow:
                 "raw": {"total_tokens_per_s": round(self.raw_total_tps, 3),
                         "generated_tokens_per_s": round(self.raw_gen_tps, 3),
                         "speedup_vs_1": round(self.speedup_raw, 3)},
-                "ours_over_raw": round(self.ours_total_tps / self.raw_total_tps, 3) if self.raw_total_tps else None}
+                "ours_over_raw": round(self.ratio, 3) if self.ratio is not None else None,
+                "ours_over_raw_runs": [round(r, 3) for r in self.ratios]}
 
 
 @dataclass
@@ -185,6 +195,10 @@ class BenchReport:
     grammar: list[RatioRow] = field(default_factory=list)
     speculation: list[RatioRow] = field(default_factory=list)
     spec_draft: int = 0
+    # Whether our contexts used llama.cpp's flash attention (the raw loop takes llama.cpp's
+    # default, "auto": on for a CPU). Without it every row computes scores over all the KV
+    # cells of a step, so parallel steps cost more than raw's (docs/benchmarks.md).
+    ours_flash_attn: bool | None = None
 
     def warnings(self) -> list[str]:
         """One line per figure whose runs spread too widely to trust."""
@@ -229,4 +243,5 @@ class BenchReport:
             "load": self.load.to_dict() if self.load else None,
             "grammar": [r.to_dict() for r in self.grammar],
             "speculation": {"draft_tokens": self.spec_draft, "workloads": [r.to_dict() for r in self.speculation]},
+            "attention": {"ours_flash_attn": self.ours_flash_attn, "raw_flash_attn": "auto"},
         }

@@ -6,6 +6,7 @@ types are in report.py, the table in format.py, the A/B rows in compare.py.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -52,12 +53,12 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
         # loop's context is freed).
         model.reset()
         model.generate(prompt_ids=prompt, params=greedy).complete()
-        bufs = model._ctx.buffer_bytes if model._ctx is not None else {"kv": 0, "compute": 0}
-        memory = MemoryReport(file_bytes=Path(path).stat().st_size, mmap=model._llama.mmap, load_s=t_load,
+        bufs = model.chat_context.buffer_bytes if model.chat_context is not None else {"kv": 0, "compute": 0}
+        memory = MemoryReport(file_bytes=Path(path).stat().st_size, mmap=model.llama.mmap, load_s=t_load,
                               load_peak_rss=load_peak, steady_rss=current_rss_bytes(),
                               kv_bytes=bufs["kv"], compute_bytes=bufs["compute"], base_rss=base_rss,
-                              dropped_pages=getattr(model._llama, "dropped_pages", False))
-        rows = _parallel_rows(model, greedy, records, parallel, gen_tokens, progress)
+                              dropped_pages=getattr(model.llama, "dropped_pages", False))
+        rows = _parallel_rows(model, greedy, records, parallel, gen_tokens, reps, progress)
         grammar_rows = grammar_ab(model, prompt, gen_tokens, reps, progress)
         spec_rows = speculation_ab(model, gen_tokens, reps, progress)
         progress("measuring memory bandwidth")
@@ -68,7 +69,8 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
             gen_tokens=gen_tokens, reps=reps, records=records, ours=ours_side, raw=raw_side, parallel=rows,
             peak_rss_bytes=peak_rss_bytes(), bandwidth_gbps=bw, bytes_per_token=bytes_per_token(model.info),
             load=loaded if load else None, memory=memory, grammar=grammar_rows, speculation=spec_rows,
-            spec_draft=SPECULATE_DRAFT)
+            spec_draft=SPECULATE_DRAFT,
+            ours_flash_attn=model.chat_context.flash_attn if model.chat_context is not None else None)
     finally:
         model.close()
 
@@ -82,7 +84,7 @@ def _single_stream(model: Any, prompt: list[int], greedy: Any, gen_tokens: int, 
     from .raw import RawContext
 
     stops = set(model.stop_tokens)
-    raw = RawContext(model._llama.ptr, n_ctx=n_ctx, n_threads=model.n_threads)
+    raw = RawContext(model.llama.ptr, n_ctx=n_ctx, n_threads=model.n_threads)
     ours_side, raw_side = Side(), Side()
     competitors: list[Any] = []
     loaded = LoadReport(load, omp_policy() or "?", Spread([]), Spread([]), Spread([]), Spread([]))
@@ -145,9 +147,10 @@ def _single_stream(model: Any, prompt: list[int], greedy: Any, gen_tokens: int, 
     return ours_side, raw_side, loaded
 
 
-def _parallel_rows(model: Any, greedy: Any, records: int, parallel: list[int], gen_tokens: int,
+def _parallel_rows(model: Any, greedy: Any, records: int, parallel: list[int], gen_tokens: int, reps: int,
                    progress: Callable[[str], None]) -> list[ParallelRow]:
-    """`records` short prompts through the raw loop and our decoder at each parallel level."""
+    """`records` short prompts through the raw loop and our decoder at each parallel level,
+    `reps` runs each, the two sides alternating (the order flipped every run)."""
     from ..engine.decoder import DecodeRequest, ParallelDecoder
     from ..engine.prompt import Message
     from .raw import RawContext
@@ -163,21 +166,35 @@ def _parallel_rows(model: Any, greedy: Any, records: int, parallel: list[int], g
     n_prompt = sum(len(p) for p in prompts)
     rows: list[ParallelRow] = []
     per_seq = max(len(p) for p in prompts) + gen_tokens + 8
-    for n in parallel:
-        progress(f"{records} records, {n} in parallel")
-        rawp = RawContext(model._llama.ptr, n_ctx=per_seq * n, n_threads=model.n_threads, n_seq=n)
+
+    def raw_run(n: int) -> tuple[float, int]:
+        rawp = RawContext(model.llama.ptr, n_ctx=per_seq * n, n_threads=model.n_threads, n_seq=n)
         try:
-            raw_t, raw_gen = rawp.parallel(prompts, n, gen_tokens, stops)
+            return rawp.parallel(prompts, n, gen_tokens, stops)
         finally:
             rawp.close()
+
+    def our_run(n: int) -> tuple[float, int]:
         with ParallelDecoder(model, n_parallel=n, n_ctx=per_seq) as dec:
             t = time.perf_counter()
             results = list(dec.run(DecodeRequest(str(i), prompt_ids=p, params=greedy)
                                    for i, p in enumerate(prompts)))
-            our_t = time.perf_counter() - t
-        our_gen = sum(x.completion.completion_tokens for x in results if x.completion)
-        rows.append(ParallelRow(n, (n_prompt + our_gen) / our_t, our_gen / our_t,
-                                (n_prompt + raw_gen) / raw_t, raw_gen / raw_t))
+            return time.perf_counter() - t, sum(x.completion.completion_tokens for x in results if x.completion)
+
+    for n in parallel:
+        runs: list[tuple[float, int, float, int]] = []
+        for rep in range(reps):  # alternate which side goes first
+            progress(f"{records} records, {n} in parallel, run {rep + 1}/{reps}")
+            if rep % 2 == 0:
+                raw_t, raw_gen = raw_run(n)
+                our_t, our_gen = our_run(n)
+            else:
+                our_t, our_gen = our_run(n)
+                raw_t, raw_gen = raw_run(n)
+            runs.append((our_t, our_gen, raw_t, raw_gen))
+        tot = [((n_prompt + og) / ot, og / ot, (n_prompt + rg) / rt, rg / rt) for ot, og, rt, rg in runs]
+        med = [statistics.median(x[i] for x in tot) for i in range(4)]
+        rows.append(ParallelRow(n, med[0], med[1], med[2], med[3], ratios=[x[0] / x[2] for x in tot]))
     if rows:
         base = next((r for r in rows if r.n == 1), rows[0])
         for row in rows:

@@ -129,11 +129,13 @@ class ChatSession:
         """Drop the last answer and answer the same prompt again (its prefix stays cached)."""
         if not self.messages or self.messages[-1].role != "assistant":
             raise ValueError("there is no answer to regenerate")
-        removed = self.messages.pop()
+        removed: list[Message] = []
+        while self.messages and self.messages[-1].role == "assistant":  # every message of the answer
+            removed.insert(0, self.messages.pop())
         try:
             return self._start()
         except BaseException:
-            self.messages.append(removed)
+            self.messages += removed
             raise
 
     def take_dropped_notice(self, dropped: int) -> str | None:
@@ -172,8 +174,16 @@ class ChatSession:
 
     def _record(self, r: "Completion") -> None:
         self.last_completion = r
-        ids = r.tokens if self.model.family in ("chatglm3", "glm4") else None
-        self.messages.append(Message("assistant", r.text, metadata=r.metadata, token_ids=ids,
+        own = self.model.family in ("chatglm3", "glm4")
+        if own and len(r.segments) > 1:
+            # Each message of the answer is an assistant message of this turn (as the official
+            # process_response keeps them); their token ids replay the model's own answer.
+            for i, seg in enumerate(r.segments):
+                last = i == len(r.segments) - 1
+                self.messages.append(Message("assistant", seg.text, metadata=seg.metadata, token_ids=seg.tokens,
+                                             interrupted=last and r.finish_reason == "interrupted"))
+            return
+        self.messages.append(Message("assistant", r.text, metadata=r.metadata, token_ids=r.tokens if own else None,
                                      interrupted=r.finish_reason == "interrupted"))
 
 

@@ -21,7 +21,8 @@ def bench(
     parallel: Annotated[str, typer.Option(
         "--parallel", "-p", metavar="N,N,...", help="Sequences in flight to compare, e.g. 1,2,4,8.")] = "1,2,4",
     records: Annotated[int, typer.Option("--records", min=1, help="Records in each parallel run.")] = 8,
-    reps: Annotated[int, typer.Option("--reps", min=1, help="Single-stream runs (median and spread).")] = 3,
+    reps: Annotated[int, typer.Option(
+        "--reps", min=1, help="Runs of each measurement, ours and raw alternating (median and spread).")] = 3,
     load: Annotated[int, typer.Option(
         "--load", min=0, max=8, help="Also measure single-stream decode beside this many competing "
         "generations of the same model (other processes), alternating with runs alone.")] = 0,

@@ -125,12 +125,17 @@ def stream(con: console_mod.Console, gen: Generation) -> Completion:
 
 
 def json_record(m: Model, messages: list[Message], result: Completion) -> dict[str, Any]:
-    """--json without tools: one object for the whole exchange."""
+    """--json without tools: one object for the whole exchange. No tool was offered, so a
+    tool-shaped answer is content (engine/answer.py); "metadata" still names the tool."""
+    from ..engine.answer import read_answer
+
+    answer = read_answer(result)
     return {
         "model": str(m.path), "family": m.family,
         "messages": [msg.to_dict() for msg in messages],
-        "response": result.text, "metadata": result.metadata,
-        "finish_reason": result.finish_reason, "usage": result.usage,
+        "response": answer.content, "metadata": result.metadata,
+        "segments": [s.to_dict() for s in result.segments],
+        "finish_reason": answer.finish_reason, "usage": result.usage,
         "timings": result.timings.to_dict(),
     }
 

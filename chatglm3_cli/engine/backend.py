@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from .. import env
@@ -411,14 +410,6 @@ class _AbortFlag:
     def __init__(self) -> None:
         self.requested = False
         self.cb = llama().ggml_abort_callback(lambda _data: self.requested)
-
-
-@dataclass
-class Timing:
-    prompt_tokens: int = 0
-    prompt_s: float = 0.0
-    gen_tokens: int = 0
-    gen_s: float = 0.0
 
 
 # Prompts are cut into decode calls only at absolute positions that are multiples of

@@ -28,11 +28,11 @@ from . import promptcache
 from .prefixes import PrefixStore, usable_prefix
 from .prompt import Message
 from .sampling import SamplingParams
+from .sequence import OnText, SequenceState
 from .steps import RowPadding, StepTimes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generate import AnswerShaper, Completion, Utf8Stream
-    from .lookup import PromptLookup
+    from .generate import Completion
     from .model import Model
 
 
@@ -45,10 +45,11 @@ class DecodeRequest:
     grammar: str | None = None  # GBNF constraining the generated text (metadata line included)
     # Called (in the decoding thread) with each new piece of answer text and the metadata line
     # read so far; returning True ends the answer there (finish_reason "stop").
-    on_text: Callable[[str, str], bool | None] | None = None
+    on_text: OnText | None = None
     # Polled between steps: True frees the sequence at once (finish_reason "cancelled").
     cancelled: Callable[[], bool] | None = None
     raw: bool = False  # text as generated: no metadata line, no stripping (raw completions)
+    stops: Sequence[str] = ()  # strings that end the answer where they appear (not included)
 
 
 class _Wait:
@@ -58,18 +59,6 @@ class _Wait:
 
 # Yielded by a request iterator: nothing to admit right now, keep decoding what is in flight.
 WAIT = _Wait()
-
-
-class _Verbatim:
-    """The answer shaper of a raw completion: text passes unchanged."""
-
-    metadata = ""
-
-    def feed(self, text: str) -> str:
-        return text
-
-    def finish(self) -> str:
-        return ""
 
 
 @dataclass
@@ -107,30 +96,29 @@ PAD_CELLS = RowPadding.GROUP - 1
 
 @dataclass
 class _Slot:
+    """A sequence of the context in use: its answer's state and what is left to evaluate."""
+
     seq: int
     req: DecodeRequest
-    prompt: list[int]
+    answer: SequenceState
     sampler: Any  # the model's sampler chain (backend.Sampler)
     pending: list[int]  # prompt tokens not evaluated yet
     n_past: int  # cells this sequence holds
     shared: int  # prompt tokens that came from the shared prefix
-    shaper: AnswerShaper | _Verbatim
-    utf8: Utf8Stream
-    generated: list[int] = field(default_factory=list)
-    pieces: list[str] = field(default_factory=list)
-    next_token: int | None = None  # sampled, to be evaluated in the next step
     row: int = -1  # batch row holding this sequence's logits in the current step
-    lookup: PromptLookup | None = None  # when speculating
-    draft: list[int] = field(default_factory=list)  # drafted tokens evaluated in this step (rows row+1...)
     t0: float = 0.0
     t_prompt_done: float = 0.0
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.answer.prompt
 
 
 class ParallelDecoder:
     """Decode many requests with up to ``n_parallel`` sequences in flight in one context.
 
     ``n_ctx`` is the context size of each sequence, as a user means it; the context holds
-    n_parallel of them plus one for the shared prefix.
+    cells for n_parallel + 1 of them (the extra one for shared prefixes), plus PAD_CELLS.
     """
 
     def __init__(self, model: "Model", *, n_parallel: int = 4, n_ctx: int | None = None,
@@ -155,10 +143,8 @@ class ParallelDecoder:
                              cache_type=getattr(model, "cache_type", "f16"),
                              flash_attn=backend.uses_flash_attn(model.n_gpu_layers != 0, self.n_ctx * (n_parallel + 1),
                                                                 getattr(model, "cache_type", "f16")))
-        self.ctx = backend.LlamaContext(model._llama, n_ctx=self.n_ctx * (n_parallel + 1) + PAD_CELLS,
-                                        n_batch=n_batch, n_threads=model.n_threads,
-                                        n_seq_max=first_prefix + n_prefix_seqs, kv_unified=True,
-                                        cache_type=getattr(model, "cache_type", "f16"))
+        self.ctx = model.new_context(n_ctx=self.n_ctx * (n_parallel + 1) + PAD_CELLS, n_batch=n_batch,
+                                     n_seq_max=first_prefix + n_prefix_seqs, kv_unified=True)
         # What llama.cpp made (a small context caps it), a multiple of backend.PROMPT_ALIGN.
         self.n_batch = self.ctx.n_batch
         self.prefixes = PrefixStore(self.ctx, range(first_prefix, first_prefix + n_prefix_seqs))
@@ -166,6 +152,7 @@ class ParallelDecoder:
         self.times: StepTimes = getattr(model, "step_times", None) or StepTimes()
         self.padding = (RowPadding(self.times, getattr(model, "pad_rows", "auto"))
                         if self.pad_seq >= 0 else None)
+        self.fmt = model.answer_format
         self.stats = DecoderStats()
         self.live = 0  # sequences in flight in the current run (read by other threads)
         # Draft tokens per sequence and step (prompt lookup; 0 = off). By default the model's
@@ -228,7 +215,6 @@ class ParallelDecoder:
                upcoming: list[int] | None, live: int) -> _Slot:
         """Set up sequence ``seq`` for a request; ``live`` sequences are in flight with it."""
         from ..errors import PromptTooLongError
-        from .generate import AnswerShaper, Utf8Stream
 
         if len(prompt) + 1 > self.n_ctx:
             raise PromptTooLongError(len(prompt), self.n_ctx)
@@ -237,7 +223,7 @@ class ParallelDecoder:
         # What can fail (an invalid grammar) is built before any cell is given to this
         # sequence; whatever fails after that clears the sequence, so that its next request
         # starts from an empty one (left-over cells make llama_decode fail for the whole run).
-        sampler = self.model._make_sampler(req.params, req.grammar)
+        sampler = self.model.new_sampler(req.params, req.grammar)
         try:
             # Sequences in flight may need the cells of idle ones: kept prefixes give them back.
             self.prefixes.fit(self._prefix_budget(live))
@@ -267,14 +253,10 @@ class ParallelDecoder:
             self.ctx.remove(seq, 0, -1)
             raise
         self.stats.prompt_tokens += len(prompt)
-        shaper = _Verbatim() if req.raw else AnswerShaper(metadata_line=self.model.metadata_line)
-        lookup = None
-        if self.speculate:
-            from .lookup import PromptLookup
-
-            lookup = PromptLookup(prompt)
-        return _Slot(seq=seq, req=req, prompt=prompt, sampler=sampler, pending=prompt[shared:],
-                     n_past=shared, shared=shared, shaper=shaper, utf8=Utf8Stream(), lookup=lookup)
+        answer = SequenceState(self.fmt, prompt, req.params, n_ctx=self.n_ctx, raw=req.raw, stops=req.stops,
+                               on_text=req.on_text, speculate=self.speculate)
+        return _Slot(seq=seq, req=req, answer=answer, sampler=sampler, pending=prompt[shared:],
+                     n_past=shared, shared=shared)
 
     # the loop ----------------------------------------------------------------------------
 
@@ -343,7 +325,7 @@ class ParallelDecoder:
                     del slots[slot.seq]
                     free.append(slot.seq)
                     yield DecodeResult(slot.req.key, completion=self._finish(
-                        slot, "cancelled", None, time.perf_counter()))
+                        slot, "cancelled", time.perf_counter()))
                 self.live = len(slots)
                 if not slots:
                     if exhausted and not lookahead:
@@ -353,24 +335,24 @@ class ParallelDecoder:
                     continue
                 # One step: a token for every generating sequence, then prompt chunks.
                 entries: list[tuple[int, int, int, bool]] = []
-                generating = [s for s in slots.values() if s.next_token is not None]
+                generating = [s for s in slots.values() if s.answer.next_token is not None]
                 room = self.n_batch - len(generating)
                 for slot in generating:
-                    slot.draft = self._draft(slot, room)
-                    room -= len(slot.draft)
-                n_draft = sum(len(s.draft) for s in generating)
+                    room -= len(slot.answer.make_draft(min(room, self.speculate)))
+                n_draft = sum(len(s.answer.draft) for s in generating)
                 if n_draft and self.policy is not None and not self.policy.want(
                         len(generating), len(generating), n_draft):
                     for slot in generating:
-                        slot.draft = []
+                        slot.answer.draft = []
                     n_draft = 0
                 self.stats.drafted_tokens += n_draft
                 for slot in slots.values():
                     slot.row = -1
-                    if slot.next_token is not None:
+                    tok = slot.answer.next_token
+                    if tok is not None:
                         slot.row = len(entries)
-                        entries.append((slot.next_token, slot.n_past, slot.seq, True))
-                        entries += [(d, slot.n_past + 1 + i, slot.seq, True) for i, d in enumerate(slot.draft)]
+                        entries.append((tok, slot.n_past, slot.seq, True))
+                        entries += [(d, slot.n_past + 1 + i, slot.seq, True) for i, d in enumerate(slot.answer.draft)]
                 n_generating = len(entries)
                 for slot in slots.values():
                     room = self.n_batch - len(entries)
@@ -418,52 +400,49 @@ class ParallelDecoder:
                 if not has_prompt:  # a step's cost by its rows (prompt rows vary too much)
                     self.times.timed(n_rows, now - ts)
                 for slot in slots.values():
-                    if slot.next_token is not None:
+                    if slot.answer.next_token is not None:
                         slot.n_past += 1
-                        slot.next_token = None
                     elif slot.pending:
                         done = [e for e in entries if e[2] == slot.seq]  # its chunk in this step
                         slot.n_past += len(done)
                         slot.pending = slot.pending[len(done):]
                         if not slot.pending:
                             slot.t_prompt_done = now
-                finished: list[tuple[_Slot, str, int | None]] = []
+                            slot.answer.prompt_done()
+                finished: list[_Slot] = []
                 for slot in slots.values():
                     if slot.row < 0:
                         continue
-                    i = 0
+                    answer, i = slot.answer, 0
                     while True:
                         tok = slot.sampler.sample(self.ctx, slot.row + i)
-                        reason = self._advance(slot, tok)
-                        if reason is not None:
-                            finished.append((slot, reason, tok if reason in ("stop", "tool_calls") else None))
+                        if answer.take(tok) is not None:
+                            finished.append(slot)
                             break
-                        if i < len(slot.draft) and tok == slot.draft[i]:
-                            # The model chose the drafted token, already evaluated in this step:
-                            # the next one comes from the following row.
-                            slot.next_token = None
-                            slot.n_past += 1
-                            self.stats.accepted_tokens += 1
-                            i += 1
-                            continue
-                        break
-                    if slot.draft and reason is None:
+                        if not answer.confirms(i, tok):
+                            break
+                        # Drafted and already evaluated in this step: the next token comes from
+                        # the following row.
+                        slot.n_past += 1
+                        self.stats.accepted_tokens += 1
+                        i += 1
+                    if answer.draft and answer.finish_reason is None:
                         self.ctx.remove(slot.seq, slot.n_past, -1)  # drop the unconfirmed rest
-                    if slot.draft and self.policy is not None:
-                        self.policy.judged(len(slot.draft), i)
-                    slot.draft = []
+                    if answer.draft and self.policy is not None:
+                        self.policy.judged(len(answer.draft), i)
+                    answer.draft = []
                 # Sequences finishing in this step still count: their results are handed out
                 # right after, and only then do their tokens move to the consumer's totals.
                 self.stats.in_flight = len(slots)
-                self.stats.in_flight_tokens = sum(len(s.generated) for s in slots.values())
+                self.stats.in_flight_tokens = sum(len(s.answer.generated) for s in slots.values())
                 if self.on_step is not None:
                     self.on_step(self.stats)
-                for slot, reason, stop_tok in finished:
+                for slot in finished:
                     del slots[slot.seq]
                     free.append(slot.seq)
                     if retain:  # the cells it holds, in order: its next turn starts with them
-                        self._keep(slot.seq, (slot.prompt + slot.generated)[:slot.n_past], live=len(slots))
-                    completion = self._finish(slot, reason, stop_tok, time.perf_counter())
+                        self._keep(slot.seq, (slot.prompt + slot.answer.generated)[:slot.n_past], live=len(slots))
+                    completion = self._finish(slot, None, time.perf_counter())
                     yield DecodeResult(slot.req.key, completion=completion)
                 self.live = len(slots)
         finally:
@@ -473,52 +452,17 @@ class ParallelDecoder:
                 slot.sampler.close()
                 self.ctx.remove(slot.seq, 0, -1)
 
-    def _draft(self, slot: _Slot, room: int) -> list[int]:
-        """Tokens to evaluate after slot.next_token in this step, guessed by prompt lookup."""
-        if not self.speculate or slot.lookup is None or room <= 0:
-            return []
-        lookup = slot.lookup
-        lookup.extend(slot.generated[len(lookup.tokens) - len(slot.prompt):])
-        k = min(self.speculate, room, self.n_ctx - slot.n_past - 2)
-        limit = slot.req.params.max_tokens
-        if limit is not None:
-            k = min(k, limit - len(slot.generated) - 1)
-        return lookup.draft(k)
+    def _finish(self, slot: _Slot, reason: str | None, now: float) -> "Completion":
+        """The slot's Completion (``reason``: where no token ended it); frees its cells."""
+        from .generate import Timings
 
-    def _advance(self, slot: _Slot, tok: int) -> str | None:
-        """Take a sampled token; return the finish reason when the sequence ends."""
-        model = self.model
-        if tok in model.stop_tokens:
-            return "tool_calls" if tok == model._tool_stop else "stop"
-        slot.generated.append(tok)
-        out = slot.shaper.feed(slot.utf8.feed(model._llama.token_bytes(tok)))
-        if out:
-            slot.pieces.append(out)
-            if slot.req.on_text is not None and slot.req.on_text(out, slot.shaper.metadata):
-                return "stop"
-        limit = slot.req.params.max_tokens
-        if (limit is not None and len(slot.generated) >= limit) or slot.n_past + 1 >= self.n_ctx:
-            return "length"
-        slot.next_token = tok
-        return None
-
-    def _finish(self, slot: _Slot, reason: str, stop_tok: int | None, now: float) -> "Completion":
-        from .generate import Completion, Timings
-
-        tail = slot.shaper.feed(slot.utf8.finish()) + slot.shaper.finish()
-        if tail:
-            slot.pieces.append(tail)
-            if slot.req.on_text is not None and reason != "cancelled":
-                slot.req.on_text(tail, slot.shaper.metadata)
+        slot.answer.close(reason)
         slot.sampler.close()
         self.ctx.remove(slot.seq, 0, -1)
-        self.stats.generated_tokens += len(slot.generated)
+        self.stats.generated_tokens += len(slot.answer.generated)
         t_prompt = (slot.t_prompt_done or now) - slot.t0
         # The first token is sampled in the step that evaluates the prompt's last chunk.
         timings = Timings(prompt_tokens=len(slot.prompt) - slot.shared, prompt_ms=t_prompt * 1000,
-                          first_token_ms=t_prompt * 1000, generated_tokens=len(slot.generated),
+                          first_token_ms=t_prompt * 1000, generated_tokens=len(slot.answer.generated),
                           generation_ms=(now - (slot.t_prompt_done or now)) * 1000)
-        return Completion(text="".join(slot.pieces), metadata=slot.shaper.metadata, finish_reason=reason,
-                          prompt_tokens=len(slot.prompt), cached_tokens=slot.shared,
-                          completion_tokens=len(slot.generated), timings=timings,
-                          tokens=slot.generated, stop_token=stop_tok)
+        return slot.answer.completion(timings, slot.shared)

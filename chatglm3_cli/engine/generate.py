@@ -1,127 +1,24 @@
-"""One sequence: prompt ids in, streamed text out.
+"""One conversation's decoding loop (run, chat): prompt ids in, streamed text out.
 
-Everything that produces text for a single conversation goes through ``Generation``, so that
-ChatGLM3's stop tokens, its metadata line and UTF-8 safety live in one place.
+``Generation`` schedules the steps of a single sequence in the chat context (the prompt past
+what ``KVCache`` kept, then one token, or one token and its prompt-lookup draft, per step);
+what each sampled token means is ``sequence.SequenceState``'s, shared with the parallel
+decoder. Also here: what an answer comes back as (``Completion``, ``Timings``).
 """
 from __future__ import annotations
 
-import codecs
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generator, Iterator, Sequence
 
 from ..errors import PromptTooLongError
-from .lookup import PromptLookup, SpecPolicy
+from .lookup import SpecPolicy
 from .sampling import SamplingParams
+from .sequence import AnswerFormat, Segment, SequenceState
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backend import LlamaContext, LlamaModel
+    from .backend import LlamaContext
     from .promptcache import PromptCache
-
-# Longer than any tool name (OpenAI caps function names at 64): a first line this long without
-# "\n" is content, not metadata, and streaming need not wait for more of it.
-_MAX_METADATA_CHARS = 64
-
-
-class Utf8Stream:
-    """Joins token bytes into text without ever splitting a multi-byte character.
-
-    ChatGLM3 spells rare characters and emoji as byte tokens (<0xF0> <0x9F> ...), so one
-    character can arrive over several tokens. Invalid bytes become U+FFFD, as in the
-    official decode.
-    """
-
-    def __init__(self) -> None:
-        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed(self, data: bytes) -> str:
-        return self._dec.decode(data)
-
-    def finish(self) -> str:
-        return self._dec.decode(b"", final=True)
-
-
-class AnswerShaper:
-    """Turns the raw generated text into the answer, incrementally.
-
-    ChatGLM3 begins its answer with a metadata line: empty for a plain answer, the tool's name
-    for a tool call. The official ``process_response`` splits on the first "\\n", and strips
-    the content of a plain answer. We do the same while streaming: the metadata line is held
-    back, leading whitespace dropped, and trailing whitespace held until more text follows, so
-    the streamed pieces join to exactly the final answer.
-    """
-
-    def __init__(self, *, metadata_line: bool) -> None:
-        self.metadata: str = ""
-        # Other models: only the leading space of an SPM vocabulary's first piece is dropped.
-        self._state = "meta" if metadata_line else "lead_raw"
-        self._meta_buf = ""
-        self._pending_ws = ""
-        self._emitted = False
-        self._separate = False
-
-    def new_segment(self) -> None:
-        """The model wrote ``<|assistant|>`` inside its answer: a new message begins, with its
-        own metadata line (ChatGLM3 does this to start a tool call or interpreter cell after
-        some text; the official process_response splits on it). The segments' text is joined
-        by a blank line; ``metadata`` becomes the new segment's."""
-        self._state = "meta"
-        self._meta_buf = ""
-        self._pending_ws = ""
-        self.metadata = ""
-        self._separate = self._emitted
-
-    def feed(self, text: str) -> str:
-        out = self._feed(text)
-        if out:
-            if self._separate:
-                out = "\n\n" + out
-                self._separate = False
-            self._emitted = True
-        return out
-
-    def _feed(self, text: str) -> str:
-        if not text:
-            return ""
-        if self._state == "meta":
-            self._meta_buf += text
-            if "\n" in self._meta_buf:
-                meta, rest = self._meta_buf.split("\n", 1)
-                self._meta_buf = ""
-                self.metadata = meta.strip()
-                self._state = "lead" if not self.metadata else "raw"
-                return self._feed(rest)
-            if len(self._meta_buf) > _MAX_METADATA_CHARS:
-                rest, self._meta_buf = self._meta_buf, ""
-                self._state = "lead"
-                return self._feed(rest)
-            return ""
-        if self._state == "raw":
-            return text
-        if self._state == "lead_raw":
-            text = text.lstrip()
-            if text:
-                self._state = "raw"
-            return text
-        if self._state == "lead":
-            text = text.lstrip()
-            if not text:
-                return ""
-            self._state = "body"
-        # body: hold trailing whitespace until we know it is not the end
-        text = self._pending_ws + text
-        stripped = text.rstrip()
-        self._pending_ws = text[len(stripped):]
-        return stripped
-
-    def finish(self) -> str:
-        if self._state == "meta":  # never saw the metadata line's end: it was all content
-            rest, self._meta_buf = self._meta_buf, ""
-            self._state = "lead"
-            return self.feed(rest)
-        self._pending_ws = ""
-        return ""
-
 
 @dataclass
 class Timings:
@@ -166,6 +63,9 @@ class Completion:
     timings: Timings
     tokens: list[int] = field(default_factory=list)
     stop_token: int | None = None
+    # The answer's messages (split at <|assistant|>): text joins them by a blank line, and
+    # metadata is the last one's (README: "Answers in several parts").
+    segments: list[Segment] = field(default_factory=list)
 
     @property
     def usage(self) -> dict[str, int]:
@@ -225,26 +125,21 @@ class KVCache:
 class Generation:
     """An iterator of text pieces; ``result`` holds the Completion once it is exhausted."""
 
-    def __init__(self, model: "LlamaModel", cache: KVCache, prompt: Sequence[int],
-                 params: SamplingParams, *, stop_tokens: set[int], tool_stop: int | None,
-                 metadata_line: bool, make_sampler: Any, speculate: int = 0,
-                 spec_policy: SpecPolicy | None = None, segment_token: int | None = None) -> None:
+    def __init__(self, cache: KVCache, prompt: Sequence[int], params: SamplingParams, *,
+                 fmt: AnswerFormat, new_sampler: Any, speculate: int = 0,
+                 spec_policy: SpecPolicy | None = None, stops: Sequence[str] = ()) -> None:
         n_ctx = cache.ctx.n_ctx
         if len(prompt) + 1 > n_ctx:
             raise PromptTooLongError(len(prompt), n_ctx)
         if not prompt:
             raise ValueError("empty prompt")
-        self._model = model
         self._cache = cache
         self.prompt = list(prompt)
         self.params = params
-        self._stops = stop_tokens
-        self._tool_stop = tool_stop
-        self._shaper = AnswerShaper(metadata_line=metadata_line)
-        self._segment_token = segment_token if metadata_line else None
-        self._make_sampler = make_sampler
+        self._new_sampler = new_sampler
         self.speculate = max(0, speculate)  # prompt-lookup draft tokens per step (0 = off)
         self._policy = spec_policy  # None: draft whenever the lookup finds something
+        self.seq = SequenceState(fmt, self.prompt, params, n_ctx=n_ctx, stops=stops, speculate=self.speculate)
         self.spec = SpecStats()
         self.result: Completion | None = None
         self._iter = self._run()
@@ -259,7 +154,7 @@ class Generation:
     def metadata(self) -> str:
         """The current message's metadata line, known once its first text piece is out: a
         non-empty value means the model is writing a tool call (or interpreter code)."""
-        return self._shaper.metadata
+        return self.seq.metadata
 
     def close(self) -> None:
         """Stop early; ``result`` then holds the partial answer (finish_reason "interrupted")."""
@@ -272,71 +167,49 @@ class Generation:
         return self.result
 
     def _run(self) -> Generator[str, None, None]:
-        cache, ctx, model = self._cache, self._cache.ctx, self._model
+        cache, ctx, seq = self._cache, self._cache.ctx, self.seq
         timings = Timings()
-        text = Utf8Stream()
-        pieces: list[str] = []
-        generated: list[int] = []
-        finish, stop_token = "length", None
-        sampler = self._make_sampler(self.params)
+        sampler = self._new_sampler(self.params)
         ok = False
         at_yield = False  # the KV cache holds cache.tokens (and maybe draft cells) at a yield
-        lookup = PromptLookup(self.prompt) if self.speculate else None
-        draft: list[int] = []  # the draft evaluated in the last step, being verified
-        row = 0  # the batch row of that step whose logits gave the current token
+        row = 0  # the batch row of the last step whose logits gave the current token
         try:
             t0 = time.perf_counter()  # a prefix restored from disk counts as prompt time
             kept = cache.prepare(self.prompt)
             ctx.decode(self.prompt[kept:], kept)
             cache.tokens = list(self.prompt)
+            seq.prompt_done()
             t1 = time.perf_counter()
             timings.prompt_tokens = len(self.prompt) - kept
             timings.prompt_ms = (t1 - t0) * 1000
             if self.params.repeat_penalty != 1.0:
                 sampler.accept_prompt(self.prompt)
-            limit = self.params.max_tokens
-            n_ctx = ctx.n_ctx
             tok = sampler.sample(ctx)
+            timings.first_token_ms = (time.perf_counter() - t0) * 1000
             while True:
-                if not generated and not timings.first_token_ms:
-                    timings.first_token_ms = (time.perf_counter() - t0) * 1000
-                if tok in self._stops:
-                    finish = "tool_calls" if tok == self._tool_stop else "stop"
-                    stop_token = tok
-                    break
-                generated.append(tok)
-                if tok == self._segment_token:
-                    self._shaper.new_segment()
-                out = self._shaper.feed(text.feed(model.token_bytes(tok)))
-                if out:
-                    pieces.append(out)
+                reason = seq.take(tok)
+                if seq.emitted:
                     at_yield = True
-                    yield out
+                    yield seq.emitted
                     at_yield = False
-                # The last token is kept in the answer but needs no evaluation; prompt plus
-                # answer never exceed the context.
-                if (limit is not None and len(generated) >= limit) or len(cache.tokens) + 1 >= n_ctx:
+                if reason is not None:
                     break
-                if row < len(draft) and tok == draft[row]:
-                    # The model chose the drafted token: it is already evaluated, and the next
-                    # token comes from the following row of the same call.
+                if seq.confirms(row, tok):
+                    # Already evaluated in the last step: the next token is in the next row.
                     cache.tokens.append(tok)
                     row += 1
                     self.spec.accepted += 1
                     tok = sampler.sample(ctx, row)
                     continue
-                if draft:  # rejected (or used up): drop the cells of the unused draft tokens
+                if seq.draft:  # rejected (or used up): drop the cells of the unused draft tokens
                     ctx.remove(0, len(cache.tokens), -1)
                     if self._policy is not None:
-                        self._policy.judged(len(draft), row)
-                    draft, row = [], 0
+                        self._policy.judged(len(seq.draft), row)
+                    row = 0
                 pos = len(cache.tokens)
-                if lookup is not None:
-                    lookup.extend(generated[len(lookup.tokens) - len(self.prompt):])
-                    room = min(n_ctx - pos - 2, (limit - len(generated) - 1) if limit is not None else self.speculate)
-                    draft = lookup.draft(min(self.speculate, room))
-                    if draft and self._policy is not None and not self._policy.want(1, 1, len(draft)):
-                        draft = []
+                draft = seq.make_draft(self.speculate)
+                if draft and self._policy is not None and not self._policy.want(1, 1, len(draft)):
+                    draft = seq.draft = []
                 ts = time.perf_counter()
                 if draft:
                     self.spec.steps += 1
@@ -350,10 +223,10 @@ class Generation:
                 tok = sampler.sample(ctx, 0 if draft else -1)
             ok = True
         finally:
-            timings.generated_tokens = len(generated)
+            timings.generated_tokens = len(seq.generated)
             timings.generation_ms = (time.perf_counter() - t1) * 1000 if "t1" in locals() else 0.0
             sampler.close()
-            if draft and (ok or at_yield):
+            if seq.draft and (ok or at_yield):
                 ctx.remove(0, len(cache.tokens), -1)  # cells of draft tokens never confirmed
             if not ok:
                 if not at_yield:
@@ -361,20 +234,11 @@ class Generation:
                     # known exactly, so the next prompt starts from scratch.
                     cache.reset()
                 # Stopped early (Ctrl-C, the consumer closed us): keep what was produced.
-                self.result = Completion(
-                    text="".join(pieces), metadata=self._shaper.metadata,
-                    finish_reason="interrupted", prompt_tokens=len(self.prompt),
-                    cached_tokens=len(self.prompt) - timings.prompt_tokens,
-                    completion_tokens=len(generated), timings=timings, tokens=generated)
-        tail = self._shaper.feed(text.finish()) + self._shaper.finish()
-        if tail:
-            pieces.append(tail)
-            yield tail
-        self.result = Completion(
-            text="".join(pieces), metadata=self._shaper.metadata, finish_reason=finish,
-            prompt_tokens=len(self.prompt), cached_tokens=len(self.prompt) - timings.prompt_tokens,
-            completion_tokens=len(generated), timings=timings, tokens=generated,
-            stop_token=stop_token,
-        )
+                self.result = seq.completion(timings, len(self.prompt) - timings.prompt_tokens)
+                self.result.finish_reason = "interrupted"
+        seq.close()
+        if seq.emitted:
+            yield seq.emitted
+        self.result = seq.completion(timings, len(self.prompt) - timings.prompt_tokens)
         if cache.disk is not None:  # kept for later processes (promptcache.py), after the timings
             cache.disk.save_single(cache)

@@ -16,12 +16,20 @@ string joins). Over a limit, the template is the model's fault: UnsupportedModel
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ..errors import UnsupportedModelError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .prompt import Message
+
+class Turn(Protocol):
+    """What a template sees of a message (prompt.Message is one): this module needs nothing
+    else from prompt.py, which imports it."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
 
 TEMPLATE_SECONDS = 10.0  # wall time of one render
 TEMPLATE_MAX_RANGE = 10_000  # items of one range() (Jinja's own limit is 100,000)
@@ -219,7 +227,7 @@ class _Deadline:
         sys.settrace(self.saved)
 
 
-def render_template(template: str, messages: Sequence["Message"], *, bos_token: str, eos_token: str,
+def render_template(template: str, messages: Sequence[Turn], *, bos_token: str, eos_token: str,
                     sentinel: Callable[[int], str] | None = None) -> str:
     """Render a file's Jinja chat template (as llama-cpp-python and transformers do), within
     limits of time, loop iterations, value sizes and output size (UnsupportedModelError past

@@ -1,6 +1,6 @@
 """Open a GGUF model and chat with it.
 
-``Model`` decides, from the file's own metadata, which path a file takes:
+``Model`` decides, from the file's own metadata, which path a file takes (families.py):
 - ChatGLM3 (architecture ``chatglm`` with a SentencePiece vocabulary and ChatGLM3's control
   tokens): the exact path, whether or not the file carries a template;
 - GLM-4-9B-chat (architecture ``chatglm`` with a BPE vocabulary and GLM-4's special tokens):
@@ -20,7 +20,8 @@ from typing import Iterable, Sequence
 
 from .. import env
 from ..errors import ModelFormatError, ModelLoadError, UnsupportedModelError
-from . import backend, memory
+from . import backend, families, memory
+from .families import official_family
 from .generate import Completion, Generation, KVCache
 from .gguf_file import GGUFInfo, read_gguf
 from .lookup import SpecPolicy
@@ -28,45 +29,34 @@ from .prompt import (
     ChatGLM3Specials,
     GLM4Specials,
     Message,
-    chatglm3_prompt_ids,
-    glm4_prompt_ids,
     render_template,
     template_prompt_ids,
 )
 from .sampling import SamplingParams
+from .sequence import AnswerFormat
 from .steps import PadMode, StepTimes
 from .templates import ChatTemplate, builtin_prompt_ids, builtin_prompt_text, turn_end_token
 from .tokenizer import SentencePieceTokenizer
 
-CHATGLM3 = "chatglm3"
-GLM4 = "glm4"
+CHATGLM3 = families.ChatGLM3.name
+GLM4 = families.GLM4.name
 TEMPLATE = "template"
 DEFAULT_MAX_CTX = 8192
-EOS_ID = 2
 
 
 def detect_family(info: GGUFInfo) -> tuple[str, ChatGLM3Specials | GLM4Specials | None]:
-    tokens = info.get("tokenizer.ggml.tokens")
-    if info.architecture == "chatglm" and tokens:
-        specials: ChatGLM3Specials | GLM4Specials | None = None
-        if info.get("tokenizer.ggml.model") == "llama":
-            specials = ChatGLM3Specials.from_tokens(tokens)
-            if specials is not None:
-                return CHATGLM3, specials
-        elif info.get("tokenizer.ggml.model") == "gpt2":
-            specials = GLM4Specials.from_tokens(tokens)
-            if specials is not None:
-                return GLM4, specials
-    return TEMPLATE, None
+    """The family's name and control tokens (families.py); TEMPLATE and None for the rest."""
+    fam = official_family(info)
+    return (fam.name, fam.specials) if fam is not None else (TEMPLATE, None)
 
 
 # Tokens drafted per step by prompt-lookup speculation (the step evaluates 1 + this many rows).
 SPECULATE_DRAFT = 3
 
 
-def speculate_by_default(model: "Model") -> bool | None:
+def speculate_by_default() -> bool | None:
     """Speculation when not asked for: off. On the 2-core AVX2 machines here a 4-row decode
-    step costs ~3.4x a 1-row step, and no run could show it faster (docs/benchmarks.md).
+    step costs several 1-row steps, and no run could show it faster (docs/benchmarks.md).
     CHATGLM3_SPECULATE=1 turns it on, =auto lets SpecPolicy time this machine's steps and
     draft only while that pays (None)."""
     want = env.mode("CHATGLM3_SPECULATE")
@@ -109,7 +99,9 @@ class Model:
         if tokens is not None and len(set(tokens)) != len(tokens):
             # llama.cpp aborts the whole process on a duplicate token text: refuse it first.
             raise ModelFormatError(f"{self.path}: the vocabulary has duplicate token texts")
-        self.family, self._specials = detect_family(self.info)
+        self.official = official_family(self.info)  # ChatGLM3, GLM-4, or None: a templated model
+        self.family = self.official.name if self.official is not None else TEMPLATE
+        self._specials = self.official.specials if self.official is not None else None
         self.tokenizer: SentencePieceTokenizer | None = None
         if self.family == CHATGLM3:
             self.tokenizer = SentencePieceTokenizer.from_gguf(self.info)
@@ -123,31 +115,13 @@ class Model:
                     f"this build of llama.cpp",
                     hint="upgrade llama-cpp-python, or use another model") from e
             raise
-        if self.family == CHATGLM3:
-            s = self._specials
-            assert s is not None
-            # llama.cpp's end-of-generation set for ChatGLM3 is only <eos>; the model ends its
-            # turn with <|user|>, or <|observation|> after a tool call.
-            assert isinstance(s, ChatGLM3Specials)
-            self.stop_tokens = {EOS_ID, s.roles["user"], s.roles["observation"]}
-            self._tool_stop: int | None = s.roles["observation"]
+        if self.official is not None:
+            self.stop_tokens = self.official.stop_tokens
+            self._tool_stop: int | None = self.official.tool_stop
             self.chat_template = self.info.chat_template
             self.template: ChatTemplate | None = None
             if chat_template is not None:
-                self.notes.append(f"the chat template {chat_template.source} is not used: ChatGLM3 "
-                                  f"files always take the official prompt format")
-        elif self.family == GLM4:
-            s = self._specials
-            assert isinstance(s, GLM4Specials)
-            # llama.cpp's converter marks only some of these as end-of-generation; GLM-4's own
-            # generation config stops on all three.
-            self.stop_tokens = {s.endoftext, s.roles["user"], s.roles["observation"]}
-            self._tool_stop = s.roles["observation"]
-            self.chat_template = self.info.chat_template
-            self.template = None
-            if chat_template is not None:
-                self.notes.append(f"the chat template {chat_template.source} is not used: GLM-4-9B-chat "
-                                  f"files always take GLM-4's official prompt format")
+                self.notes.append(self.official.ignored_template_note(chat_template.source))
         else:
             own = self._llama.chat_template()
             if chat_template is None and not own:
@@ -174,7 +148,7 @@ class Model:
         # Prompt-lookup speculation: draft tokens per decode step (0 = off). Off unless asked
         # (speculate_by_default); --speculate drafts whenever there is a match; "auto" lets
         # SpecPolicy time this machine's decode steps and draft only while that pays.
-        on = speculate if speculate is not None else speculate_by_default(self)
+        on = speculate if speculate is not None else speculate_by_default()
         self.speculate = SPECULATE_DRAFT if on is not False else 0
         # Decode-step times by row count on this machine, for the speculation policy and the
         # parallel decoder's row padding (steps.py).
@@ -237,12 +211,12 @@ class Model:
     @property
     def metadata_line(self) -> bool:
         """Whether answers begin with a metadata line (ChatGLM3 and GLM-4: empty, or a tool's name)."""
-        return self.family in (CHATGLM3, GLM4)
+        return self.official is not None
 
     @property
     def tool_style(self) -> str | None:
         """How this model writes a tool call: "chatglm3" (tool_call(...)), "glm4" (JSON), or None."""
-        return self.family if self.family in (CHATGLM3, GLM4) else None
+        return self.official.name if self.official is not None else None
 
     def token_text(self, token: int) -> str:
         return self._llama.token_text(token)
@@ -250,17 +224,8 @@ class Model:
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         if not messages:
             raise ValueError("no messages")
-        if self.family == CHATGLM3:
-            assert isinstance(self._specials, ChatGLM3Specials) and self.tokenizer is not None
-            return chatglm3_prompt_ids(messages, self.tokenizer.encode, self._specials)
-        if self.family == GLM4:
-            from .tools import TOOLS_SYSTEM_PROMPT
-
-            assert isinstance(self._specials, GLM4Specials)
-            return glm4_prompt_ids(
-                messages, lambda text: self._llama.tokenize(text, parse_special=False), self._specials,
-                # ChatGLM3's tool preamble is not part of GLM-4's format (its tools block replaces it).
-                skip_content=lambda m: m.tools is not None and m.content == TOOLS_SYSTEM_PROMPT)
+        if self.official is not None:
+            return self.official.prompt_ids(messages, self.tokenize)
         if any(m.tools for m in messages):  # a template has no place for them: refused, never dropped
             raise UnsupportedModelError(f"{self.name} has no tool-calling format (only ChatGLM3 and GLM-4 "
                                         "files have one): tools cannot be offered to it")
@@ -297,8 +262,9 @@ class Model:
     # generation ----------------------------------------------------------------------------
 
     def generate(self, messages: Sequence[Message] | None = None, params: SamplingParams | None = None,
-                 *, prompt_ids: Sequence[int] | None = None) -> Generation:
+                 *, prompt_ids: Sequence[int] | None = None, stops: Sequence[str] = ()) -> Generation:
         """Start an answer: iterate the result for text pieces, then read ``.result``.
+        ``stops``: strings that end the answer where they appear (not included).
 
         Raises PromptTooLongError before any work when the prompt does not fit the context.
         """
@@ -306,16 +272,62 @@ class Model:
             if messages is None:
                 raise ValueError("messages or prompt_ids is required")
             prompt_ids = self.prompt_ids(messages)
-        return Generation(self._llama, self._cache, prompt_ids, params or SamplingParams(),
-                          stop_tokens=self.stop_tokens, tool_stop=self._tool_stop,
-                          metadata_line=self.metadata_line, make_sampler=self._make_sampler,
-                          speculate=self.speculate, spec_policy=self.spec_policy,
-                          segment_token=self._specials.roles["assistant"] if self._specials else None)
+        return Generation(self._cache, prompt_ids, params or SamplingParams(), fmt=self.answer_format,
+                          new_sampler=self.new_sampler, speculate=self.speculate,
+                          spec_policy=self.spec_policy, stops=stops)
 
-    def _make_sampler(self, p: SamplingParams, grammar: str | None = None) -> backend.Sampler:
+    # what decoding loops and servers need --------------------------------------------------
+
+    @property
+    def tool_stop(self) -> int | None:
+        """The stop token that ends a tool call (ChatGLM3's and GLM-4's <|observation|>)."""
+        return self._tool_stop
+
+    @property
+    def segment_token(self) -> int | None:
+        """The token that starts a new message inside an answer (<|assistant|>), if any."""
+        return self.official.segment_token if self.official is not None else None
+
+    @property
+    def answer_format(self) -> AnswerFormat:
+        return AnswerFormat(stop_tokens=frozenset(self.stop_tokens), tool_stop=self._tool_stop,
+                            segment_token=self.segment_token, metadata_line=self.metadata_line,
+                            token_bytes=self._llama.token_bytes)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._llama.token_bytes(token)
+
+    def new_sampler(self, p: SamplingParams, grammar: str | None = None) -> backend.Sampler:
+        """A sampler chain for one answer (the caller closes it)."""
         return backend.Sampler(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                                repeat_penalty=p.repeat_penalty, seed=p.seed,
                                n_vocab=self._llama.n_vocab, grammar=grammar, vocab=self._llama.vocab)
+
+    def new_context(self, *, n_ctx: int, n_batch: int, n_seq_max: int = 1,
+                    kv_unified: bool = False) -> backend.LlamaContext:
+        """Another llama.cpp context on this model's weights (the parallel decoder's)."""
+        return backend.LlamaContext(self._llama, n_ctx=n_ctx, n_batch=n_batch, n_threads=self._n_threads,
+                                    n_seq_max=n_seq_max, kv_unified=kv_unified, cache_type=self.cache_type)
+
+    def raw_prompt_ids(self, text: str) -> list[int]:
+        """A raw completion's prompt: the text as the model's own tokenizer encodes it for
+        generation (ChatGLM3 prepends [gMASK] sop; others their BOS)."""
+        ids = self.tokenize(text)
+        if self.official is not None:
+            return self.official.raw_prefix + ids
+        if self._llama.add_bos() and self._llama.bos_token() >= 0:
+            return [self._llama.bos_token()] + ids
+        return ids
+
+    @property
+    def llama(self) -> backend.LlamaModel:
+        """The loaded llama.cpp model (for engine-level tools: benchmarks, exactness checks)."""
+        return self._llama
+
+    @property
+    def chat_context(self) -> backend.LlamaContext | None:
+        """The chat context, once made (None before first use)."""
+        return self._ctx
 
     def chat(self, messages: Sequence[Message], params: SamplingParams | None = None) -> Completion:
         """The whole answer at once."""
@@ -365,19 +377,12 @@ def chat_facts(path: str | os.PathLike[str], info: GGUFInfo | None = None) -> Ch
     """Read from the file's metadata and its vocabulary alone (no weights are loaded)."""
     info = info or read_gguf(Path(path))
     template = info.chat_template or ""
-    family, specials = detect_family(info)
-    if family == CHATGLM3:
-        assert specials is not None
+    fam = official_family(info)
+    if fam is not None:
         tokens = info.get("tokenizer.ggml.tokens") or []
-        ids = sorted({EOS_ID, specials.roles["user"], specials.roles["observation"]})
-        return ChatFacts(family, len(template), "ChatGLM3's official format (build_chat_input); "
-                         "--chat-template is not used", [(i, str(tokens[i])) for i in ids if i < len(tokens)])
-    if family == GLM4:
-        assert isinstance(specials, GLM4Specials)
-        tokens = info.get("tokenizer.ggml.tokens") or []
-        ids = sorted({specials.endoftext, specials.roles["user"], specials.roles["observation"]})
-        return ChatFacts(family, len(template), "GLM-4's official format ([gMASK]<sop>, <|role|> turns); "
-                         "--chat-template is not used", [(i, str(tokens[i])) for i in ids if i < len(tokens)])
+        ids = sorted(fam.stop_tokens)
+        return ChatFacts(fam.name, len(template), fam.format_words,
+                         [(i, str(tokens[i])) for i in ids if i < len(tokens)])
     vocab = backend.LlamaModel(str(path), 0, vocab_only=True)
     try:
         own = vocab.chat_template() or ""
@@ -386,4 +391,4 @@ def chat_facts(path: str | os.PathLike[str], info: GGUFInfo | None = None) -> Ch
         vocab.close()
     fmt = ("the file's chat template" if own else
            "none: this file carries no chat template; give one with --chat-template NAME|FILE")
-    return ChatFacts(family, len(own), fmt, stops)
+    return ChatFacts(TEMPLATE, len(own), fmt, stops)

@@ -1,9 +1,9 @@
 """Decode-step times by row count, measured as the engine runs, and the row padding they justify.
 
 What a decode step of k rows costs depends on the CPU and the weights' type: llama.cpp's CPU
-kernels multiply repacked rows in groups of four (GEMM) and the rest one at a time (GEMV). On
-two AVX2 cores with the 6B-shaped Q4_0 file a step of 3 rows took 721 ms and one of 4 rows
-677 ms (scripts/bench_steps.py), while on Q4_K a 4-row step costs more than a 1-row one. So
+kernels multiply repacked rows in groups of four (GEMM) and the rest one at a time (GEMV), so
+on some CPUs and types a step of 4 rows costs less than one of 3, and on others more than one
+of 1 (figures: docs/benchmarks.md, scripts/bench_steps.py). So
 nothing is assumed: the engine times its own steps (StepTimes, shared with the speculation
 policy), and RowPadding pads a step of k rows to the next multiple of four only where this
 machine measured that cheaper. The padding rows belong to a scratch sequence; nobody reads
@@ -43,9 +43,10 @@ class RowPadding:
     """How many rows to decode in a step that generates for k sequences.
 
     ``auto``: first time k rows, then the padded count m (a real step of m rows counts as well),
-    and pad from then on only if m rows measured at least GAIN cheaper. Padding one row to four
-    (or five to eight) is only tried when real steps of m rows were timed anyway: on most CPUs
-    it loses by far (2.7x on two AVX2 cores), so trying costs more than it could find. A choice is checked
+    and pad from then on only if m rows measured at least GAIN cheaper. Only one missing row
+    (3 to 4, 7 to 8) is tried on purpose; padding one or two rows to four is decided only when
+    real steps of m rows were timed anyway: where those lose (by far, on the AVX2 machines
+    here: docs/benchmarks.md), trial steps cost more than they could find. A choice is checked
     again every RECHECK steps while the two were within CLOSE of each other (a busy moment
     during the first measurements must not decide forever); a clear loss is never retried.
     ``on`` always pads (tests, measurements), ``off`` never does."""
@@ -70,7 +71,7 @@ class RowPadding:
         if base is None:
             return k
         if padded is None:
-            return m if 2 * (k % self.GROUP) >= self.GROUP else k
+            return m if k % self.GROUP == self.GROUP - 1 else k
         pad = padded < self.GAIN * base
         n = self._steps.get(k, 0) + 1
         self._steps[k] = n

@@ -1,7 +1,7 @@
 """Which chat format a model's prompts use when the file's own is missing or not wanted.
 
 ``--chat-template`` takes a Jinja file (rendered like a GGUF's own template, through the same
-sandboxed render path in ``prompt.render_template``) or the name of one of llama.cpp's built-in
+sandboxed render path in ``jinja_render.render_template``) or the name of one of llama.cpp's built-in
 formats (``chatml``, ``llama3``, ``gemma``...), which llama.cpp renders in C++. Either way the
 users' text is tokenized on its own, never parsed for control tokens.
 """

@@ -124,19 +124,18 @@ def _submit(state: ServerState, job: Job) -> None:
 
 # answers --------------------------------------------------------------------------------------
 
-def _tool_answer(req: P.ChatRequest, text: str, metadata: str, finish: str) -> tuple[dict[str, Any] | None, str]:
-    """The tool call an answer ended with, when the request offered that tool and its
-    arguments read as literals; else None, and the finish reason for a plain answer."""
-    from ..engine.tools import function_specs, parse_call
+def _tool_answer(state: ServerState, req: P.ChatRequest, done: Event) -> tuple[str, dict[str, Any] | None, str]:
+    """The answer as the engine reads it for every path (engine/answer.py): its content, the
+    tool call it ended with (an offered tool, literal arguments) or None, the finish reason."""
+    from ..engine.answer import read_answer
+    from ..engine.tools import function_specs
 
-    if finish != "tool_calls":
-        return None, finish
-    if req.tools and metadata:
-        offered = {f["name"] for f in function_specs(req.tools)}
-        args = parse_call(text)
-        if metadata in offered and args is not None:
-            return P.tool_call(metadata, args), "tool_calls"
-    return None, "stop"  # the turn ended, but not with a call we can hand back
+    assert done.completion is not None
+    comp = done.completion
+    offered = {f["name"] for f in function_specs(req.tools or [])}
+    answer = read_answer(comp, offered, state.model.tool_style)
+    call = P.tool_call(answer.call.name, answer.call.arguments) if answer.call is not None else None
+    return answer.content, call, answer.finish_reason
 
 
 def _with_ids(out: dict[str, Any], req: P.GenerationRequest, ev: Event) -> dict[str, Any]:
@@ -233,7 +232,7 @@ async def _chat_stream(state: ServerState, req: P.ChatRequest, job: Job, first: 
         if ev.error is not None:
             yield _engine_error(ev.error).body()
         return
-    call, finish = _tool_answer(req, "".join(held or []), ev.completion.metadata, ev.finish_reason or "stop")
+    _, call, finish = _tool_answer(state, req, ev)
     if call is not None:
         yield chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
                                      "function": {"name": call["function"]["name"], "arguments": ""}}]})
@@ -351,26 +350,13 @@ async def chat_answer(state: ServerState, request: Request, body: dict[str, Any]
     if req.stream:
         watch.stop()  # SSEResponse watches from here on
         return Answer(job, chunks=_chat_stream(state, req, job, first))
-    text, metadata, done = await _answer(job, first, watch)
-    call, finish = _tool_answer(req, text, metadata, done.finish_reason or "stop")
-    message: dict[str, Any] = {"role": "assistant", "content": text}
+    _, _, done = await _answer(job, first, watch)
+    content, call, finish = _tool_answer(state, req, done)
+    message: dict[str, Any] = {"role": "assistant", "content": content}
     if call is not None:
-        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        message = {"role": "assistant", "content": content or None, "tool_calls": [call]}
     return Answer(job, whole=_with_ids(P.chat_completion(P.new_id("chatcmpl"), state.model_id, message, finish,
                                                          _usage(done)), req, done))
-
-
-def raw_prompt_ids(model: "Model", text: str) -> list[int]:
-    """A raw completion's prompt: the text as the model's own tokenizer encodes it for
-    generation (ChatGLM3 prepends [gMASK] sop; others their BOS)."""
-    ids = model.tokenize(text)
-    specials = getattr(model, "_specials", None)
-    if specials is not None:
-        return [specials.gmask, specials.sop] + ids
-    llama = model._llama
-    if llama.add_bos() and llama.bos_token() >= 0:
-        return [llama.bos_token()] + ids
-    return ids
 
 
 async def completions(request: Request) -> Response:
@@ -386,7 +372,7 @@ async def completion_answer(state: ServerState, request: Request, body: dict[str
     req = P.parse_completion(body, state.limits)
     if tune is not None:
         req.params = tune(req.params)
-    ids = await asyncio.to_thread(raw_prompt_ids, state.model, req.prompt)
+    ids = await asyncio.to_thread(state.model.raw_prompt_ids, req.prompt)
     job, first, watch = await _run_job(state, request, ids, req.params, grammar=None, raw=True, stops=req.stops)
     if req.stream:
         watch.stop()

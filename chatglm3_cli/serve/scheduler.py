@@ -8,8 +8,8 @@ a client that resends its growing conversation pays only for the new turn. A req
 cancelled at any time (its client went away): queued, it is dropped; running, its sequence is
 freed before the next step. One failing request gets its error and never disturbs the others.
 
-Text reaches the request's asyncio queue as it is generated; stop strings are found here, on
-the decoding thread, so that the sequence ends at once.
+Text reaches the request's asyncio queue as it is generated; stop strings are found by the
+engine (sequence.StopScanner), on the decoding thread, so that the sequence ends at once.
 """
 from __future__ import annotations
 
@@ -28,42 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..engine.decoder import ParallelDecoder
     from ..engine.generate import Completion
     from ..engine.sampling import SamplingParams
-
-
-class StopScanner:
-    """Finds OpenAI ``stop`` strings in streamed text. Text that could be the start of a stop
-    string is held back until the next piece shows it is not."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self._held = ""
-        self.hit = False
-
-    def feed(self, piece: str) -> str:
-        """The text that can be released now; sets ``hit`` when a stop string was found."""
-        if not self.stops:
-            return piece
-        text = self._held + piece
-        # The stop string that is complete first ends the text (as if fed a character at a
-        # time, whatever the pieces): the least end, then the longest.
-        found = [(i + len(s), i) for s in self.stops for i in [text.find(s)] if i >= 0]
-        if found:
-            self._held = ""
-            self.hit = True
-            return text[:min(found)[1]]
-        # Hold the longest tail that is a proper prefix of some stop string.
-        keep = 0
-        for s in self.stops:
-            for n in range(min(len(s) - 1, len(text)), keep, -1):
-                if text.endswith(s[:n]):
-                    keep = n
-                    break
-        self._held = text[len(text) - keep:] if keep else ""
-        return text[:len(text) - keep] if keep else text
-
-    def flush(self) -> str:
-        out, self._held = ("" if self.hit else self._held), ""
-        return out
 
 
 @dataclass
@@ -86,7 +50,7 @@ class Job:
         self.params = params
         self.grammar = grammar
         self.raw = raw
-        self.scanner = StopScanner(stops)
+        self.stops = list(stops)
         self.loop = loop or asyncio.get_running_loop()
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.key = ""
@@ -106,22 +70,14 @@ class Job:
     def on_text(self, piece: str, metadata: str) -> bool:
         if self.started_at is None:
             self.started_at = time.monotonic()
-        out = self.scanner.feed(piece)
-        if out:
-            self.text.append(out)
-            self._push(Event("text", text=out, metadata=metadata))
-        return self.scanner.hit
+        self.text.append(piece)
+        self._push(Event("text", text=piece, metadata=metadata))
+        return False
 
     def finish(self, result: DecodeResult | None, error: ChatGLM3Error | None = None) -> None:
         comp = result.completion if result is not None else None
         error = error or (result.error if result is not None else None)
-        reason = None
-        if comp is not None:
-            rest = self.scanner.flush()
-            if rest:
-                self.text.append(rest)
-                self._push(Event("text", text=rest, metadata=comp.metadata))
-            reason = "stop" if self.scanner.hit else comp.finish_reason
+        reason = comp.finish_reason if comp is not None else None
         self._push(Event("done", completion=comp, error=error, finish_reason=reason))
 
     # called from anywhere --------------------------------------------------------------------
@@ -237,7 +193,7 @@ class Scheduler:
                 continue
             self._running[job.key] = job
             yield DecodeRequest(job.key, prompt_ids=job.prompt_ids, params=job.params, grammar=job.grammar,
-                                on_text=job.on_text, cancelled=job.is_cancelled, raw=job.raw)
+                                on_text=job.on_text, cancelled=job.is_cancelled, raw=job.raw, stops=job.stops)
 
     def _idle(self) -> None:
         with self._cond:
@@ -265,7 +221,7 @@ class Scheduler:
     def _count(self, job: Job, res: DecodeResult) -> None:
         c = self.counters
         comp = res.completion
-        reason = "error" if comp is None else ("stop" if job.scanner.hit else comp.finish_reason)
+        reason = "error" if comp is None else comp.finish_reason
         c.finished[reason] = c.finished.get(reason, 0) + 1
         if comp is not None:
             c.prompt_tokens += comp.prompt_tokens

@@ -33,10 +33,6 @@ class ToolCall:
     text: str = ""                           # the model's message as written
     problem: str | None = None               # why it cannot run (unknown tool, unreadable arguments)
 
-    @property
-    def is_code(self) -> bool:
-        return self.code is not None
-
     def describe(self) -> str:
         """One line for people: name(arguments) or the interpreter's first code line."""
         if self.code is not None:
@@ -193,7 +189,8 @@ def run_chain(session: "ChatSession", turn: "Turn", toolbox: Toolbox, approvals:
         out.last = r
         if r is None or r.finish_reason != "tool_calls":
             return out
-        call = toolbox.read(r.metadata, r.text)
+        # The call is the answer's last message (text may come before it, engine/answer.py).
+        call = toolbox.read(r.metadata, r.segments[-1].text if r.segments else r.text)
         if len(out.outcomes) >= max_calls:
             out.limit_reached = True
             out.pending = call

@@ -51,14 +51,16 @@ def test_task_record_with_tools_outputs_the_call(tool_model):
     assert out["output"] == {"name": "search", "arguments": {"city": "Paris"}}
 
 
-def test_a_call_to_a_tool_that_was_not_offered_is_an_error_line(tool_model):
+def test_a_call_to_a_tool_that_was_not_offered_is_content(tool_model):
+    # As on every path (engine/answer.py, README "Answers in several parts"): the call's text is
+    # the answer, and the record succeeds with finish_reason "stop".
     rec = {"id": "c", "task": "chat", "messages": [{"role": "user", "content": "Weather?"}], "tools": [WEATHER]}
     s, (out,) = run(tool_model, [rec])
-    assert s.failed == 1 and out["output"] is None
-    assert "not offered" in out["error"]["message"] and "'search'" in out["error"]["message"]
-    # Without tools at all, the same answer cannot be read as a call either.
-    s, (out,) = run(tool_model, [{"id": "n", "task": "chat", "messages": [{"role": "user", "content": "x"}]}])
-    assert s.failed == 1 and "not offered" in out["error"]["message"]
+    assert s.failed == 0 and out["error"] is None and out["finish_reason"] == "stop"
+    assert "tool_call(" in out["output"] and "Paris" in out["output"]
+    # Without tools at all: the same.
+    s, (out2,) = run(tool_model, [{"id": "n", "task": "chat", "messages": [{"role": "user", "content": "x"}]}])
+    assert s.failed == 0 and out2["output"] == out["output"] and out2["finish_reason"] == "stop"
 
 
 def test_tool_choice_none_drops_the_tools_and_required_is_refused():

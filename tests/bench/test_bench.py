@@ -19,7 +19,8 @@ def test_bench_json_schema(fixtures):
     d = json.loads(r.stdout)
     assert d["schema"] == 1
     assert set(d) == {"schema", "model", "settings", "single", "parallel", "memory", "bandwidth",
-                      "noisy", "warnings", "load", "grammar", "speculation"}
+                      "noisy", "warnings", "load", "grammar", "speculation", "attention"}
+    assert d["attention"] == {"ours_flash_attn": False, "raw_flash_attn": "auto"}
     assert isinstance(d["noisy"], bool) and d["noisy"] == bool(d["warnings"])
     assert all(isinstance(d["single"]["ours"][k]["noisy"], bool) for k in d["single"]["ours"])
     assert [g["name"] for g in d["grammar"]] == ["classify", "text", "extract (JSON)"]
@@ -36,6 +37,7 @@ def test_bench_json_schema(fixtures):
             assert len(d["single"][side][k]["runs"]) == 2
             assert d["single"][side][k]["median"] > 0
     assert [p["parallel"] for p in d["parallel"]] == [1, 2]
+    assert all(len(p["ours_over_raw_runs"]) == 2 for p in d["parallel"])  # --reps alternating runs
     assert d["parallel"][0]["ours"]["speedup_vs_1"] == 1.0
     assert d["memory"]["peak_rss_bytes"] > 0 and d["bandwidth"]["measured_read_gb_per_s"] > 0
     assert "bench: loading the model" in r.stderr

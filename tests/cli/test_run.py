@@ -67,7 +67,8 @@ def test_json_shape(run, fixtures):
     n_answer = len(fixtures.sidecar("scripted")["answer_ids"])
     r = run("-s", "Be nice.", "hi", "--json", "-t", "0")
     out = json.loads(r.stdout)
-    assert set(out) == {"model", "family", "messages", "response", "metadata", "finish_reason", "usage", "timings"}
+    assert set(out) == {"model", "family", "messages", "response", "metadata", "segments", "finish_reason",
+                        "usage", "timings"}
     assert out["response"] == ANSWER and out["metadata"] == "" and out["finish_reason"] == "stop"
     assert out["family"] == "chatglm3"
     assert out["usage"]["completion_tokens"] == n_answer
@@ -93,7 +94,9 @@ def test_max_tokens(run):
 def test_tool_call_json(fixtures):
     r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("scripted-tool")), "x", "--json"])
     out = json.loads(r.stdout)
-    assert out["metadata"] == "search" and out["finish_reason"] == "tool_calls"
+    # No tool was offered: the call's text is the answer (as on every path), its name the metadata.
+    assert out["metadata"] == "search" and out["finish_reason"] == "stop"
+    assert "tool_call(" in out["response"] and out["segments"][0]["metadata"] == "search"
 
 
 def test_no_prompt_on_a_terminal_prints_usage(run):

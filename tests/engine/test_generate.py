@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 
 from chatglm3_cli.engine.backend import PROMPT_ALIGN, align_down
-from chatglm3_cli.engine.generate import AnswerShaper, Utf8Stream
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
+from chatglm3_cli.engine.sequence import AnswerShaper, Utf8Stream
 from chatglm3_cli.errors import PromptTooLongError
 
 GREEDY = SamplingParams(temperature=0)

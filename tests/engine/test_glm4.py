@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from chatglm3_cli.batch.tasks import parse_tool_call
+from chatglm3_cli.engine.answer import Call, read_answer
 from chatglm3_cli.engine.messages import chat_messages
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.engine.prompt import Message
@@ -110,7 +110,9 @@ def test_tool_call_stops_at_observation_and_reads_as_json(glm4_tool, fixtures):
     assert r.metadata == "get_weather" and r.finish_reason == "tool_calls"
     assert r.stop_token == side["specials"]["<|observation|>"] and side["leak"] not in r.text
     assert read_call(r.text, glm4_tool.tool_style) == {"city": "Paris"}
-    assert parse_tool_call({"tools": [WEATHER]}, r.metadata, r.text) == {"name": "get_weather", "arguments": {"city": "Paris"}}
+    # As every path reads it (engine/answer.py): a call when the tool was offered, else content.
+    assert read_answer(r, {"get_weather"}, glm4_tool.tool_style).call == Call("get_weather", {"city": "Paris"})
+    assert read_answer(r, set(), glm4_tool.tool_style).finish_reason == "stop"
 
 
 def test_chat_session_reuses_the_generated_ids(glm4):

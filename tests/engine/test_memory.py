@@ -83,12 +83,12 @@ def test_batch_does_not_create_the_chat_context(fixtures):
     from chatglm3_cli.engine.model import Model
 
     with Model(fixtures.path("tiny"), n_ctx=512, chat_context=False) as m:
-        assert m._ctx is None and m.n_ctx == 512
+        assert m.chat_context is None and m.n_ctx == 512
         with ParallelDecoder(m, n_parallel=2, n_ctx=128) as d:
             assert d.ctx.n_ctx >= 3 * 128
-        assert m._ctx is None  # still none: only the decoder's context was made
+        assert m.chat_context is None  # still none: only the decoder's context was made
         from chatglm3_cli.engine.prompt import Message
         from chatglm3_cli.engine.sampling import SamplingParams
 
         comp = m.chat([Message("user", "hi")], SamplingParams(temperature=0, max_tokens=2))
-        assert comp.completion_tokens >= 1 and m._ctx is not None  # made on first use
+        assert comp.completion_tokens >= 1 and m.chat_context is not None  # made on first use

@@ -40,9 +40,11 @@ def test_one_row_is_padded_only_on_the_evidence_of_real_four_row_steps():
     times = StepTimes()
     pad = RowPadding(times)
     _time(times, 1, 0.338)
+    _time(times, 2, 0.504)
     assert pad.rows(1) == 1  # not tried: it would cost three 4-row steps to find out
+    assert pad.rows(2) == 2  # nor two rows
     _time(times, 4, 0.281)  # real 4-row steps (four sequences ran); an AMX CPU measured this
-    assert pad.rows(1) == 4
+    assert pad.rows(1) == 4 and pad.rows(2) == 4
 
 
 def test_modes_on_and_off():

@@ -6,9 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatglm3_cli.engine.sampling import SamplingParams
+from chatglm3_cli.engine.sequence import StopScanner
 from chatglm3_cli.errors import InsecureBindError
 from chatglm3_cli.serve import protocol as P
-from chatglm3_cli.serve.scheduler import StopScanner
 from chatglm3_cli.serve.server import check_exposure, is_loopback
 
 LIMITS = P.Limits(max_tokens=100, default_params=SamplingParams(temperature=0.8, top_p=0.8))
