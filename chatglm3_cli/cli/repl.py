@@ -19,6 +19,7 @@ from ..files import atomic_write_text
 from ..textio import read_text_file
 from .errors import format_error
 from .render import Renderer
+from .visible import visible
 
 COMMANDS = {
     "/help": "show this help",
@@ -223,7 +224,8 @@ class ChatREPL:
                      "(--max-tool-calls)")
         elif chain.pending is not None:
             self.awaiting = chain.pending
-            self.say(f"the model calls {chain.pending.describe()}: type the result; it goes back as the observation")
+            self.say(f"the model calls {visible(chain.pending.describe())}: type the result; "
+                     "it goes back as the observation")
         self.autosave()
 
     def _ask_approval(self, call: Any) -> str:
@@ -352,7 +354,7 @@ class ChatREPL:
         s = self.session
         p = s.params
         used = s.context_used
-        self.say(f"model: {self.model_label or s.model.path} ({s.model.family})")
+        self.say(f"model: {visible(str(self.model_label or s.model.path))} ({s.model.family})")
         self.say(f"parameters: temperature={p.temperature} top_p={p.top_p} top_k={p.top_k} "
                  f"max_tokens={p.max_tokens} seed={p.seed} repeat_penalty={p.repeat_penalty}")
         self.say(f"context: {used} of {s.n_ctx} tokens used ({100 * used // max(1, s.n_ctx)}%)"

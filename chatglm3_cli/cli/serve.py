@@ -36,6 +36,10 @@ def serve(
     drain_timeout: Annotated[float, typer.Option(
         "--drain-timeout", min=0.0, metavar="SECONDS",
         help="On SIGTERM or Ctrl-C, how long requests in flight may take to finish.")] = 30.0,
+    allowed_origins: Annotated[Optional[str], typer.Option(
+        "--allowed-origins", envvar="CHATGLM3_ORIGINS", show_envvar=True, metavar="ORIGINS",
+        help="Web pages (origins such as https://app.example, * patterns) that may call the server, "
+             "comma-separated; the server's own origin always may.")] = None,
     model: ModelArgs = ModelArgs.options(ctx=SequenceCtx, parallel=parallel_option("Requests")),
     sampling: SamplingParams = SamplingArgs.options(),
 ) -> None:
@@ -45,7 +49,8 @@ def serve(
 
     Example: chatglm3 serve -m chatglm3-6b --port 8000
     """
-    from ..serve.server import ServeSettings, bind, build_state, check_exposure
+    from ..serve.guard import parse_origins
+    from ..serve.server import ServeSettings, bind, build_state, check_exposure, read_timeout
     from ..serve.server import serve as run_server
 
     con = console_mod.current()
@@ -58,7 +63,8 @@ def serve(
         with dataclasses.replace(model, ctx=64).open() as m:
             n_ctx = model.ctx or min(m.n_ctx_train, DEFAULT_SERVE_CTX)
             settings = ServeSettings(host=host, port=port, api_key=api_key, n_parallel=parallel, n_ctx=n_ctx,
-                                     max_queue=queue, drain_timeout=drain_timeout, params=sampling)
+                                     max_queue=queue, drain_timeout=drain_timeout, params=sampling,
+                                     allowed_origins=parse_origins(allowed_origins), read_timeout=read_timeout())
             model_id = Path(path).stem
             state = build_state(m, settings, model_id)
 

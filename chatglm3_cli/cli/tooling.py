@@ -13,6 +13,7 @@ import typer
 
 from .errors import UsageError
 from .options import OptionGroup
+from .visible import visible
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.model import Model
@@ -125,32 +126,34 @@ def parse_answer(text: Optional[str]) -> str:
 def show_call(err: TextIO, call: "ToolCall", *, color: bool, workdir: Any = None) -> None:
     """The call, as the person approving it needs to see it (code with highlighting on a terminal)."""
     if call.code is not None:
-        where = f" in {workdir}" if workdir else ""
+        where = f" in {visible(str(workdir))}" if workdir else ""
         err.write(f"The model wants to run this Python code{where}:\n")
+        # Control characters spelled out: "\x1b[2K\r" could otherwise hide a line from the reader.
+        code = visible(call.code.rstrip("\n"), lines=True)
         if color:
             from rich.console import Console
             from rich.syntax import Syntax
 
             Console(file=err, force_terminal=True, soft_wrap=True).print(
-                Syntax(call.code.rstrip("\n"), "python", line_numbers=False, word_wrap=True))
+                Syntax(code, "python", line_numbers=False, word_wrap=True))
         else:
-            err.write(call.code.rstrip("\n") + "\n")
+            err.write(code + "\n")
     else:
-        err.write(f"The model wants to call {call.describe()}\n")
+        err.write(f"The model wants to call {visible(call.describe())}\n")
     err.flush()
 
 
 def show_outcome(err: TextIO, outcome: "ToolOutcome", *, max_lines: int = 12) -> None:
     status = {"ok": "result", "error": "error", "refused": "refused", "invalid": "not run",
               "interrupted": "interrupted"}.get(outcome.status, outcome.status)
-    text = outcome.observation
+    text = visible(outcome.observation, lines=True)
     lines = text.splitlines() or [""]
     shown = "\n  ".join(lines[:max_lines])
     if len(lines) > max_lines:
         shown += f"\n  … ({len(lines) - max_lines} more lines)"
     err.write(f"[{status}] {shown}\n")
     for p in outcome.images:
-        err.write(f"[image saved] {p}\n")
+        err.write(f"[image saved] {visible(str(p))}\n")
     err.flush()
 
 
@@ -298,6 +301,6 @@ def answer_with_tools(con: Any, m: "Model", toolbox: "Toolbox", approvals: Any, 
     if chain.limit_reached and not as_json:
         con.error(f"stopped: the model asked for more than --max-tool-calls {max_calls} tool calls in a row")
     elif chain.pending is not None and not as_json:
-        con.error(f"the model calls {chain.pending.describe()}: answer it in `chatglm3 chat --tool-json`, "
+        con.error(f"the model calls {visible(chain.pending.describe())}: answer it in `chatglm3 chat --tool-json`, "
                   "or give the tool an implementation with --tools FILE.py")
     return session, chain
