@@ -204,7 +204,7 @@ class ChatREPL:
         from .tooling import show_call, show_outcome
 
         def on_call(call: Any) -> None:
-            if self.approvals.approve_all or call.name in self.approvals.always:
+            if self.approvals.preapproved(call):  # else the approval prompt shows it
                 show_call(self.err, call, color=False)
 
         try:

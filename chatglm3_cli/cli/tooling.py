@@ -242,8 +242,7 @@ def run_approvals(con: Any, toolbox: "Toolbox", yes: bool) -> Any:
 
     if yes:
         return Approvals(approve_all=True)
-    executes = toolbox.interpreter is not None or any(f.function is not None for f in toolbox.functions.values())
-    if not executes:
+    if not toolbox.executes:
         return Approvals()
     reader = tty_line_reader(con.stderr)
     if reader is None:

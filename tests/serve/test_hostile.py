@@ -180,7 +180,7 @@ def _closed_within(sock: socket.socket, seconds: float, drip: bytes = b"") -> tu
             if not data:
                 return True, got
             got += data
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:  # reset
             return True, got
