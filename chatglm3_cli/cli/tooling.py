@@ -36,7 +36,8 @@ class ToolArgs(OptionGroup):
              "(repeatable).")] = None
     code: Annotated[bool, typer.Option(
         "--code", help="Code interpreter: the model writes Python that runs, after your approval, "
-                       "in a Jupyter kernel in --workdir.")] = False
+                       "in a Jupyter kernel in --workdir. A cell can reach your files, the network and "
+                       "the environment (secret-looking variables such as HF_TOKEN are removed).")] = False
     workdir: Annotated[Optional[str], typer.Option(
         "--workdir", metavar="DIR", show_default="a new temporary directory",
         help="The interpreter's working directory (created if missing).")] = None
