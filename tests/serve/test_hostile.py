@@ -232,8 +232,3 @@ def test_connections_past_the_cap_get_503_not_file_errors(server):
                 raise
             time.sleep(1)
     assert not any("Too many open files" in line for line in server.stderr)
-
-
-def test_health_is_ok_while_the_scheduler_moves(server):
-    with server.http() as h:
-        assert h.get("/health").json()["status"] == "ok"
