@@ -1,0 +1,47 @@
+"""A model file that claims a context of 2^31 tokens or more (llama.cpp reads it into an int32:
+-2147483648) loads with the default context instead of asking for std::bad_alloc."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from chatglm3_cli.engine.model import DEFAULT_MAX_CTX, Model
+
+
+def _with_context_length(src_path, out, value):
+    import gguf
+
+    src = gguf.GGUFReader(str(src_path))
+    w = gguf.GGUFWriter(str(out), str(src.fields["general.architecture"].contents()))
+    for field in src.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        vtype = field.types[0]
+        if field.name.endswith(".context_length"):
+            w.add_key_value(field.name, value, gguf.GGUFValueType.UINT32)
+        elif vtype == gguf.GGUFValueType.ARRAY:
+            w.add_array(field.name, field.contents())
+        else:
+            w.add_key_value(field.name, field.contents(), vtype)
+    for t in src.tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+@pytest.mark.parametrize("claim", [2**31, 2**32 - 1])
+def test_a_context_claim_past_int32_loads_with_the_default(fixtures, tmp_path, claim):
+    path = _with_context_length(fixtures.path("scripted"), tmp_path / "huge.gguf", claim)
+    with Model(path) as m:
+        assert 0 < m.n_ctx_train <= DEFAULT_MAX_CTX
+        assert m.n_ctx > 0
+    run = subprocess.run([sys.executable, "-m", "chatglm3_cli", "run", "-m", str(path), "-t", "0",
+                          "--max-tokens", "4", "hi"], capture_output=True, text=True, timeout=300,
+                         stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr
