@@ -38,7 +38,27 @@ HOSTILE = {
                      "{% endfor %}{{ ns.s | length }}",
     "replace method": "{% set s = 'x' * 100000 %}{{ s.replace('x', 'y' * 100000) | length }}",
     "replace filter": "{% set s = 'x' * 100000 %}{{ s | replace('x', 'y' * 100000) | length }}",
+    "join of a list of big strings": "{% set s = 'x' * 1000000 %}{{ ([s] * 3000) | join }}",
+    "tojson of a list of big strings": "{% set s = 'x' * 1000000 %}{{ ([s] * 3000) | tojson }}",
+    "string of a list of big strings": "{% set s = 'x' * 1000000 %}{{ ([s] * 3000) ~ '' }}",
+    "dict of big strings": "{% set s = 'x' * 1000000 %}{{ dict(a=s, b=s, c=s) | tojson }}",
 }
+
+
+@pytest.mark.parametrize("name", ["join of a list of big strings", "tojson of a list of big strings"])
+def test_a_big_value_is_refused_as_it_is_built_not_after(name):
+    """Peak memory stays far below the gigabytes the value would take (measured in a child)."""
+    code = ("import resource, sys\n"
+            "from chatglm3_cli.engine.jinja_render import render_template\n"
+            "from chatglm3_cli.engine.prompt import Message\n"
+            "try:\n"
+            f"    render_template({HOSTILE[name]!r}, [Message('user', 'hi')], bos_token='', eos_token='')\n"
+            "except Exception as e:\n"
+            "    print(type(e).__name__)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    kind, peak_mb = run.stdout.split()
+    assert kind == "UnsupportedModelError" and int(peak_mb) < 400, (run.stdout, run.stderr)
 
 
 def test_an_ordinary_template_renders():
