@@ -6,39 +6,19 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from chatglm3_cli.engine.model import DEFAULT_MAX_CTX, Model
 
-
-def _with_context_length(src_path, out, value):
-    import gguf
-
-    src = gguf.GGUFReader(str(src_path))
-    w = gguf.GGUFWriter(str(out), str(src.fields["general.architecture"].contents()))
-    for field in src.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture":
-            continue
-        vtype = field.types[0]
-        if field.name.endswith(".context_length"):
-            w.add_key_value(field.name, value, gguf.GGUFValueType.UINT32)
-        elif vtype == gguf.GGUFValueType.ARRAY:
-            w.add_array(field.name, field.contents())
-        else:
-            w.add_key_value(field.name, field.contents(), vtype)
-    for t in src.tensors:
-        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out
+from ..gguf_edit import copy_with
 
 
 @pytest.mark.parametrize("claim", [2**31, 2**32 - 1])
 def test_a_context_claim_past_int32_loads_with_the_default(fixtures, tmp_path, claim):
-    path = _with_context_length(fixtures.path("scripted"), tmp_path / "huge.gguf", claim)
+    import gguf
+
+    path = copy_with(fixtures.path("scripted"), tmp_path / "huge.gguf",
+                     {".context_length": (claim, gguf.GGUFValueType.UINT32)})
     with Model(path) as m:
         assert 0 < m.n_ctx_train <= DEFAULT_MAX_CTX
         assert m.n_ctx > 0
