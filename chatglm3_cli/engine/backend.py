@@ -309,6 +309,7 @@ class LlamaModel:
 
     def close(self) -> None:
         if getattr(self, "ptr", None):
+            _HELD.pop(_vocab_key(self.vocab), None)  # another vocabulary may come to live there
             llama().llama_model_free(self.ptr)
             self.ptr = None
 
@@ -656,13 +657,17 @@ class _capture_stderr:
 _HELD: dict[int, tuple[Any, frozenset[int], int | None]] = {}
 
 
+def _vocab_key(vocab: Any) -> int:
+    return ctypes.cast(vocab, ctypes.c_void_p).value or 0
+
+
 def _held_tokens(vocab: Any) -> tuple[Any, frozenset[int], int | None]:
     """(control tokens that are not end-of-generation, the same as a set, an end-of-generation
     token or None) of a vocabulary; computed once per vocabulary."""
     import numpy as np
 
     L = llama()
-    key = ctypes.cast(vocab, ctypes.c_void_p).value or 0
+    key = _vocab_key(vocab)
     if key not in _HELD:
         n = L.llama_vocab_n_tokens(vocab)
         held = [t for t in range(n) if L.llama_vocab_is_control(vocab, t) and not L.llama_vocab_is_eog(vocab, t)]
