@@ -7,16 +7,17 @@ from typing import Any
 import numpy as np
 
 
-def copy_with(src: Path, out: Path, values: dict[str, tuple[Any, Any]]) -> Path:
+def copy_with(src: Path, out: Path, values: dict[str, tuple[Any, Any]], drop: tuple[str, ...] = ()) -> Path:
     """``src`` written to ``out`` with ``values`` = {key or ".suffix": (value, GGUFValueType)}
-    replacing (or adding) metadata; a key starting with "." matches any key ending with it."""
+    replacing (or adding) metadata (a key starting with "." matches any key ending with it),
+    and the keys in ``drop`` left out."""
     import gguf
 
     reader = gguf.GGUFReader(str(src))
     writer = gguf.GGUFWriter(str(out), str(reader.fields["general.architecture"].contents()))
     pending = dict(values)
     for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+        if field.name.startswith("GGUF.") or field.name == "general.architecture" or field.name in drop:
             continue
         key = next((k for k in values if k == field.name or (k.startswith(".") and field.name.endswith(k))), None)
         if key is not None:

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from chatglm3_cli.cli.exit_codes import ExitCode
@@ -14,6 +13,8 @@ from chatglm3_cli.engine import jinja_render as P
 from chatglm3_cli.engine.jinja_render import render_template
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.errors import UnsupportedModelError
+
+from ..gguf_edit import copy_with
 
 MSGS = [Message("system", "Be brief."), Message("user", "hi")]
 CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -91,24 +92,7 @@ def test_a_loop_that_calls_nothing_is_stopped_by_the_time_limit(monkeypatch):
 def _with_template(src, out, template):
     import gguf
 
-    reader = gguf.GGUFReader(str(src))
-    w = gguf.GGUFWriter(str(out), "llama")
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "tokenizer.chat_template"):
-            continue
-        val = field.contents()
-        if field.types[0] == gguf.GGUFValueType.ARRAY:
-            w.add_array(field.name, val)
-        else:
-            w.add_key_value(field.name, val, field.types[0])
-    w.add_chat_template(template)
-    for t in reader.tensors:
-        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out
+    return copy_with(src, out, {"tokenizer.chat_template": (template, gguf.GGUFValueType.STRING)})
 
 
 def test_run_with_a_hostile_template_exits_3(fixtures, tmp_path):
