@@ -12,6 +12,9 @@ route (the OpenAI API, the web chat page, the Ollama API alike), as ASGI middlew
   (421). Bound to other addresses the server needs an API key, which a page does not have.
 - A request with a body must say ``Content-Type: application/json`` (415): the types a page can
   send without a preflight (text/plain, forms, none) never reach a handler.
+
+An allow-listed origin gets what a browser needs to use the API: its preflight (OPTIONS) is
+answered, and the answers carry ``Access-Control-Allow-Origin``.
 """
 from __future__ import annotations
 
@@ -99,13 +102,41 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        refused = self.policy.problem(scope.get("method", "GET"), scope.get("scheme", "http"), headers)
+        method, scheme = scope.get("method", "GET"), scope.get("scheme", "http")
+        origin = headers.get("origin")
+        cross = origin is not None and origin.strip().lower().rstrip("/") != f"{scheme}://{headers.get('host', '')}"
+        if cross and method == "OPTIONS" and "access-control-request-method" in headers:
+            refused = self.policy.problem("GET", scheme, headers)  # a preflight: Host and Origin only
+            if refused is None:  # an allow-listed page asks before sending JSON or a key
+                return await _send(send, 204, b"", _cors(origin or "", preflight=True))
+        else:
+            refused = self.policy.problem(method, scheme, headers)
         if refused is None:
-            return await self.app(scope, receive, send)
+            if not cross:
+                return await self.app(scope, receive, send)
+
+            async def with_cors(message: Any) -> None:  # the allow-listed page may read the answer
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []), *_cors(origin or "")]}
+                await send(message)
+
+            return await self.app(scope, receive, with_cors)
         status, message, code = refused
         body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
                                      "code": code}}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await _send(send, status, body, [(b"content-type", b"application/json"), (b"connection", b"close")])
+
+
+def _cors(origin: str, *, preflight: bool = False) -> list[tuple[bytes, bytes]]:
+    out = [(b"access-control-allow-origin", origin.encode("latin-1", "replace")), (b"vary", b"Origin")]
+    if preflight:
+        out += [(b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                (b"access-control-allow-headers", b"Authorization, Content-Type"),
+                (b"access-control-max-age", b"600")]
+    return out
+
+
+async def _send(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -146,7 +146,20 @@ def test_foreign_origins_are_refused_same_and_allowed_ones_pass(server):
         with server.http() as h:
             assert h.get("/v1/models", headers={"Origin": origin}).status_code == 403
     for origin in (server.url, "https://app.example", "http://a.trusted.test"):
-        assert _post(server, {**json_type, "Origin": origin}).status_code == 200, origin
+        resp = _post(server, {**json_type, "Origin": origin})
+        assert resp.status_code == 200, origin
+        # an allow-listed page may read the answer (CORS); the server's own page needs nothing
+        assert resp.headers.get("access-control-allow-origin") == (None if origin == server.url else origin)
+
+
+def test_an_allowed_page_gets_its_preflight_answered_a_foreign_one_not(server):
+    ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+    with server.http() as h:
+        ok = h.options("/v1/chat/completions", headers={**ask, "Origin": "https://app.example"})
+        assert ok.status_code == 204 and ok.headers["access-control-allow-origin"] == "https://app.example"
+        assert "Authorization" in ok.headers["access-control-allow-headers"]
+        bad = h.options("/v1/chat/completions", headers={**ask, "Origin": "https://evil.example"})
+        assert bad.status_code == 403 and "access-control-allow-origin" not in bad.headers
 
 
 def test_a_rebound_host_name_is_refused(server):
