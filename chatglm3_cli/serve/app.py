@@ -107,7 +107,7 @@ async def _read_json(state: ServerState, request: Request) -> dict[str, Any]:
     return body
 
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\\\]|\\\\.)*"')
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 def _json_depth_problem(data: bytes | bytearray) -> str | None:

@@ -123,6 +123,13 @@ def test_bodies_that_were_500s_are_400s(server, raw):
     assert resp.json()["error"]["code"] == "invalid_json"
 
 
+def test_brackets_inside_strings_are_text_not_nesting(server):
+    """The depth check skips strings, escaped quotes and backslashes included."""
+    content = 'say \\" ' + "[" * 200 + ' \\ {{{ "'
+    resp = chat(server, messages=[{"role": "user", "content": content}], max_tokens=1)
+    assert resp.status_code == 200, resp.text
+
+
 # finding 2: web pages ------------------------------------------------------------------------
 
 def _post(server, headers, content=b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}'):
