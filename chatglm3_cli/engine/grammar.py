@@ -11,7 +11,7 @@ import math
 from typing import Any, Mapping
 
 from .bytecache import ByteLRU
-from .grammar_limits import grammar_problem, labels_problem, schema_problem
+from .grammar_limits import MAX_CHOICES, grammar_problem, labels_problem, schema_problem
 
 # The metadata line ChatGLM3 writes first (empty for a plain answer), and SentencePiece's space.
 ANSWER_START = '"\\n" " "?'
@@ -56,7 +56,7 @@ def schema_grammar(schema: Mapping[str, Any]) -> str:
 
 
 _DATA_KEYS = {"enum", "const", "default", "examples"}
-_MAX_INT_CHOICES = 1000
+_MAX_INT_CHOICES = MAX_CHOICES  # alternatives the sampler tries at each token: as many as an enum may have
 
 
 def _for_grammar(node: Any) -> Any:
