@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -201,14 +202,16 @@ def connect(options: ClusterOptions) -> Iterator[Cluster]:
         # Ray's driver answers SIGTERM with a stack dump and exit status 15. Ours: the job
         # stops between lines, Ray is shut down quietly, and the process ends by the signal
         # itself (status 143 in a shell), as it would without --ray.
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        main = threading.current_thread() is threading.main_thread()  # signals are the main thread's
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
         terminated = False
         try:
             yield Cluster(ray, options, started=address == LOCAL)
         except Terminated:
             terminated = True
         finally:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            if main:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
             with contextlib.suppress(Exception), contextlib.redirect_stderr(io.StringIO()):
                 ray.shutdown()
         if terminated:
