@@ -14,6 +14,7 @@ import typer
 from . import console as console_mod
 from .errors import handle_errors
 from .options import ModelArgs, SamplingArgs, SamplingParams, SequenceCtx, parallel_option, with_options
+from .visible import visible
 
 # The context each sequence gets when --ctx is not given (and the model allows it).
 DEFAULT_SERVE_CTX = 4096
@@ -70,7 +71,7 @@ def serve(
 
             def ready(url: str) -> None:
                 auth = "API key required" if api_key else "no API key"
-                con.error(f"chatglm3 serve: listening on {url} (model {model_id}, {parallel} sequences of "
+                con.error(f"chatglm3 serve: listening on {url} (model {visible(model_id)}, {parallel} sequences of "
                           f"{n_ctx} tokens, {auth}); Ctrl-C to stop")
 
             run_server(state, sock, settings, on_ready=ready)

@@ -108,7 +108,7 @@ def build_toolbox(tools: Optional[list[str]], tool_json: Optional[list[str]], co
 def check_model(model: "Model", toolbox: "Toolbox") -> None:
     """Tools need a model that was trained for them."""
     if model.tool_style is None:
-        raise UsageError(f"{model.name} is neither ChatGLM3 nor GLM-4: it has no tool-calling format")
+        raise UsageError(f"{visible(model.name)} is neither ChatGLM3 nor GLM-4: it has no tool-calling format")
     toolbox.style = model.tool_style
     if toolbox.interpreter is not None and model.family != "chatglm3":
         raise UsageError("--code is ChatGLM3's code-interpreter mode; this model is not ChatGLM3")
