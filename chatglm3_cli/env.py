@@ -50,6 +50,13 @@ VARIABLES: tuple[EnvVar, ...] = (
            "recently used entries go first", "4G"),
     EnvVar("CHATGLM3_NOHISTORY", "1: chat keeps no input history", "off"),
     EnvVar("CHATGLM3_API_KEY", "the key `serve` requires as `Authorization: Bearer KEY` (like --api-key)", "none"),
+    EnvVar("CHATGLM3_ORIGINS", "`serve`: web origins allowed besides the server's own, comma-separated, "
+           "`*` patterns allowed (like --allowed-origins, and Ollama's OLLAMA_ORIGINS)", "none"),
+    EnvVar("CHATGLM3_READ_TIMEOUT", "`serve`: seconds a client has to send a whole request (headers and "
+           "body) before it is answered 408 and disconnected", "30"),
+    EnvVar("CHATGLM3_CODE_ENV", "`--code`: comma-separated names of secret-looking environment variables "
+           "(tokens, keys, passwords) the code interpreter's kernel may still see",
+           "none: they are removed from the kernel's environment"),
     EnvVar("CHATGLM3_FLASH_ATTN", "on, off or auto: llama.cpp's flash attention",
            "off on a CPU up to 32,768 KV cells (on past that, and with a quantized `--cache-type`), "
            "auto with a GPU"),

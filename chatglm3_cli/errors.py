@@ -81,6 +81,12 @@ class GenerationError(ChatGLM3Error):
     """llama.cpp failed while decoding."""
 
 
+class InternalError(ChatGLM3Error):
+    """A bug of ours, not a problem with the input (shown with its type, to be reported)."""
+
+    hint = "please report this, with the command that caused it"
+
+
 class GrammarError(GenerationError):
     """A grammar that llama.cpp cannot parse, or an output that does not satisfy it."""
 

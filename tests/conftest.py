@@ -94,25 +94,9 @@ def q4km_model(fixtures):
 
 def copy_without_chat_template(src: Path, out: Path) -> Path:
     """The same GGUF without tokenizer.chat_template: what a base model or an old conversion is."""
-    import gguf
-    import numpy as np
+    from .gguf_edit import copy_with
 
-    reader = gguf.GGUFReader(str(src))
-    w = gguf.GGUFWriter(str(out), str(reader.fields["general.architecture"].contents()))
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "tokenizer.chat_template"):
-            continue
-        if field.types[0] == gguf.GGUFValueType.ARRAY:
-            w.add_array(field.name, field.contents())
-        else:
-            w.add_key_value(field.name, field.contents(), field.types[0])
-    for t in reader.tensors:
-        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out
+    return copy_with(src, out, {}, drop=("tokenizer.chat_template",))
 
 
 @pytest.fixture(scope="session")

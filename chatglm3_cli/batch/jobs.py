@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from ..engine.answer import Call
 from ..engine.grammar import check_schema, schema_grammar
+from ..engine.grammar_limits import labels_problem
 from ..engine.messages import ROLE_ALIASES, chat_messages, check_tools
 from ..engine.prompt import Message
 from ..engine.tools import function_specs
@@ -335,6 +336,8 @@ def _check_task_fields(task: str, obj: Mapping[str, Any], errors: list[str]) -> 
             errors.append('"labels" must be an array of at least two non-empty strings')
         elif len(set(labels)) != len(labels):
             errors.append('"labels" has duplicates')
+        elif labels_problem(labels):
+            errors.append(f'"labels" {labels_problem(labels)}')
     elif task == "extract":
         if "schema" not in obj:
             errors.append('missing "schema" (task extract needs text, schema: a JSON Schema)')

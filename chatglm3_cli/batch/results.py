@@ -70,11 +70,14 @@ class ResultsFile:
         self.path = path
         self._fd: int | None = None
         self._lock: Any = None
+        self._inode_lock: Any = None
 
     def lock(self) -> None:
         """Two runs of one job at once would answer the same ids twice: the second is refused.
         The lock is keyed on the real file, so a symlink's name (or a ../ path) to the same
-        results cannot bypass it. The hidden lock file beside it is removed again by close()."""
+        results cannot bypass it, and, once the file exists, on its device and inode too, so
+        neither can a hard link (another name, maybe in another folder, for the same file). The
+        lock files are removed again by close()."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             real = self.path.resolve()
@@ -85,6 +88,25 @@ class ResultsFile:
         if not taken:
             raise ResultsInUseError(f"another chatglm3 batch is writing {self.path}")
         self._lock = lock
+        try:
+            st = os.stat(real)
+        except OSError:
+            return  # no file yet: no other name can lead to it
+        from ..paths import state_dir
+
+        try:
+            folder = state_dir() / "locks"
+            folder.mkdir(parents=True, exist_ok=True)
+            by_inode = ExclusiveLock(folder / f"results-{st.st_dev:x}-{st.st_ino:x}.lock")
+            taken = by_inode.acquire()
+        except OSError as e:
+            self.close()
+            raise _write_error(folder, e) from None
+        if not taken:
+            self.close()
+            raise ResultsInUseError(f"another chatglm3 batch is writing {self.path} (under another name: "
+                                    "a hard link to the same file)")
+        self._inode_lock = by_inode
 
     def prepare(self, *, retry_errors: bool, stale: Callable[[str], bool] | None = None) -> ScanReport:
         """Read what is answered and repair the file so that it holds each id at most once,
@@ -189,9 +211,10 @@ class ResultsFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        for lock in (self._inode_lock, self._lock):
+            if lock is not None:
+                lock.release()
+        self._lock = self._inode_lock = None
 
 
 class ExclusiveLock:

@@ -21,6 +21,7 @@ from ..errors import (
     ChatGLM3Error,
     GenerationError,
     InputError,
+    InternalError,
     InvalidRecordError,
     ManifestMismatchError,
     OutputFormatError,
@@ -356,11 +357,14 @@ def decode_jobs(todo: list[Job], model: "Model", settings: Settings, summary: Su
                 params = settings.params.with_(**job.overrides)
                 if params.max_tokens is None:
                     params = params.with_(max_tokens=job.default_max_tokens(count))
-            except ChatGLM3Error as e:
+            except ChatGLM3Error as e:  # a template that refuses these messages, a prompt too long...
                 fail(job, e)
                 continue
-            except Exception as e:  # a chat template that cannot render these messages, ...
-                fail(job, InputError(f"cannot build the prompt: {e}"))
+            except ValueError as e:  # what the record asks for cannot be done (a grammar's limits)
+                fail(job, InputError(f"cannot prepare the record: {e}"))
+                continue
+            except Exception as e:  # a bug of ours: the record's line says so, not "bad input"
+                fail(job, InternalError(f"internal error while preparing the record: {type(e).__name__}: {e}"))
                 continue
             yield DecodeRequest(job.key, prompt_ids=ids, params=params, grammar=grammar)
 

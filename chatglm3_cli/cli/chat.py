@@ -12,6 +12,7 @@ from .errors import UsageError, handle_errors
 from .help import App
 from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_options
 from .tooling import ToolArgs
+from .visible import visible
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..chat.history import Conversation, ConversationStore
@@ -91,7 +92,7 @@ def chat(
                 tty_fd=term.tty_fd if term.interactive else None, toolbox=toolbox, approvals=approvals,
                 max_tool_calls=tool_args.max_tool_calls, interactive=term.interactive)
             if term.interactive and con.stderr_isatty:
-                con.error(f"chatting with {m.name} · /help for commands · Ctrl-D or /exit to leave")
+                con.error(f"chatting with {visible(m.name)} · /help for commands · Ctrl-D or /exit to leave")
             if toolbox is not None and con.stderr_isatty:
                 con.error("tools the model may call (/tools lists them):\n" + tooling.list_tools(toolbox))
             code = repl.run(first, interactive=term.interactive)

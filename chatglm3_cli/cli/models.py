@@ -18,6 +18,7 @@ from . import console as console_mod
 from . import options as opt
 from .errors import UsageError, handle_errors
 from .help import App
+from .visible import visible
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -117,6 +118,7 @@ def _print_quants(con: console_mod.Console, hub: "Hub", repo_id: str) -> None:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
+    rows = [[visible(c) for c in r] for r in rows]  # names from the cache folder, shown, not obeyed
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
     return "\n".join(lines) + "\n"
@@ -272,7 +274,7 @@ def models_info(
         ("prompts", facts.prompt_format),
         ("stop tokens", ", ".join(f"{text or '(empty)'} ({i})" for i, text in facts.stop_tokens) or "none"),
     ]
-    con.write("".join(f"{k + ':':<15}{v}\n" for k, v in rows))
+    con.write("".join(f"{k + ':':<15}{visible(v)}\n" for k, v in rows))  # the file's strings, shown
 
 
 def _registered(name: str) -> bool:

@@ -202,6 +202,15 @@ SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", metavar="TEX
 
 # The groups ----------------------------------------------------------------------------------------
 
+# llama.cpp's own ceiling (GGML_MAX_N_THREADS); libgomp fails or crashes far past it.
+GGML_MAX_THREADS = 512
+
+
+def max_threads() -> int:
+    """The most --threads may ask for: four per CPU (more only waits), at most llama.cpp's 512."""
+    return min(GGML_MAX_THREADS, 4 * (os.cpu_count() or 1))
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelArgs(OptionGroup):
     """Which model, and how to load it: the options of every command that runs a model."""
@@ -265,6 +274,10 @@ class ModelArgs(OptionGroup):
 
         if self.cache_type not in CACHE_TYPES:
             raise UsageError(f"--cache-type takes {', '.join(CACHE_TYPES)}, not {self.cache_type!r}")
+        most = max_threads()
+        if self.threads is not None and self.threads > most:
+            raise UsageError(f"--threads {self.threads} is more than this machine can run: at most {most} "
+                             f"({os.cpu_count() or 1} CPUs)")
         m = Model(self.path(), n_ctx=self.ctx, n_threads=self.threads, n_gpu_layers=self.gpu_layers,
                   verbose=self.verbose, chat_template=self.template(), chat_context=chat_context,
                   speculate=self.speculate, cache_type=self.cache_type)

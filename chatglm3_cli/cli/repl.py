@@ -20,6 +20,7 @@ from ..textio import read_text_file
 from .console import isatty
 from .errors import format_error
 from .render import Renderer
+from .visible import visible
 
 # The slash commands and their help, in the order /help lists them; each /NAME is handled by
 # ChatREPL.cmd_NAME (one list: the dispatch and the help cannot drift apart).
@@ -355,7 +356,7 @@ class ChatREPL:
         s = self.session
         p = s.params
         used = s.context_used
-        self.say(f"model: {self.model_label or s.model.path} ({s.model.family})")
+        self.say(f"model: {visible(str(self.model_label or s.model.path))} ({s.model.family})")
         self.say(f"parameters: temperature={p.temperature} top_p={p.top_p} top_k={p.top_k} "
                  f"max_tokens={p.max_tokens} seed={p.seed} repeat_penalty={p.repeat_penalty}")
         self.say(f"context: {used} of {s.n_ctx} tokens used ({100 * used // max(1, s.n_ctx)}%)"

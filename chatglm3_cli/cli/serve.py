@@ -14,6 +14,7 @@ import typer
 from . import console as console_mod
 from .errors import handle_errors
 from .options import ModelArgs, SamplingArgs, SamplingParams, SequenceCtx, parallel_option, with_options
+from .visible import visible
 
 # The context each sequence gets when --ctx is not given (and the model allows it).
 DEFAULT_SERVE_CTX = 4096
@@ -36,6 +37,10 @@ def serve(
     drain_timeout: Annotated[float, typer.Option(
         "--drain-timeout", min=0.0, metavar="SECONDS",
         help="On SIGTERM or Ctrl-C, how long requests in flight may take to finish.")] = 30.0,
+    allowed_origins: Annotated[Optional[str], typer.Option(
+        "--allowed-origins", envvar="CHATGLM3_ORIGINS", show_envvar=True, metavar="ORIGINS",
+        help="Web pages (origins such as https://app.example, * patterns) that may call the server, "
+             "comma-separated; the server's own origin always may.")] = None,
     model: ModelArgs = ModelArgs.options(ctx=SequenceCtx, parallel=parallel_option("Requests")),
     sampling: SamplingParams = SamplingArgs.options(),
 ) -> None:
@@ -45,7 +50,8 @@ def serve(
 
     Example: chatglm3 serve -m chatglm3-6b --port 8000
     """
-    from ..serve.server import ServeSettings, bind, build_state, check_exposure
+    from ..serve.guard import parse_origins
+    from ..serve.server import ServeSettings, bind, build_state, check_exposure, read_timeout
     from ..serve.server import serve as run_server
 
     con = console_mod.current()
@@ -58,13 +64,14 @@ def serve(
         with dataclasses.replace(model, ctx=64).open() as m:
             n_ctx = model.ctx or min(m.n_ctx_train, DEFAULT_SERVE_CTX)
             settings = ServeSettings(host=host, port=port, api_key=api_key, n_parallel=parallel, n_ctx=n_ctx,
-                                     max_queue=queue, drain_timeout=drain_timeout, params=sampling)
+                                     max_queue=queue, drain_timeout=drain_timeout, params=sampling,
+                                     allowed_origins=parse_origins(allowed_origins), read_timeout=read_timeout())
             model_id = Path(path).stem
             state = build_state(m, settings, model_id)
 
             def ready(url: str) -> None:
                 auth = "API key required" if api_key else "no API key"
-                con.error(f"chatglm3 serve: listening on {url} (model {model_id}, {parallel} sequences of "
+                con.error(f"chatglm3 serve: listening on {url} (model {visible(model_id)}, {parallel} sequences of "
                           f"{n_ctx} tokens, {auth}); Ctrl-C to stop")
 
             run_server(state, sock, settings, on_ready=ready)

@@ -13,6 +13,7 @@ import typer
 
 from .errors import UsageError
 from .options import OptionGroup
+from .visible import visible
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.model import Model
@@ -35,7 +36,8 @@ class ToolArgs(OptionGroup):
              "(repeatable).")] = None
     code: Annotated[bool, typer.Option(
         "--code", help="Code interpreter: the model writes Python that runs, after your approval, "
-                       "in a Jupyter kernel in --workdir.")] = False
+                       "in a Jupyter kernel in --workdir. A cell can reach your files, the network and "
+                       "the environment (secret-looking variables such as HF_TOKEN are removed).")] = False
     workdir: Annotated[Optional[str], typer.Option(
         "--workdir", metavar="DIR", show_default="a new temporary directory",
         help="The interpreter's working directory (created if missing).")] = None
@@ -106,7 +108,7 @@ def build_toolbox(tools: Optional[list[str]], tool_json: Optional[list[str]], co
 def check_model(model: "Model", toolbox: "Toolbox") -> None:
     """Tools need a model that was trained for them."""
     if model.tool_style is None:
-        raise UsageError(f"{model.name} is neither ChatGLM3 nor GLM-4: it has no tool-calling format")
+        raise UsageError(f"{visible(model.name)} is neither ChatGLM3 nor GLM-4: it has no tool-calling format")
     toolbox.style = model.tool_style
     if toolbox.interpreter is not None and model.family != "chatglm3":
         raise UsageError("--code is ChatGLM3's code-interpreter mode; this model is not ChatGLM3")
@@ -125,32 +127,34 @@ def parse_answer(text: Optional[str]) -> str:
 def show_call(err: TextIO, call: "ToolCall", *, color: bool, workdir: Any = None) -> None:
     """The call, as the person approving it needs to see it (code with highlighting on a terminal)."""
     if call.code is not None:
-        where = f" in {workdir}" if workdir else ""
+        where = f" in {visible(str(workdir))}" if workdir else ""
         err.write(f"The model wants to run this Python code{where}:\n")
+        # Control characters spelled out: "\x1b[2K\r" could otherwise hide a line from the reader.
+        code = visible(call.code.rstrip("\n"), lines=True)
         if color:
             from rich.console import Console
             from rich.syntax import Syntax
 
             Console(file=err, force_terminal=True, soft_wrap=True).print(
-                Syntax(call.code.rstrip("\n"), "python", line_numbers=False, word_wrap=True))
+                Syntax(code, "python", line_numbers=False, word_wrap=True))
         else:
-            err.write(call.code.rstrip("\n") + "\n")
+            err.write(code + "\n")
     else:
-        err.write(f"The model wants to call {call.describe()}\n")
+        err.write(f"The model wants to call {visible(call.describe())}\n")
     err.flush()
 
 
 def show_outcome(err: TextIO, outcome: "ToolOutcome", *, max_lines: int = 12) -> None:
     status = {"ok": "result", "error": "error", "refused": "refused", "invalid": "not run",
               "interrupted": "interrupted"}.get(outcome.status, outcome.status)
-    text = outcome.observation
+    text = visible(outcome.observation, lines=True)
     lines = text.splitlines() or [""]
     shown = "\n  ".join(lines[:max_lines])
     if len(lines) > max_lines:
         shown += f"\n  … ({len(lines) - max_lines} more lines)"
     err.write(f"[{status}] {shown}\n")
     for p in outcome.images:
-        err.write(f"[image saved] {p}\n")
+        err.write(f"[image saved] {visible(str(p))}\n")
     err.flush()
 
 
@@ -237,8 +241,7 @@ def run_approvals(con: Any, toolbox: "Toolbox", yes: bool) -> Any:
 
     if yes:
         return Approvals(approve_all=True)
-    executes = toolbox.interpreter is not None or any(f.function is not None for f in toolbox.functions.values())
-    if not executes:
+    if not toolbox.executes:
         return Approvals()
     reader = tty_line_reader(con.stderr)
     if reader is None:
@@ -255,7 +258,7 @@ def follow_calls(session: Any, turn: Any, toolbox: "Toolbox", approvals: Any, *,
     from ..tools.chain import run_chain
 
     def on_call(call: "ToolCall") -> None:
-        if show and (approvals.approve_all or call.name in approvals.always):
+        if show and approvals.preapproved(call):  # else the approval prompt shows it
             show_call(err, call, color=color)
 
     def on_outcome(outcome: "ToolOutcome") -> None:
@@ -271,9 +274,10 @@ def chain_end_note(chain: Any, max_calls: int, *, in_chat: bool) -> Optional[str
     if chain.limit_reached:
         return f"stopped: the model asked for more than {max_calls} tool calls in a row (--max-tool-calls {max_calls})"
     if chain.pending is not None:
+        call = visible(chain.pending.describe())
         if in_chat:
-            return f"the model calls {chain.pending.describe()}: type the result; it goes back as the observation"
-        return (f"the model calls {chain.pending.describe()}: answer it in `chatglm3 chat --tool-json`, "
+            return f"the model calls {call}: type the result; it goes back as the observation"
+        return (f"the model calls {call}: answer it in `chatglm3 chat --tool-json`, "
                 "or give the tool an implementation with --tools FILE.py")
     return None
 

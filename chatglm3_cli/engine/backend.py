@@ -303,6 +303,7 @@ class LlamaModel:
 
     def close(self) -> None:
         if getattr(self, "ptr", None):
+            _HELD.pop(_vocab_key(self.vocab), None)  # another vocabulary may come to live there
             llama().llama_model_free(self.ptr)
             self.ptr = None
 
@@ -639,6 +640,28 @@ class _capture_stderr:
             sys.stderr.write(self.captured.text())
 
 
+_HELD: dict[int, tuple[Any, frozenset[int], int | None]] = {}
+
+
+def _vocab_key(vocab: Any) -> int:
+    return ctypes.cast(vocab, ctypes.c_void_p).value or 0
+
+
+def _held_tokens(vocab: Any) -> tuple[Any, frozenset[int], int | None]:
+    """(control tokens that are not end-of-generation, the same as a set, an end-of-generation
+    token or None) of a vocabulary; computed once per vocabulary."""
+    import numpy as np
+
+    L = llama()
+    key = _vocab_key(vocab)
+    if key not in _HELD:
+        n = L.llama_vocab_n_tokens(vocab)
+        held = [t for t in range(n) if L.llama_vocab_is_control(vocab, t) and not L.llama_vocab_is_eog(vocab, t)]
+        eog = next((t for t in range(n) if L.llama_vocab_is_eog(vocab, t)), None)
+        _HELD[key] = (np.array(held, dtype=np.int64), frozenset(held), eog)
+    return _HELD[key]
+
+
 class Sampler:
     """A llama.cpp sampler chain built from SamplingParams (HF order: temperature, top-k, top-p).
 
@@ -673,6 +696,7 @@ class Sampler:
                 detail = " ".join(captured.text().split()) or last_log_error() or "llama.cpp refused it"
                 raise GrammarError(f"invalid grammar: {detail}")
             self.grammar = g
+            self._vocab = vocab
         if repeat_penalty != 1.0:
             L.llama_sampler_chain_add(
                 # This binding takes n_vocab first (checked: the second argument is last_n).
@@ -709,12 +733,35 @@ class Sampler:
                 self.resampled += 1
                 best = self._greedy_allowed() if self.greedy else None
                 tok = best if best is not None else self._apply(ctx, idx, with_grammar=True)
-        L.llama_sampler_accept(self.grammar, tok)
+        if tok not in self._held_set():  # a held token ends the answer: nothing follows it
+            L.llama_sampler_accept(self.grammar, tok)
         L.llama_sampler_accept(self.ptr, tok)
         return tok
 
+    def _held(self) -> Any:
+        """Control tokens that are not end-of-generation (ChatGLM3's <|user|>, <|observation|>):
+        llama.cpp's grammar reads them as their text ("<|user|>" is fine inside a JSON string),
+        but they end the answer. Allowed only where the grammar allows the end."""
+        return _held_tokens(self._vocab)[0]
+
+    def _held_set(self) -> frozenset[int]:
+        return _held_tokens(self._vocab)[1]
+
+    def _end_allowed(self) -> bool:
+        eog = _held_tokens(self._vocab)[2]
+        return eog is not None and bool(self._grammar_allows([eog])[0])
+
     def _allowed(self, ids: Any) -> Any:
         """Which of these tokens the grammar allows next (a numpy bool array)."""
+        import numpy as np
+
+        ok = self._grammar_allows(ids)
+        held = np.isin(np.asarray(ids), self._held())
+        if held.any() and not self._end_allowed():
+            ok &= ~held
+        return ok
+
+    def _grammar_allows(self, ids: Any) -> Any:
         import numpy as np
 
         L = _L
@@ -773,6 +820,8 @@ class Sampler:
         arr.size, arr.selected, arr.sorted = n, -1, False
         if with_grammar:
             L.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+            if not self._end_allowed():
+                cand["logit"][self._held()] = -np.inf  # candidates are still in id order here
         L.llama_sampler_apply(self.ptr, ctypes.byref(arr))
         if not 0 <= arr.selected < arr.size:
             raise GenerationError("the sampler selected no token")

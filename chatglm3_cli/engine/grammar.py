@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-from functools import lru_cache
 from typing import Any, Mapping
+
+from .bytecache import ByteLRU
+from .grammar_limits import MAX_CHOICES, grammar_problem, labels_problem, schema_problem
 
 # The metadata line ChatGLM3 writes first (empty for a plain answer), and SentencePiece's space.
 ANSWER_START = '"\\n" " "?'
@@ -36,6 +38,10 @@ def gbnf_literal(text: str) -> str:
 
 
 def labels_grammar(labels: list[str]) -> str:
+    """ValueError when there are too many labels or one is too long (grammar_limits)."""
+    problem = labels_problem(labels)
+    if problem:
+        raise ValueError(problem)
     return f"root ::= {ANSWER_START} ({' | '.join(gbnf_literal(label) for label in labels)})\n"
 
 
@@ -50,7 +56,7 @@ def schema_grammar(schema: Mapping[str, Any]) -> str:
 
 
 _DATA_KEYS = {"enum", "const", "default", "examples"}
-_MAX_INT_CHOICES = 1000
+_MAX_INT_CHOICES = MAX_CHOICES  # alternatives the sampler tries at each token: as many as an enum may have
 
 
 def _for_grammar(node: Any) -> Any:
@@ -79,21 +85,66 @@ def _for_grammar(node: Any) -> Any:
     return out
 
 
-@lru_cache(maxsize=256)
+# The converter's JSON string characters let raw control characters through (invalid JSON:
+# "Invalid control character"); llama.cpp's own json.gbnf excludes them, and so do we.
+_STRING_CHARS = {
+    'char ::= [^"\\\\] |': 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |',
+    "dot ::= [^\\x0A\\x0D]": 'dot ::= [^"\\\\\\x7F\\x00-\\x1F]',
+}
+
+
+def _json_strings_only(rules: str) -> str:
+    """The converter's rules with string characters limited to what JSON allows unescaped."""
+    lines = rules.split("\n")
+    for i, line in enumerate(lines):
+        for old, new in _STRING_CHARS.items():
+            if line.startswith(old):
+                lines[i] = new + line[len(old):]
+    return "\n".join(lines)
+
+
+_schema_grammars = ByteLRU(16 * 1024 * 1024)
+
+
 def _schema_grammar(canonical: str) -> str:
+    cached = _schema_grammars.get(canonical)
+    if cached is not None:
+        if isinstance(cached, ValueError):
+            raise cached
+        return cached
+    try:
+        grammar = _convert(canonical)
+    except ValueError as e:
+        _schema_grammars.put(canonical, e)
+        raise
+    _schema_grammars.put(canonical, grammar)
+    return grammar
+
+
+def _convert(canonical: str) -> str:
     from .cpu import prepare_openmp
 
+    schema = json.loads(canonical)
+    problem = schema_problem(schema)
+    if problem:
+        raise ValueError(problem)
     prepare_openmp()  # importing llama_cpp starts the OpenMP runtime
     from llama_cpp.llama_grammar import SchemaConverter  # run time only: it loads llama.cpp
 
     try:
         conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-        resolved = conv.resolve_refs(_for_grammar(json.loads(canonical)), "schema")
-        conv.visit(resolved, "extract-value")
-        rules = conv.format_grammar()
+        resolved = conv.resolve_refs(_for_grammar(schema), "schema")
+        # A primitive top-level schema ({"type": "integer"}) is answered with the primitive's
+        # own rule name: no rule "extract-value" is made then.
+        top = conv.visit(resolved, "extract-value")
+        rules = _json_strings_only(conv.format_grammar())
     except Exception as e:  # the converter asserts on what it cannot express
-        raise ValueError(f"cannot be turned into a grammar: {e}") from None
-    return f"root ::= {ANSWER_START} extract-value\n{rules}\n"
+        raise ValueError(f"cannot be turned into a grammar: {str(e)[:200]}") from None
+    grammar = f"root ::= {ANSWER_START} {top}\n{rules}\n"
+    problem = grammar_problem(grammar)
+    if problem:
+        raise ValueError(problem)
+    return grammar
 
 
 def check_schema(schema: Any) -> str | None:
@@ -101,10 +152,20 @@ def check_schema(schema: Any) -> str | None:
     against what the grammar converter supports."""
     if not isinstance(schema, dict):
         return "must be a JSON Schema object"
-    return _check_schema(_canonical(schema))
+    problem = schema_problem(schema)  # first: bounds also keep the meta-schema check's recursion small
+    if problem:
+        return problem
+    canonical = _canonical(schema)
+    cached = _checked.get(canonical)
+    if cached is None:
+        cached = _check_schema(canonical) or ""
+        _checked.put(canonical, cached)
+    return cached or None
 
 
-@lru_cache(maxsize=256)
+_checked = ByteLRU(4 * 1024 * 1024)
+
+
 def _check_schema(canonical: str) -> str | None:
     from jsonschema import exceptions, validators
 
@@ -113,7 +174,7 @@ def _check_schema(canonical: str) -> str | None:
         validators.validator_for(schema).check_schema(schema)
     except exceptions.SchemaError as e:
         where = "/".join(str(p) for p in e.absolute_path)
-        return f"is not a valid JSON Schema: {e.message}" + (f" (at {where})" if where else "")
+        return f"is not a valid JSON Schema: {e.message[:200]}" + (f" (at {where[:200]})" if where else "")
     try:
         _schema_grammar(canonical)
     except ValueError as e:

@@ -43,12 +43,15 @@ class _TemplateLimit(Exception):
 
 
 class _Budget:
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, max_items: int = TEMPLATE_MAX_ITEMS) -> None:
         import time
 
         self.deadline = time.monotonic() + seconds
         self.seconds = seconds
         self.iterations = 0
+        # The most a value may hold, strings inside lists counted: at least the messages' own
+        # text (a template may pass them around), never what serializes to gigabytes.
+        self.max_items = max_items
 
     def tick(self, n: int = 1) -> None:
         self.iterations += n
@@ -125,10 +128,30 @@ def _check_args(what: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> No
                 raise _TemplateLimit("a replace() that builds a huge string")
 
 
-def _check_result(value: Any) -> Any:
-    size = _sized(value)
-    if size is not None and size > TEMPLATE_MAX_ITEMS:
-        raise _TemplateLimit(f"a value of {size:,} items")
+def _deep_size(value: Any, limit: int) -> int:
+    """Items in a value, the characters of every string inside lists, tuples and dicts counted
+    (``[s] * 3000`` holds 3000 references, but joins or serializes to 3000 copies of s); stops
+    counting past ``limit``."""
+    total, seen, stack = 0, 0, [value]
+    while stack and total <= limit and seen <= limit:
+        v = stack.pop()
+        seen += 1
+        if isinstance(v, (str, bytes)):
+            total += len(v)
+        elif isinstance(v, (list, tuple)):
+            total += len(v)
+            stack.extend(v)
+        elif isinstance(v, dict):
+            total += len(v)
+            stack.extend(v.keys())
+            stack.extend(v.values())
+    return max(total, seen)
+
+
+def _check_result(value: Any, limit: int = TEMPLATE_MAX_ITEMS) -> Any:
+    size = _deep_size(value, limit) if isinstance(value, (str, bytes, list, tuple, dict)) else 0
+    if size > limit:
+        raise _TemplateLimit(f"a value of more than {limit:,} items")
     return value
 
 
@@ -154,12 +177,12 @@ def _environment(budget: _Budget) -> Any:
                 raise _TemplateLimit("a format width of millions")
             _check_binop(operator, left, right)
             budget.check_time()
-            return _check_result(super().call_binop(context, operator, left, right))
+            return _check_result(super().call_binop(context, operator, left, right), budget.max_items)
 
         def call(*args: Any, **kwargs: Any) -> Any:  # (self, context, obj, *args): names free for kwargs
             budget.check_time()
             _check_args(args[2], args[3:], kwargs)
-            return _check_result(ImmutableSandboxedEnvironment.call(*args, **kwargs))
+            return _check_result(ImmutableSandboxedEnvironment.call(*args, **kwargs), budget.max_items)
 
         def wrap_str_format(self, value: Any) -> Any:
             fmt = getattr(value, "__self__", None)
@@ -170,6 +193,8 @@ def _environment(budget: _Budget) -> Any:
 
         @staticmethod
         def bounded_concat(parts: Sequence[Any]) -> str:
+            for p in parts:  # before str(): a list's text is as long as what it holds
+                _check_result(p, budget.max_items)
             texts = [str(p) for p in parts]
             if sum(len(t) for t in texts) > TEMPLATE_MAX_ITEMS:
                 raise _TemplateLimit(f"a value of {sum(len(t) for t in texts):,} items")
@@ -186,7 +211,9 @@ def _environment(budget: _Budget) -> Any:
             if getattr(f, "__name__", "") == "do_format" and args and isinstance(args[0], str) \
                     and _WIDE_FORMAT.search(args[0]):
                 raise _TemplateLimit("a format width of millions")
-            return _check_result(f(*args, **kwargs))
+            for a in args:  # before the filter: join and tojson build what their input holds
+                _check_result(a, budget.max_items)
+            return _check_result(f(*args, **kwargs), budget.max_items)
 
         for attr in ("jinja_pass_arg",):  # keep how Jinja passes the context/environment
             if hasattr(f, attr):
@@ -245,14 +272,14 @@ def render_template(template: str, messages: Sequence[Turn], *, bos_token: str, 
 
         return datetime.datetime.now().strftime(fmt)
 
-    budget = _Budget(TEMPLATE_SECONDS)
-    env = _environment(budget)
-    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
     msgs = []
     for i, m in enumerate(messages):
         role = "tool" if m.role == "observation" else m.role
         msgs.append({"role": role, "content": sentinel(i) if sentinel else m.content})
     max_out = TEMPLATE_MIN_OUTPUT + 4 * sum(len(m["content"]) for m in msgs)
+    budget = _Budget(TEMPLATE_SECONDS, max(TEMPLATE_MAX_ITEMS, max_out))
+    env = _environment(budget)
+    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
     out: list[str] = []
     size = 0
     try:

@@ -138,7 +138,8 @@ class Model:
                 if end is not None and end not in self.stop_tokens:
                     self.stop_tokens.add(end)
             self._tool_stop = None
-        train_ctx = self._llama.n_ctx_train or DEFAULT_MAX_CTX
+        # A claim of 2^31 tokens or more reaches us as a negative int32: unknown, not a size.
+        train_ctx = self._llama.n_ctx_train if self._llama.n_ctx_train > 0 else DEFAULT_MAX_CTX
         self.n_ctx_train = train_ctx
         self._want_ctx = n_ctx if n_ctx else min(train_ctx, DEFAULT_MAX_CTX)
         # Things a user should hear about (the CLI prints them to stderr).

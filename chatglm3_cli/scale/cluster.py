@@ -11,7 +11,9 @@ import io
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -197,11 +199,33 @@ def connect(options: ClusterOptions) -> Iterator[Cluster]:
                 where = "start a local Ray cluster" if address == LOCAL else f"connect to the Ray cluster at {address}"
                 raise ClusterError(f"cannot {where}: {_first_line(e)}") from None
         _quiet(options.verbose)
+        # Ray's driver answers SIGTERM with a stack dump and exit status 15. Ours: the job
+        # stops between lines, Ray is shut down quietly, and the process ends by the signal
+        # itself (status 143 in a shell), as it would without --ray.
+        main = threading.current_thread() is threading.main_thread()  # signals are the main thread's
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
+        terminated = False
         try:
             yield Cluster(ray, options, started=address == LOCAL)
+        except Terminated:
+            terminated = True
         finally:
-            with contextlib.suppress(Exception):
+            if main:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            with contextlib.suppress(Exception), contextlib.redirect_stderr(io.StringIO()):
                 ray.shutdown()
+        if terminated:
+            sys.stderr.flush()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Terminated(BaseException):
+    """SIGTERM while a job runs on a cluster (a BaseException: no `except Exception` keeps it)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 REACH_TIMEOUT_S = 10.0

@@ -13,19 +13,21 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..engine.sampling import SamplingParams
 from ..errors import ChatGLM3Error, GrammarError, PromptTooLongError, QueueFullError, ShuttingDownError
 from . import protocol as P
+from .guard import GuardPolicy, RequestGuard
 from .metrics import render_metrics
 from .scheduler import Event, Job, Scheduler
 
@@ -33,6 +35,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..engine.model import Model
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
+MAX_JSON_DEPTH = 64  # arrays and objects inside one another in a request body
+# How long preparing a request (checking a JSON Schema, making its grammar, tokenizing) may
+# take. The limits in engine/grammar_limits.py keep it far below; this is the backstop.
+PREPARE_DEADLINE = 30.0
 
 
 @dataclass
@@ -46,6 +52,7 @@ class ServerState:
     max_body: int = DEFAULT_MAX_BODY
     created: int = field(default_factory=lambda: int(time.time()))
     responses: dict[int, int] = field(default_factory=dict)  # HTTP status -> count, for /metrics
+    guard: GuardPolicy = field(default_factory=GuardPolicy)  # Origin, Host, Content-Type (guard.py)
 
 
 def error_response(err: P.APIError) -> JSONResponse:
@@ -55,8 +62,8 @@ def error_response(err: P.APIError) -> JSONResponse:
 def _engine_error(e: ChatGLM3Error) -> P.APIError:
     if isinstance(e, PromptTooLongError):
         return P.APIError(400, e.message, param="messages", code="context_length_exceeded")
-    if isinstance(e, GrammarError):
-        return P.APIError(400, e.message, param="response_format", code="invalid_grammar")
+    if isinstance(e, GrammarError):  # llama.cpp quotes the whole grammar: keep the reason only
+        return P.APIError(400, e.message[:300], param="response_format", code="invalid_grammar")
     return P.APIError(500, e.message, type="server_error", code="generation_error")
 
 
@@ -78,17 +85,44 @@ async def _read_json(state: ServerState, request: Request) -> dict[str, Any]:
     if declared.isdigit() and int(declared) > state.max_body:
         raise too_big
     data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > state.max_body:
-            raise too_big
+    try:
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > state.max_body:
+                raise too_big
+    except ClientDisconnect:  # gone, or cut off for sending too slowly (connections.py)
+        raise P.APIError(499, "the client went away before its request arrived", code="cancelled") from None
+    problem = _json_depth_problem(data)
+    if problem:
+        raise P.APIError(400, f"the request body {problem}", code="invalid_json")
     try:
         body = json.loads(bytes(data))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise P.APIError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
+    except (ValueError, RecursionError) as e:  # also: an integer of more than 4,300 digits
+        raise P.APIError(400, f"the request body is not valid JSON: {str(e)[:200]}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise P.APIError(400, "the request body must be a JSON object", code="invalid_json")
+    try:  # a lone surrogate ("\ud800") is valid JSON but no text: it cannot be encoded
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise P.APIError(400, "the request body holds a lone surrogate (\\ud800-\\udfff): not valid text",
+                         code="invalid_json") from None
     return body
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _json_depth_problem(data: bytes | bytearray) -> str | None:
+    """Nesting deeper than MAX_JSON_DEPTH, counted on the bytes before parsing (strings
+    removed; in C and numpy, not a Python loop per byte), so that nothing after the parser
+    recurses that deep (jsonschema, the converter, json.dumps)."""
+    import numpy as np
+
+    code = np.frombuffer(_JSON_STRING.sub(b"", bytes(data)), dtype=np.uint8)
+    steps = (code == 0x5B).astype(np.int32) + (code == 0x7B) - (code == 0x5D) - (code == 0x7D)
+    if steps.size and int(np.cumsum(steps).max()) > MAX_JSON_DEPTH:
+        return f"is nested more than {MAX_JSON_DEPTH} levels deep"
+    return None
 
 
 async def _until_disconnect(request: Request, job: Job) -> None:
@@ -330,11 +364,11 @@ async def chat_answer(state: ServerState, request: Request, body: dict[str, Any]
     from ..engine.grammar import check_schema, schema_grammar
     from ..engine.messages import chat_messages, check_tools
 
-    req = P.parse_chat(body, state.limits, check_schema=check_schema, check_tools=check_tools)
-    if tune is not None:
-        req.params = tune(req.params)
-
-    def prepare() -> tuple[list[int], str | None]:
+    def prepare() -> tuple[P.ChatRequest, list[int], str | None]:
+        # Off the event loop: a schema's check and grammar take time other clients must not wait for.
+        req = P.parse_chat(body, state.limits, check_schema=check_schema, check_tools=check_tools)
+        if tune is not None:
+            req.params = tune(req.params)
         try:
             messages = chat_messages(req.messages, tools=req.tools)
         except ValueError as e:
@@ -343,9 +377,13 @@ async def chat_answer(state: ServerState, request: Request, body: dict[str, Any]
             ids = state.model.prompt_ids(messages)
         except (ChatGLM3Error, ValueError) as e:
             raise P.bad("messages", f"cannot build the prompt: {getattr(e, 'message', e)}") from None
-        return ids, (schema_grammar(req.schema) if req.schema is not None else None)
+        try:
+            grammar = schema_grammar(req.schema) if req.schema is not None else None
+        except ValueError as e:
+            raise P.bad("response_format", f"the JSON Schema {e}", "invalid_grammar") from None
+        return req, ids, grammar
 
-    ids, grammar = await asyncio.to_thread(prepare)
+    req, ids, grammar = await _prepared(prepare)
     job, first, watch = await _run_job(state, request, ids, req.params, grammar=grammar, raw=False, stops=req.stops)
     if req.stream:
         watch.stop()  # SSEResponse watches from here on
@@ -357,6 +395,15 @@ async def chat_answer(state: ServerState, request: Request, body: dict[str, Any]
         message = {"role": "assistant", "content": content or None, "tool_calls": [call]}
     return Answer(job, whole=_with_ids(P.chat_completion(P.new_id("chatcmpl"), state.model_id, message, finish,
                                                          _usage(done)), req, done))
+
+
+async def _prepared(work: Callable[[], Any]) -> Any:
+    """``work()`` in a worker thread, within PREPARE_DEADLINE (a 503 past it)."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(work), PREPARE_DEADLINE)
+    except asyncio.TimeoutError:
+        raise P.APIError(503, f"preparing the request took more than {PREPARE_DEADLINE:g}s",
+                         type="service_unavailable_error", code="prepare_timeout") from None
 
 
 async def completions(request: Request) -> Response:
@@ -372,7 +419,7 @@ async def completion_answer(state: ServerState, request: Request, body: dict[str
     req = P.parse_completion(body, state.limits)
     if tune is not None:
         req.params = tune(req.params)
-    ids = await asyncio.to_thread(state.model.raw_prompt_ids, req.prompt)
+    ids = await _prepared(lambda: state.model.raw_prompt_ids(req.prompt))
     job, first, watch = await _run_job(state, request, ids, req.params, grammar=None, raw=True, stops=req.stops)
     if req.stream:
         watch.stop()
@@ -407,6 +454,9 @@ async def health(request: Request) -> Response:
     state: ServerState = request.app.state.server
     if not state.scheduler.accepting:
         return JSONResponse({"status": "unavailable"}, status_code=503)
+    stuck = state.scheduler.stuck_for()
+    if stuck is not None:  # one decode step has run this long: nobody is being answered
+        return JSONResponse({"status": "stuck", "step_seconds": round(stuck, 1)}, status_code=503)
     return JSONResponse({"status": "ok", "model": state.model_id})
 
 
@@ -479,4 +529,4 @@ def create_app(state: ServerState, *, lifespan: Any = None) -> Any:
         lifespan=lifespan,
     )
     app.state.server = state
-    return _CountStatus(app, state)
+    return _CountStatus(RequestGuard(app, state.guard), state)

@@ -110,6 +110,7 @@ class Scheduler:
     """Owns the decoder and its thread. ``submit`` may be called from any thread."""
 
     RATE_WINDOW_S = 30.0
+    STUCK_AFTER_S = 60.0  # no step finished for this long while requests wait: /health says 503
 
     def __init__(self, decoder: "ParallelDecoder", *, max_queue: int = 32) -> None:
         self.decoder = decoder
@@ -124,6 +125,7 @@ class Scheduler:
         self._durations: deque[float] = deque(maxlen=64)
         self._thread = threading.Thread(target=self._loop, name="chatglm3-decoder", daemon=True)
         self.started = time.monotonic()
+        self._beat = self.started  # the last time the decoding thread was between steps
 
     # lifetime ----------------------------------------------------------------------------
 
@@ -193,12 +195,30 @@ class Scheduler:
                 continue
             self._running[job.key] = job
             yield DecodeRequest(job.key, prompt_ids=job.prompt_ids, params=job.params, grammar=job.grammar,
-                                on_text=job.on_text, cancelled=job.is_cancelled, raw=job.raw, stops=job.stops)
+                                on_text=job.on_text, cancelled=self._beating(job.is_cancelled), raw=job.raw,
+                                stops=job.stops)
+
+    def _beating(self, poll: Any) -> Any:
+        """``poll`` (asked between decode steps) that also records that a step ended."""
+        def polled() -> bool:
+            self._beat = time.monotonic()
+            return bool(poll())
+        return polled
+
+    def stuck_for(self) -> float | None:
+        """Seconds since the decoding thread was last between steps, when that is longer than
+        STUCK_AFTER_S while requests are running or waiting; else None."""
+        since = time.monotonic() - self._beat
+        if since <= self.STUCK_AFTER_S or not (self._running or self._queue):
+            return None
+        return since
 
     def _idle(self) -> None:
         with self._cond:
             while not self._queue and not self._closing:
+                self._beat = time.monotonic()
                 self._cond.wait(1.0)
+            self._beat = time.monotonic()
 
     def _loop(self) -> None:
         try:

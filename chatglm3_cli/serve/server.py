@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from ..engine.sampling import SamplingParams
-from ..errors import InsecureBindError, ServeError
+from ..errors import ConfigError, InsecureBindError, ServeError
 from .app import DEFAULT_MAX_BODY, ServerState, create_app
+from .connections import DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT, connection_cap, protocol_class
+from .guard import GuardPolicy
 from .protocol import Limits
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +38,26 @@ class ServeSettings:
     drain_timeout: float = 30.0
     max_body: int = DEFAULT_MAX_BODY
     params: SamplingParams = field(default_factory=SamplingParams)  # defaults for requests
+    allowed_origins: tuple[str, ...] = ()  # web origins (or * patterns) besides the server's own
+    read_timeout: float = DEFAULT_READ_TIMEOUT  # a request must arrive whole within this
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # lowered to what the file limit allows
+
+
+def read_timeout() -> float:
+    """CHATGLM3_READ_TIMEOUT, else DEFAULT_READ_TIMEOUT (UsageError for a value that is no
+    positive number)."""
+    from .. import env
+
+    text = env.get("CHATGLM3_READ_TIMEOUT")
+    if text is None:
+        return DEFAULT_READ_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise ConfigError(f"CHATGLM3_READ_TIMEOUT={text[:40]!r} must be a number of seconds, 0 to 3600")
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -89,7 +111,8 @@ def build_state(model: "Model", settings: ServeSettings, model_id: str) -> Serve
                     default_params=settings.params)
     return ServerState(model=model, scheduler=Scheduler(decoder, max_queue=settings.max_queue),
                        model_id=model_id, n_ctx=decoder.n_ctx, limits=limits,
-                       api_key=settings.api_key or None, max_body=settings.max_body)
+                       api_key=settings.api_key or None, max_body=settings.max_body,
+                       guard=GuardPolicy.make(loopback=is_loopback(settings.host), origins=settings.allowed_origins))
 
 
 def serve(state: ServerState, sock: socket.socket, settings: ServeSettings,
@@ -104,8 +127,12 @@ def serve(state: ServerState, sock: socket.socket, settings: ServeSettings,
         yield
         await asyncio.to_thread(state.scheduler.close, settings.drain_timeout)
 
+    # h11 with a deadline for each request and a connection cap below the file limit
+    # (connections.py); idle keep-alive connections close after 5 s.
+    http = protocol_class(settings.read_timeout, connection_cap(settings.max_connections))
     config = uvicorn.Config(create_app(state, lifespan=lifespan), log_level="warning", access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=max(1, round(settings.drain_timeout)))
+                            lifespan="on", timeout_graceful_shutdown=max(1, round(settings.drain_timeout)),
+                            http=http, timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024)
     server = _Server(config)
     try:
         server.run(sockets=[sock])

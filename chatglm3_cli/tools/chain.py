@@ -77,8 +77,12 @@ class Approvals:
         self.approve_all = approve_all
         self.always: set[str] = set()
 
+    def preapproved(self, call: ToolCall) -> bool:
+        """Allowed without asking (--yes, or "always" for this tool)."""
+        return self.approve_all or call.name in self.always
+
     def allowed(self, call: ToolCall) -> bool:
-        if self.approve_all or call.name in self.always:
+        if self.preapproved(call):
             return True
         if self.ask is None:
             return False
@@ -131,6 +135,12 @@ class Toolbox:
         return ToolCall(name, arguments=args, text=text,
                         problem=f"invalid arguments: {problem}" if problem else None)
 
+    @property
+    def executes(self) -> bool:
+        """Whether any call could execute something here (code, or a tool with a function):
+        without that, no one needs to be asked."""
+        return self.interpreter is not None or any(f.function is not None for f in self.functions.values())
+
     def needs_consent(self, call: ToolCall) -> bool:
         """Whether running this call would execute anything."""
         if call.problem:
@@ -144,9 +154,9 @@ class Toolbox:
         """Run the call if it may run; every path ends in the observation the model will see."""
         if call.problem:
             return ToolOutcome(call, "invalid", f"Error: {call.problem}")
-        fn = self.functions.get(call.name)
-        if call.code is None and fn is not None and fn.function is None:
+        if not self.needs_consent(call):
             return ToolOutcome(call, "manual", "")  # a spec-only tool: the user answers
+        fn = self.functions.get(call.name)
         if not approvals.allowed(call):
             return ToolOutcome(call, "refused", REFUSED)
         if call.code is not None:

@@ -245,8 +245,10 @@ def load_json_tools(path: str | Path) -> list[FunctionTool]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ToolsFileError(f"tool spec file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ToolsFileError(f"{path}: not a JSON file of tool specs ({e})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: bad JSON, a 5,000-digit number
+        raise ToolsFileError(f"{path}: not a JSON file of tool specs ({str(e)[:200]})") from None
+    except RecursionError:
+        raise ToolsFileError(f"{path}: JSON nested too deeply to be tool specs") from None
     if isinstance(data, Mapping) and "tools" in data:
         data = data["tools"]
     if isinstance(data, Mapping):
@@ -257,6 +259,8 @@ def load_json_tools(path: str | Path) -> list[FunctionTool]:
         specs = function_specs(data)
     except ValueError as e:
         raise ToolsFileError(f"{path}: {e}") from None
+    except RecursionError:
+        raise ToolsFileError(f"{path}: a tool spec nested too deeply") from None
     return [FunctionTool(s, None) for s in specs]
 
 

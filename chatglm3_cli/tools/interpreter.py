@@ -12,6 +12,7 @@ terminal reaches only us; we pass it on with ``interrupt_kernel`` and the chat g
 from __future__ import annotations
 
 import base64
+import os
 import queue
 import re
 import subprocess
@@ -19,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import InterpreterError
 
@@ -69,6 +70,21 @@ class CellResult:
         return text
 
 
+# Names that look like they hold a secret: the model's code has no business reading them.
+_SECRET = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL|AUTH|SESSION|COOKIE",
+                     re.IGNORECASE)
+
+
+def kernel_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the kernel starts with: ours, less every secret-looking variable
+    (HF_TOKEN, OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY, ...) unless CHATGLM3_CODE_ENV names it."""
+    from .. import env
+
+    source = os.environ if environ is None else environ
+    keep = {n.strip() for n in (env.get("CHATGLM3_CODE_ENV") or "").split(",") if n.strip()}
+    return {k: v for k, v in source.items() if k in keep or not _SECRET.search(k)}
+
+
 class Interpreter:
     """A persistent Python kernel working in ``workdir`` (a new temporary directory when None).
     The kernel starts on the first cell; ``close`` shuts it down."""
@@ -110,7 +126,8 @@ class Interpreter:
             raise InterpreterError("the code interpreter needs ipykernel") from e
         km = KernelManager(kernel_name="python3")
         try:
-            km.start_kernel(cwd=str(self.workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            km.start_kernel(cwd=str(self.workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=kernel_env())
             kc = km.client()
             kc.start_channels()
             kc.wait_for_ready(timeout=self.startup_timeout)
@@ -165,7 +182,11 @@ class Interpreter:
             elif kind in ("execute_result", "display_data"):
                 data = content.get("data", {})
                 if "image/png" in data:
-                    result.images.append(self._save_png(data["image/png"]))
+                    saved = self._save_png(data["image/png"])
+                    if isinstance(saved, Path):
+                        result.images.append(saved)
+                    else:
+                        text = saved + "\n"
                 elif "text/plain" in data:
                     text = data["text/plain"] + "\n"
             elif kind == "error":
@@ -186,17 +207,29 @@ class Interpreter:
             except Exception:
                 pass
 
-    def _save_png(self, b64: str) -> Path:
+    def _save_png(self, b64: str) -> Path | str:
+        """The saved image's path, or why it could not be saved (then the cell's text says
+        so: no "[Image]" and no path for an image that does not exist). Names are taken
+        exclusively: an existing file or link named image-N.png is never written through."""
+        try:
+            data = base64.b64decode(b64, validate=True)
+        except ValueError:
+            return "[image not saved: the kernel sent no valid PNG data]"
         while True:
             self._images += 1
             path = self.workdir / f"image-{self._images}.png"
-            if not path.exists():
-                break
-        try:
-            path.write_bytes(base64.b64decode(b64))
-        except (ValueError, OSError):
-            pass
-        return path
+            try:
+                with open(path, "xb") as f:
+                    try:
+                        f.write(data)
+                    except OSError:
+                        path.unlink(missing_ok=True)  # ours, and only part of an image
+                        raise
+            except FileExistsError:
+                continue
+            except OSError as e:
+                return f"[image not saved: cannot write {path}: {e.strerror or e}]"
+            return path
 
     def _forget(self) -> None:
         try:

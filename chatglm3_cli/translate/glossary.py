@@ -64,6 +64,8 @@ def load_glossary(path: str | Path) -> Glossary:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise InputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number; nesting thousands deep
+            raise InputError(f"{path}: not a usable JSON glossary ({type(e).__name__}: {str(e)[:120]})") from None
         if isinstance(data, dict):
             for s, t in data.items():
                 r.add(s, t, f"entry {s!r}")

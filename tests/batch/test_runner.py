@@ -252,3 +252,27 @@ def test_the_lock_file_is_removed_and_a_held_lock_refuses_a_second_taker(tmp_pat
     assert b.acquire()
     b.release()
     assert not path.exists()
+
+
+def test_a_bug_while_preparing_a_record_is_not_reported_as_bad_input(scripted_model, monkeypatch):
+    """A fault of ours (here a KeyError from a broken grammar builder) is an InternalError line
+    with status 500 in OpenAI's shape; the records after it still run."""
+    from chatglm3_cli.batch import jobs
+
+    real = jobs.Job.grammar
+
+    def broken(self):
+        if self.openai or self.record.get("id") == "bug":
+            raise KeyError("labels")
+        return real(self)
+
+    monkeypatch.setattr(jobs.Job, "grammar", broken)
+    records = [{"id": "bug", "task": "generate", "prompt": "hi"}, {"id": "ok", "task": "generate", "prompt": "hi"}]
+    s, lines = run(scripted_model, records)
+    got = by_id(lines)
+    assert got["bug"]["error"]["type"] == "InternalError" and "KeyError" in got["bug"]["error"]["message"]
+    assert got["ok"]["output"] == ANSWER
+    line = {"custom_id": "bug", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"messages": [{"role": "user", "content": "hi"}]}}
+    _, lines = run(scripted_model, [line])
+    assert lines[0]["response"]["status_code"] == 500, lines[0]  # not 400: the request was fine

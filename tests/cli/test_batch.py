@@ -276,6 +276,31 @@ def test_the_lock_is_taken_on_the_real_file(batch, tmp_path):
     assert not real.exists()
 
 
+def test_the_lock_holds_for_a_hard_link_to_the_same_results(batch, tmp_path):
+    """Another name for the same file (a hard link, here in another folder) is the same
+    results: a second run through it is refused, so no id is written twice."""
+    from chatglm3_cli.batch.results import ResultsFile, manifest_path
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(jsonl([gen(0)]))
+    real = tmp_path / "a" / "results.jsonl"
+    real.parent.mkdir()
+    assert batch(str(jobs), "-o", str(real)).exit_code == 0
+    jobs.write_text(jsonl([gen(0), gen(1)]))  # one more record: a run would resume and add it
+    (tmp_path / "b").mkdir()
+    link = tmp_path / "b" / "other-name.jsonl"
+    os.link(real, link)
+    os.link(manifest_path(real), manifest_path(link))
+    other = ResultsFile(real)
+    other.lock()  # a run writing through the first name
+    try:
+        r = batch(str(jobs), "-o", str(link))
+    finally:
+        other.close()
+    assert r.exit_code == ExitCode.USAGE and "hard link" in r.stderr, r.output
+    assert ids(read(real)) == ["g0"]  # nothing written through the other name
+
+
 def test_force_on_a_foreign_file_does_not_count_its_lines(batch, tmp_path):
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(jsonl([gen(0), gen(1)]))

@@ -254,3 +254,39 @@ def test_ctrl_c_in_a_running_cell_interrupts_the_kernel_not_the_chat(fixtures, t
         assert not finished.exists()  # the rest of the cell never ran
     finally:
         t("kill-server")
+
+
+SPOOF_CELL = "import os; os.system('touch PWNED') #\x1b[2K\rprint('hello world')\n"
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+@pytest.mark.parametrize("color", [True, False])
+def test_a_cell_cannot_hide_code_from_the_approval_prompt(tmp_path, color):
+    """The approval prompt itself (show_call + terminal_ask) on a real terminal: the escape
+    codes that once erased the line are shown as text, and nothing runs on "n"."""
+    script = tmp_path / "ask.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from chatglm3_cli.cli.tooling import terminal_ask, tty_line_reader
+        from chatglm3_cli.tools.chain import Approvals, Toolbox, ToolCall
+        from chatglm3_cli.tools.interpreter import Interpreter
+
+        box = Toolbox(interpreter=Interpreter({str(tmp_path)!r}))
+        ask = terminal_ask(tty_line_reader(sys.stderr), sys.stderr, color={color})
+        outcome = box.run(ToolCall("interpreter", code={SPOOF_CELL!r}), Approvals(ask))
+        print("STATUS=" + outcome.status)
+        box.close()
+        """))
+    t = Tmux("spoof", tmp_path)
+    envs = f"PYTHONPATH='{os.pathsep.join(sys.path)}'"
+    t("new-session", "-d", "-s", "spoof", "-x", "120", "-y", "30",
+      f"cd {tmp_path} && env {envs} {sys.executable} {script}; echo EXIT=$?; sleep 60")
+    try:
+        screen = t.wait_for("[a]lways for this tool:")
+        assert "os.system('touch PWNED')" in screen and "\\x1b[2K\\r" in screen, screen
+        t("send-keys", "-t", "spoof", "n", "Enter")
+        screen = t.wait_for("EXIT=")
+        assert "STATUS=refused" in screen and "EXIT=0" in screen, screen
+        assert not (tmp_path / "PWNED").exists()
+    finally:
+        t("kill-server")

@@ -7,6 +7,8 @@ import pytest
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.errors import ModelFormatError, ModelNotFoundError, UnsupportedModelError
 
+from ..gguf_edit import copy_with
+
 
 def _write_gguf(path, arch, tensors=True, template=None, vocab=None):
     import gguf
@@ -70,26 +72,8 @@ def test_incomplete_chatglm_file_is_a_load_error(tmp_path, fixtures):
 
 def test_model_without_template_or_chatglm3_vocab(fixtures, tmp_path):
     """A non-ChatGLM3 model needs a chat template; without one the error says so."""
-    import gguf
 
-    src = gguf.GGUFReader(str(fixtures.path("template")))
-    out = tmp_path / "notemplate.gguf"
-    w = gguf.GGUFWriter(str(out), "llama")
-    for field in src.fields.values():
-        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "tokenizer.chat_template"):
-            continue
-        val = field.contents()
-        vtype = field.types[0]
-        if vtype == gguf.GGUFValueType.ARRAY:
-            w.add_array(field.name, val)
-        else:
-            w.add_key_value(field.name, val, vtype)
-    for t in src.tensors:
-        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    out = copy_with(fixtures.path("template"), tmp_path / "notemplate.gguf", {}, drop=("tokenizer.chat_template",))
     with pytest.raises(UnsupportedModelError, match="chat template"):
         Model(out)
 

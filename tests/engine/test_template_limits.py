@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from chatglm3_cli.cli.exit_codes import ExitCode
@@ -14,6 +13,8 @@ from chatglm3_cli.engine import jinja_render as P
 from chatglm3_cli.engine.jinja_render import render_template
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.errors import UnsupportedModelError
+
+from ..gguf_edit import copy_with
 
 MSGS = [Message("system", "Be brief."), Message("user", "hi")]
 CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -38,7 +39,29 @@ HOSTILE = {
                      "{% endfor %}{{ ns.s | length }}",
     "replace method": "{% set s = 'x' * 100000 %}{{ s.replace('x', 'y' * 100000) | length }}",
     "replace filter": "{% set s = 'x' * 100000 %}{{ s | replace('x', 'y' * 100000) | length }}",
+    "join of a list of big strings": "{% set s = 'x' * 1000000 %}{{ ([s] * 3000) | join }}",
+    "tojson of a list of big strings": "{% set s = 'x' * 1000000 %}{{ ([s] * 3000) | tojson }}",
+    "string of a list of big strings": "{% set s = 'x' * 1000000 %}{{ ([s] * 3000) ~ '' }}",
+    "dict of big strings": "{% set s = 'x' * 1000000 %}{{ dict(a=s, b=s, c=s) | tojson }}",
 }
+
+
+@pytest.mark.parametrize("name", ["join of a list of big strings", "tojson of a list of big strings"])
+def test_a_big_value_is_refused_as_it_is_built_not_after(name):
+    """Peak memory stays far below the gigabytes the value would take (measured in a child, as
+    its VmHWM: ru_maxrss would carry over the parent's peak through fork and exec)."""
+    code = ("import sys\n"
+            "from chatglm3_cli.engine.jinja_render import render_template\n"
+            "from chatglm3_cli.engine.prompt import Message\n"
+            "try:\n"
+            f"    render_template({HOSTILE[name]!r}, [Message('user', 'hi')], bos_token='', eos_token='')\n"
+            "except Exception as e:\n"
+            "    print(type(e).__name__)\n"
+            "print(next(int(line.split()[1]) // 1024 for line in open('/proc/self/status')\n"
+            "           if line.startswith('VmHWM:')))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    kind, peak_mb = run.stdout.split()
+    assert kind == "UnsupportedModelError" and int(peak_mb) < 400, (run.stdout, run.stderr)
 
 
 def test_an_ordinary_template_renders():
@@ -71,24 +94,7 @@ def test_a_loop_that_calls_nothing_is_stopped_by_the_time_limit(monkeypatch):
 def _with_template(src, out, template):
     import gguf
 
-    reader = gguf.GGUFReader(str(src))
-    w = gguf.GGUFWriter(str(out), "llama")
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "tokenizer.chat_template"):
-            continue
-        val = field.contents()
-        if field.types[0] == gguf.GGUFValueType.ARRAY:
-            w.add_array(field.name, val)
-        else:
-            w.add_key_value(field.name, val, field.types[0])
-    w.add_chat_template(template)
-    for t in reader.tensors:
-        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out
+    return copy_with(src, out, {"tokenizer.chat_template": (template, gguf.GGUFValueType.STRING)})
 
 
 def test_run_with_a_hostile_template_exits_3(fixtures, tmp_path):

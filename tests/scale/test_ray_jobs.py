@@ -187,6 +187,30 @@ def test_the_driver_killed_mid_job_resumes_with_the_same_command(ray_cluster, jo
     assert m and int(m.group(1)) >= written > 0, again.stderr
 
 
+def test_sigterm_to_the_driver_exits_by_the_signal_quietly_and_resumes(ray_cluster, job, fixtures, tmp_path):
+    """As without --ray: SIGTERM ends the driver with the signal's status (143 in a shell), no
+    Ray stack dump, every line written whole; the same command finishes the job."""
+    jobs, local = job
+    out = tmp_path / "out.jsonl"
+    cmd = batch_cmd(fixtures, jobs, out, ray_cluster.address)
+    p = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL)
+    try:
+        n = wait_for_lines(out, 10, p)
+        assert p.poll() is None and n < N, "the job finished before the driver could be stopped"
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(60)
+    assert p.returncode == -signal.SIGTERM, (p.returncode, err[-2000:])
+    assert "Traceback" not in err and "sigterm" not in err.lower(), err[-2000:]
+    again = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert again.returncode == 0, again.stderr
+    check_against_local(read_lines(out), local)
+
+
 def crashing_worker_class(poison: str):
     """The real worker, except that decoding ``poison`` kills its process (as a crash inside
     llama.cpp would). Defined in a function so that Ray sends the class itself to the workers."""

@@ -29,14 +29,21 @@ def child_env(tmp: Path) -> dict[str, str]:
 
 
 class Server:
-    def __init__(self, model: Path, tmp: Path, *args: str, api_key: str | None = KEY) -> None:
+    def __init__(self, model: Path, tmp: Path, *args: str, api_key: str | None = KEY,
+                 env: dict[str, str] | None = None, max_files: int | None = None) -> None:
         cmd = [sys.executable, "-m", "chatglm3_cli", "serve", "-m", str(model), "--port", "0", *args]
         if api_key:
             cmd += ["--api-key", api_key]
         self.api_key = api_key
         self.stderr: list[str] = []
+
+        def limit_files() -> None:  # in the child: RLIMIT_NOFILE lowered, as `ulimit -n` would
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=child_env(tmp))
+                                     stderr=subprocess.PIPE, text=True, env={**child_env(tmp), **(env or {})},
+                                     preexec_fn=limit_files if max_files else None)
         self._ready = threading.Event()
         self.url = ""
         threading.Thread(target=self._drain, daemon=True).start()

@@ -79,3 +79,30 @@ def test_extract_code_and_truncate():
     assert extract_code(text) == "print(2)\n"
     assert extract_code("no code") is None
     assert truncate("abc", 2) == "ab [TRUNCATED]" and truncate("ab", 2) == "ab"
+
+
+def test_secrets_are_not_in_the_kernels_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    monkeypatch.setenv("GITHUB_TOKEN", "gh-secret")
+    monkeypatch.setenv("MY_PLAIN_SETTING", "visible")
+    monkeypatch.setenv("CHATGLM3_CODE_ENV", "GITHUB_TOKEN")
+    with Interpreter(tmp_path, timeout=60) as it:
+        r = it.run("import os\nprint(sorted(k for k, v in os.environ.items() "
+                   "if v in ('hf_secret', 'sk-secret', 'aws-secret', 'gh-secret', 'visible')))")
+    assert r.text.strip() == "['GITHUB_TOKEN', 'MY_PLAIN_SETTING']", r.text
+
+
+def test_an_image_that_cannot_be_written_is_reported_not_claimed(tmp_path):
+    work = tmp_path / "work"
+    (tmp_path / "elsewhere").mkdir()
+    with Interpreter(work, timeout=60) as it:
+        it.run("1")  # the kernel is up
+        (work / "image-1.png").symlink_to(tmp_path / "elsewhere" / "target.png")  # never written through
+        ok = it.run(PNG_CELL)
+        work.rename(tmp_path / "moved")  # the working directory is gone: the next image cannot be written
+        r = it.run(PNG_CELL)
+    assert ok.images == [work / "image-2.png"] and not (tmp_path / "elsewhere" / "target.png").exists()
+    assert r.images == [] and "[Image]" not in r.observation()
+    assert "image not saved" in r.observation(), r.observation()

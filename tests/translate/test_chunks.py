@@ -109,3 +109,23 @@ def test_placeholders_are_checked():
         parse_answer("用 {{1}} {{2}} {{3}}", ps)
     with pytest.raises(Mismatch, match="repeated"):
         parse_answer("用 {{1}} {{1}} {{2}}", ps)
+
+
+def test_a_1mb_paragraph_without_sentence_ends_is_planned_in_linear_work():
+    """Each character is tokenized a few times, not once per word of its part (74 s for 1 MB)."""
+    import random
+
+    from chatglm3_cli.translate.formats.base import Unit
+
+    rng = random.Random(1)
+    text = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "kappa", "omega"]) for _ in range(170_000))
+    counted = [0]
+
+    def counting(t):
+        counted[0] += len(t)
+        return count(t)
+
+    ps = make_pieces([Unit(0, "paragraph", text, 0, len(text))], counting, 1000)
+    assert join_parts([(p.text, p.sep) for p in ps], spaced=True) == text
+    assert all(p.tokens == count(p.text) <= 1000 for p in ps)
+    assert counted[0] < 5 * len(text), counted[0] / len(text)
