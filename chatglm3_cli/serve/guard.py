@@ -11,7 +11,11 @@ route (the OpenAI API, the web chat page, the Ollama API alike), as ASGI middlew
   and the hosts of allow-listed origins: a rebound name such as ``evil.example`` is refused
   (421). Bound to other addresses the server needs an API key, which a page does not have.
 - A request with a body must say ``Content-Type: application/json`` (415): the types a page can
-  send without a preflight (text/plain, forms, none) never reach a handler.
+  send without a preflight (text/plain, forms, none) never reach a handler. One exception, for
+  Ollama's API (``/api/...``), whose documented use is ``curl -d '{...}'`` (a form type): a
+  request that no browser sent (no ``Origin``, no ``Sec-Fetch-Site``; every current browser
+  sends one of them with a cross-site POST) may use any type there.
+Refusals come in the error shape of the API asked (OpenAI's, or Ollama's ``{"error": ...}``).
 
 An allow-listed origin gets what a browser needs to use the API: its preflight (OPTIONS) is
 answered, and the answers carry ``Access-Control-Allow-Origin``.
@@ -74,7 +78,8 @@ class GuardPolicy:
         name = _host_name(host_header)
         return _is_loopback_name(name) or name in self.extra_hosts
 
-    def problem(self, method: str, scheme: str, headers: dict[str, str]) -> tuple[int, str, str] | None:
+    def problem(self, method: str, scheme: str, headers: dict[str, str],
+                path: str = "/") -> tuple[int, str, str] | None:
         """(status, message, code) for a request that must be refused, else None."""
         host = headers.get("host", "")
         if not self.host_allowed(host):
@@ -84,7 +89,8 @@ class GuardPolicy:
         if origin is not None and not self.origin_allowed(origin, scheme, host):
             return (403, f"requests from the web origin {origin[:100]!r} are not allowed; allow it with "
                          "--allowed-origins or CHATGLM3_ORIGINS", "origin_not_allowed")
-        if method in _BODY_METHODS:
+        from_browser = origin is not None or "sec-fetch-site" in headers
+        if method in _BODY_METHODS and (from_browser or not _is_ollama(path)):
             kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
                 return (415, "the request body must be JSON sent with 'Content-Type: application/json' "
@@ -110,7 +116,7 @@ class RequestGuard:
             if refused is None:  # an allow-listed page asks before sending JSON or a key
                 return await _send(send, 204, b"", _cors(origin or "", preflight=True))
         else:
-            refused = self.policy.problem(method, scheme, headers)
+            refused = self.policy.problem(method, scheme, headers, scope.get("path", "/"))
         if refused is None:
             if not cross:
                 return await self.app(scope, receive, send)
@@ -122,9 +128,16 @@ class RequestGuard:
 
             return await self.app(scope, receive, with_cors)
         status, message, code = refused
-        body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                     "code": code}}).encode()
+        if _is_ollama(scope.get("path", "/")):
+            body = json.dumps({"error": message}).encode()
+        else:
+            body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                         "code": code}}).encode()
         await _send(send, status, body, [(b"content-type", b"application/json"), (b"connection", b"close")])
+
+
+def _is_ollama(path: str) -> bool:
+    return path.startswith("/api/")
 
 
 def _cors(origin: str, *, preflight: bool = False) -> list[tuple[bytes, bytes]]:

@@ -145,6 +145,23 @@ def test_simple_cross_site_requests_are_refused(server):
     assert _post(server, {"Content-Type": "application/json; charset=utf-8"}).status_code == 200
 
 
+def test_ollamas_curl_style_bodies_pass_unless_a_browser_sent_them(server):
+    """Ollama's documented use is `curl -d '{...}'` (a form type, no Origin): accepted on /api/...;
+    the same body from a page (an Origin or Sec-Fetch-Site header) is refused in Ollama's shape."""
+    body = b'{"model": "m", "prompt": "hi", "stream": false, "options": {"num_predict": 2}}'
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    with server.http() as h:
+        assert h.post("/api/generate", content=body, headers=form).status_code == 200
+        for browser in ({"Origin": server.url}, {"Sec-Fetch-Site": "cross-site"}):
+            resp = h.post("/api/generate", content=body, headers={**form, **browser})
+            assert resp.status_code == 415, (browser, resp.text)
+            assert set(resp.json()) == {"error"} and "application/json" in resp.json()["error"]
+        resp = h.post("/api/generate", content=body, headers={**form, "Origin": "https://evil.example"})
+        assert resp.status_code == 403 and set(resp.json()) == {"error"}
+        # the OpenAI endpoints stay strict: their clients always send JSON
+        assert h.post("/v1/completions", content=b'{"prompt": "hi"}', headers=form).status_code == 415
+
+
 def test_foreign_origins_are_refused_same_and_allowed_ones_pass(server):
     json_type = {"Content-Type": "application/json"}
     for origin in ("https://evil.example", "null", "http://127.0.0.1.evil.example", "https://app.example.evil"):
