@@ -1,5 +1,6 @@
 """A real Ray cluster on this machine for the --ray tests, kept small (2 CPUs, no dashboard, a
-small object store), started once per module by a process of ours and stopped with it.
+small object store), started once per test session by a process of ours and stopped with it
+(the tests that use it only submit jobs to it, and starting one costs ~20 s of CPU on 2 cores).
 
 The cluster's owner is a child process that calls ray.init() and waits on its stdin: closing
 stdin makes it call ray.shutdown(); if it dies anyway, Ray's own processes share its fate. The
@@ -139,7 +140,7 @@ def cluster_env(base: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     if not have_ray():
         pytest.skip("Ray is not installed (pip install '.[ray]')")
