@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from chatglm3_cli.batch.jobs import parse_jobs
 from chatglm3_cli.batch.runner import Settings, run_batch
+from chatglm3_cli.cli.app import app
 from chatglm3_cli.engine.sampling import SamplingParams
 
 from .conftest import cmdline, needs_ray
@@ -263,18 +265,18 @@ def test_translate_a_directory_over_two_workers_gives_the_local_files(fixtures, 
     (src / "notes.md").write_text(MD)
     (src / "story.txt").write_text("".join(f"Paragraph {k} has a few words.\n\n" for k in range(12)))
     (src / "sub" / "talk.srt").write_text(SRT)
-    base = [sys.executable, "-m", "chatglm3_cli", "translate", str(src), "--to", "zh", "-m",
-            str(fixtures.path("scripted")), "-c", CTX, "-p", "2"]
-    local = subprocess.run(base + ["-o", str(tmp_path / "local")], env=env(), capture_output=True, text=True,
-                           timeout=600, stdin=subprocess.DEVNULL)
+    args = ["translate", str(src), "--to", "zh", "-m", str(fixtures.path("scripted")), "-c", CTX, "-p", "2"]
+    local = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "local")])  # the reference: in this process
+    assert local.exit_code == 0, local.output
     before = ray_daemons()
     # a bare --ray: the command starts a local cluster of its own, and stops it. A user's
     # environment has no Ray token: the command makes one for its cluster (before importing
     # Ray, which reads it only then).
     user_env = {k: v for k, v in env().items() if not k.startswith("RAY_AUTH")}
-    on_ray = subprocess.run(base + ["-o", str(tmp_path / "ray"), "--workers", "2", "--ray"], env=user_env,
-                            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
-    assert on_ray.returncode == local.returncode, on_ray.stderr
+    on_ray = subprocess.run([sys.executable, "-m", "chatglm3_cli", *args, "-o", str(tmp_path / "ray"), "--workers",
+                             "2", "--ray"], env=user_env, capture_output=True, text=True, timeout=900,
+                            stdin=subprocess.DEVNULL)
+    assert on_ray.returncode == 0, on_ray.stderr
     files = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
     assert [str(f) for f in files] == ["notes.md", "story.txt", "sub/talk.srt"]
     for f in files:
