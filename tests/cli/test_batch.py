@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from chatglm3_cli.cli.app import app
 from chatglm3_cli.cli.exit_codes import ExitCode
 
+from ..startup import started
+
 ANSWER = "Hello! I am ChatGLM3 🙂龘"
 CMD = [sys.executable, "-m", "chatglm3_cli"]
 
@@ -449,11 +451,9 @@ def test_ctrl_c_stops_between_lines_and_exits_130(fixtures, tmp_path):
 
 
 def test_batch_help_does_not_import_llama_cpp():
-    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "chatglm3_cli", "batch", "--help"],
-                       capture_output=True, text=True, env=_env(), stdin=subprocess.DEVNULL, timeout=60)
+    p = started("batch", "--help")
     assert p.returncode == 0, p.stderr
-    imported = [line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if "|" in line]
-    assert not any(m.startswith(("llama_cpp", "jsonschema", "sentencepiece")) for m in imported)
+    assert not any(m.startswith(("llama_cpp", "jsonschema", "sentencepiece")) for m in p.imported)
     assert "--retry-errors" in p.stdout
 
 

@@ -1,6 +1,11 @@
-"""`chatglm3 chat` as a real process: pipes without a terminal, and a real terminal (tmux)."""
+"""`chatglm3 chat` as a real process: pipes without a terminal, and a real terminal (tmux).
+What is not about the process (saving, --no-save, --continue, history) runs the same command
+in this process through CliRunner: a real process per chat cost a Python start, the imports
+and a model load each, for nothing those tests look at."""
 from __future__ import annotations
 
+import builtins
+import errno
 import json
 import os
 import re
@@ -26,6 +31,30 @@ def _env(tmp_path):
     return env
 
 
+@pytest.fixture
+def chat(monkeypatch, tmp_path):
+    """`chatglm3 chat -m MODEL ARGS <<< TEXT` in this process, saving under tmp_path/data. As in
+    a process started with start_new_session, there is no terminal: /dev/tty does not open, so
+    the terminal pytest runs in never joins the chat."""
+    from chatglm3_cli.cli import chat as chat_command
+
+    def no_tty(file, *args, **kwargs):
+        if file == "/dev/tty":
+            raise OSError(errno.ENXIO, "No such device or address", file)
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(chat_command, "open", no_tty, raising=False)
+
+    def invoke(model, text, *args):
+        r = CliRunner().invoke(app, ["chat", "-m", str(model), *args], input=text,
+                               env={"CHATGLM3_DATA_DIR": str(tmp_path / "data")})
+        assert r.exit_code == 0, r.output
+        assert r.stdout == ANSWER + "\n"
+        return r
+
+    return invoke
+
+
 def test_piped_text_without_a_terminal_answers_and_exits(fixtures, tmp_path):
     p = subprocess.run(CMD + ["chat", "-m", str(fixtures.path("scripted"))], input=b"notes to discuss",
                        capture_output=True, env=_env(tmp_path), timeout=120, start_new_session=True)
@@ -44,14 +73,12 @@ def test_nothing_piped_and_no_terminal_is_a_usage_error(fixtures, tmp_path):
     assert p.returncode == ExitCode.USAGE and b"nothing to answer" in p.stderr
 
 
-def test_no_save_and_history_commands(fixtures, tmp_path):
+def test_no_save_and_history_commands(chat, fixtures, tmp_path):
     env = _env(tmp_path)
-    model = str(fixtures.path("scripted"))
-    subprocess.run(CMD + ["chat", "-m", model, "--no-save"], input=b"unsaved", env=env,
-                   capture_output=True, timeout=120, start_new_session=True, check=True)
+    model = fixtures.path("scripted")
+    chat(model, "unsaved", "--no-save")
     assert not (tmp_path / "data" / "conversations").exists()
-    subprocess.run(CMD + ["chat", "-m", model], input=b"kept question", env=env,
-                   capture_output=True, timeout=120, start_new_session=True, check=True)
+    chat(model, "kept question")
     runner = CliRunner()
     listing = runner.invoke(app, ["history"], env={"CHATGLM3_DATA_DIR": env["CHATGLM3_DATA_DIR"]})
     assert listing.exit_code == 0 and "kept question" in listing.stdout and "1 turns" in listing.stdout
@@ -67,14 +94,10 @@ def test_no_save_and_history_commands(fixtures, tmp_path):
     assert missing.exit_code == ExitCode.INPUT_ERROR and "chatglm3 history" in missing.stderr
 
 
-def test_continue_resumes_the_last_conversation(fixtures, tmp_path):
-    env = _env(tmp_path)
-    model = str(fixtures.path("scripted"))
-    subprocess.run(CMD + ["chat", "-m", model], input=b"first session", env=env,
-                   capture_output=True, timeout=120, start_new_session=True, check=True)
-    p = subprocess.run(CMD + ["chat", "-m", model, "--continue"], input=b"second session", env=env,
-                       capture_output=True, timeout=120, start_new_session=True)
-    assert p.returncode == 0 and b"resumed conversation" in p.stderr
+def test_continue_resumes_the_last_conversation(chat, fixtures, tmp_path):
+    model = fixtures.path("scripted")
+    chat(model, "first session")
+    assert "resumed conversation" in chat(model, "second session", "--continue").stderr
     convs = list((tmp_path / "data" / "conversations").glob("*.json"))
     assert len(convs) == 1
     msgs = json.loads(convs[0].read_text())["messages"]
@@ -278,20 +301,17 @@ def test_single_newlines_in_an_answer_keep_their_lines(tmp_path):
         t("kill-server")
 
 
-def test_history_and_continue_survive_a_malformed_conversation(fixtures, tmp_path):
+def test_history_and_continue_survive_a_malformed_conversation(chat, fixtures, tmp_path):
     env = _env(tmp_path)
-    model = str(fixtures.path("scripted"))
-    subprocess.run(CMD + ["chat", "-m", model], input=b"first session", env=env,
-                   capture_output=True, timeout=120, start_new_session=True, check=True)
+    model = fixtures.path("scripted")
+    chat(model, "first session")
     convs = tmp_path / "data" / "conversations"
     (convs / "99999999-999999-bad1.json").write_text('{"id": "x", "created": 9e9, "updated": 9e9, '
                                                      '"messages": "abc"}')
     (convs / "99999999-999999-bad2.json").mkdir()
     (convs / "99999999-999999-bad3.json").write_text("{" * 50_000)
-    p = subprocess.run(CMD + ["chat", "-m", model, "--continue"], input=b"second session", env=env,
-                       capture_output=True, timeout=120, start_new_session=True)
-    assert p.returncode == 0, p.stderr
-    assert b"resumed conversation" in p.stderr and p.stderr.count(b"warning: skipped") == 3
+    err = chat(model, "second session", "--continue").stderr
+    assert "resumed conversation" in err and err.count("warning: skipped") == 3
     runner = CliRunner()
     denv = {"CHATGLM3_DATA_DIR": env["CHATGLM3_DATA_DIR"]}
     listing = runner.invoke(app, ["history"], env=denv)

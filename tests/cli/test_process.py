@@ -11,6 +11,7 @@ import pytest
 from chatglm3_cli.cli.exit_codes import ExitCode
 
 from ..ptyrun import run_in_pty
+from ..startup import started
 
 CMD = [sys.executable, "-m", "chatglm3_cli"]
 ANSWER = "Hello! I am ChatGLM3 🙂龘"
@@ -26,10 +27,9 @@ def _env():
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["--version"], ["pull", "--help"],
                                   ["models", "--help"]])
 def test_help_does_not_import_llama_cpp(argv):
-    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "chatglm3_cli", *argv],
-                       capture_output=True, text=True, env=_env(), stdin=subprocess.DEVNULL, timeout=60)
+    p = started(*argv)
     assert p.returncode == 0, p.stderr
-    imported = [line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if "|" in line]
+    imported = p.imported
     assert not any(m.startswith("llama_cpp") for m in imported)
     assert not any(m.startswith(("sentencepiece", "huggingface_hub", "numpy")) for m in imported)
     assert p.stdout

@@ -1,5 +1,8 @@
 """A real Ray cluster on this machine for the --ray tests, kept small (2 CPUs, no dashboard, a
-small object store), started once per module by a process of ours and stopped with it.
+small object store), started once for this package (tests/scale) by a process of ours and
+stopped with it when the package's last test is done: the tests only submit jobs to it, a start
+costs 8-17 s of wall time on 2 busy cores, and an idle cluster left up would still use CPU while the rest
+of the suite runs.
 
 The cluster's owner is a child process that calls ray.init() and waits on its stdin: closing
 stdin makes it call ray.shutdown(); if it dies anyway, Ray's own processes share its fate. The
@@ -140,7 +143,7 @@ def cluster_env(base: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ray_cluster(tmp_path_factory):
     if not have_ray():
         pytest.skip("Ray is not installed (pip install '.[ray]')")

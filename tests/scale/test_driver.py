@@ -4,7 +4,6 @@ line; without Ray, --ray says how to install it; --help never imports Ray."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -16,6 +15,7 @@ from chatglm3_cli.cli.exit_codes import ExitCode
 from chatglm3_cli.scale.cluster import ClusterOptions, connect
 from chatglm3_cli.scale.driver import Totals, run
 
+from ..startup import started
 from .conftest import needs_ray
 
 
@@ -84,11 +84,8 @@ def test_a_bare_ray_flag_means_a_local_cluster(argv, want):
 
 def test_help_imports_neither_ray_nor_the_scale_package():
     for cmd in (["batch", "--help"], ["translate", "--help"], ["--help"]):
-        p = subprocess.run([sys.executable, "-X", "importtime", "-m", "chatglm3_cli", *cmd],
-                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        p = started(*cmd)
         assert p.returncode == 0, p.stderr
-        imported = {line.split("|")[-1].strip() for line in p.stderr.splitlines() if "|" in line}
-        assert not any(m == "ray" or m.startswith("ray.") for m in imported), cmd
-        assert not any(m.startswith("chatglm3_cli.scale") for m in imported), cmd
-    assert "--ray" in subprocess.run([sys.executable, "-m", "chatglm3_cli", "batch", "--help"], capture_output=True,
-                                     text=True, timeout=120).stdout
+        assert not any(m == "ray" or m.startswith("ray.") for m in p.imported), cmd
+        assert not any(m.startswith("chatglm3_cli.scale") for m in p.imported), cmd
+    assert "--ray" in started("batch", "--help").stdout
