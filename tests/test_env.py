@@ -71,7 +71,7 @@ def test_one_accessor_per_kind_and_a_bad_value_is_said_once(monkeypatch, capsys)
     monkeypatch.setenv("CHATGLM3_SPECULATE", "sometimes")
     monkeypatch.setenv("CHATGLM3_PAD_ROWS", "4")
     for _ in range(3):
-        assert use_mmap() is True and speculate_by_default(None) is False and pad_rows_mode() == "auto"  # type: ignore[arg-type]
+        assert use_mmap() is True and speculate_by_default() is False and pad_rows_mode() == "auto"
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3, err
     assert "CHATGLM3_MMAP='nope' is not 1 or 0" in err[0] and "using the default (mapped" in err[0]
