@@ -88,16 +88,18 @@ def write_target(path: str | os.PathLike[str]) -> Path:
     return real
 
 
-def atomic_write_bytes(path: Path, chunks: Iterable[bytes]) -> Path:
+def atomic_write_bytes(path: Path, chunks: Iterable[bytes | memoryview], *,
+                       new_file_mode: int | None = None) -> Path:
     """Write `chunks` to `path` through a temp file beside its target and a rename; returns the
-    file written. OSError propagates; OutputWriteError refuses a non-regular file."""
+    file written. A file that exists keeps its mode; a new one gets `new_file_mode` (else 0666
+    less the umask). OSError propagates; OutputWriteError refuses a non-regular file."""
     target = write_target(path)
     if not os.path.lexists(path):
         target.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
-        mode = None  # a new file: 0666 less the umask, as the kernel applies it to O_CREAT
+        mode = new_file_mode  # None: 0666 less the umask, as the kernel applies it to O_CREAT
     while True:
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
         try:

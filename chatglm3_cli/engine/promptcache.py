@@ -36,7 +36,6 @@ import ctypes
 import hashlib
 import json
 import os
-import secrets
 import struct
 import sys
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from .. import env
+from ..files import atomic_write_bytes
 from .backend import align_down
 from .prefixes import common_prefix, usable_prefix
 
@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
 FORMAT = 1
 MAGIC = b"CHATGLM3-KV\n"
 SUFFIX = ".kv"
+TEMP_PATTERN = ".*.tmp"  # files.atomic_write_bytes' temp files, left by a killed writer
 DEFAULT_MAX_BYTES = 4 << 30  # 4 GiB: ~150,000 tokens of ChatGLM3-6B's f16 KV cache (28 KiB each)
 # Fewer tokens than this are evaluated faster than a file is found, read and checked.
 MIN_TOKENS = 64
@@ -248,7 +249,7 @@ def clear(root: Path | None = None, *, conversation: str | None = None) -> tuple
             except OSError:
                 continue
             files, size = files + 1, size + n
-        for tmp in _entries(root, ".tmp-*"):
+        for tmp in _entries(root, TEMP_PATTERN):
             if conversation is None:
                 _unlink(tmp)
     return files, size
@@ -441,7 +442,8 @@ class PromptCache:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             with _lock(self.root):
                 path = self.root / name
-                _write_atomic(path, [MAGIC, struct.pack("<I", len(raw)), raw, hashlib.sha256(raw).digest(), payload])
+                entry = [MAGIC, struct.pack("<I", len(raw)), raw, hashlib.sha256(raw).digest(), payload]
+                atomic_write_bytes(path, entry, new_file_mode=0o600)
                 for old in superseded:
                     _unlink(old)
                 evict(self.root, self.limit, keep=path)
@@ -488,22 +490,6 @@ class PromptCache:
 
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f}"
-
-
-def _write_atomic(path: Path, chunks: Sequence[bytes | memoryview]) -> None:
-    """Write through a temp file (mode 0600) in the same folder and a rename."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for c in chunks:
-                f.write(c)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
 
 
 def evict(root: Path, limit: int, *, keep: Path | None = None) -> int:

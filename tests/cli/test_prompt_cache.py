@@ -85,7 +85,7 @@ def test_two_processes_at_once(cli, tmp_path):
     assert all(b"warning" not in err for _, err in outs)
     entries = promptcache.list_entries()
     assert entries and all(e.error is None for e in entries)
-    assert not list(promptcache.cache_root().glob(".tmp-*"))
+    assert not list(promptcache.cache_root().glob(promptcache.TEMP_PATTERN))
     again, _ = _ask(cli, "Question 9?")
     assert again["usage"]["cached_tokens"] > 0
 
