@@ -1,5 +1,5 @@
 """The engine: GGUF files in, answers out. Nothing here imports Typer or rich, and importing
-this package loads nothing (llama.cpp is loaded on first use, by backend.py).
+this package loads nothing (llama.cpp is loaded on first use, by llama/runtime.py).
 
 A map of the room, by what each module holds:
 
@@ -32,9 +32,11 @@ Decoding
   sampling.py      SamplingParams
 
 llama.cpp and the machine
-  backend.py       the only module that calls llama.cpp's C API: loading, weight placement,
-                   contexts and decode calls, samplers, logging (grammar.py borrows
-                   llama-cpp-python's JSON Schema converter, which is Python)
+  llama/           the only package that calls llama.cpp's C API (its __init__ maps it):
+                   runtime (loading, logging, abort), placement (weights, flash attention,
+                   mmap), model, context (decode, Ctrl-C, saved states), sampler (grammar
+                   resampling); grammar.py borrows llama-cpp-python's JSON Schema converter,
+                   which is Python
   cpu.py           threads and OpenMP waiting
   memory.py        will a context fit in memory (checked before llama.cpp is asked)
   pagedrop.py      returns the pages of a mapped file that repacking left dead

@@ -101,7 +101,7 @@ class _Slot:
     seq: int
     req: DecodeRequest
     answer: SequenceState
-    sampler: Any  # the model's sampler chain (backend.Sampler)
+    sampler: Any  # the model's sampler chain (llama/sampler.py's Sampler)
     pending: list[int]  # prompt tokens not evaluated yet
     n_past: int  # cells this sequence holds
     shared: int  # prompt tokens that came from the shared prefix
@@ -123,7 +123,8 @@ class ParallelDecoder:
 
     def __init__(self, model: "Model", *, n_parallel: int = 4, n_ctx: int | None = None,
                  n_batch: int = 512, speculate: int | None = None) -> None:
-        from . import backend, memory
+        from . import memory
+        from .llama import placement
 
         if n_parallel < 1:
             raise ValueError("n_parallel must be >= 1")
@@ -141,11 +142,12 @@ class ParallelDecoder:
                                   f"(and one for shared prompts)",
                              lower="--parallel or --ctx", on_cpu=model.n_gpu_layers == 0,
                              cache_type=getattr(model, "cache_type", "f16"),
-                             flash_attn=backend.uses_flash_attn(model.n_gpu_layers != 0, self.n_ctx * (n_parallel + 1),
-                                                                getattr(model, "cache_type", "f16")))
+                             flash_attn=placement.uses_flash_attn(model.n_gpu_layers != 0,
+                                                                  self.n_ctx * (n_parallel + 1),
+                                                                  getattr(model, "cache_type", "f16")))
         self.ctx = model.new_context(n_ctx=self.n_ctx * (n_parallel + 1) + PAD_CELLS, n_batch=n_batch,
                                      n_seq_max=first_prefix + n_prefix_seqs, kv_unified=True)
-        # What llama.cpp made (a small context caps it), a multiple of backend.PROMPT_ALIGN.
+        # What llama.cpp made (a small context caps it), a multiple of PROMPT_ALIGN (llama/context.py).
         self.n_batch = self.ctx.n_batch
         self.prefixes = PrefixStore(self.ctx, range(first_prefix, first_prefix + n_prefix_seqs))
         # Step times by row count (shared with the speculation policy) and whether padding pays.
@@ -266,7 +268,7 @@ class ParallelDecoder:
         import time
         from collections import deque
 
-        from .backend import align_down
+        from .llama.context import align_down
 
         queue = iter(requests)
         lookahead: deque[DecodeRequest] = deque()

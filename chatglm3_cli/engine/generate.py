@@ -17,7 +17,7 @@ from .sampling import SamplingParams
 from .sequence import AnswerFormat, Segment, SequenceState
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backend import LlamaContext
+    from .llama.context import LlamaContext
     from .promptcache import PromptCache
 
 @dataclass

@@ -125,7 +125,7 @@ def test_chat_session_reuses_the_generated_ids(glm4):
     turn = s.ask("again")
     list(turn)
     assert turn.generation.prompt[:len(prompt1) + len(first.tokens)] == prompt1 + first.tokens
-    from chatglm3_cli.engine.backend import align_down
+    from chatglm3_cli.engine.llama.context import align_down
 
     # The cache keeps the whole first exchange (cut at an aligned position, as every prompt is).
     assert s.last_completion.cached_tokens == align_down(len(prompt1) + len(first.tokens))
