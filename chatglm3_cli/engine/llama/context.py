@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from ...errors import GenerationError, ModelLoadError
 from .model import LlamaModel
 from .placement import _FA_OFF, cache_type_id, flash_attn_type
-from .runtime import _AbortFlag, _buffer_bytes, _buffer_lines, _log_lines, default_threads, last_log_error, llama
+from .runtime import Freed, _AbortFlag, _buffer_bytes, _buffer_lines, _log_lines, default_threads, last_log_error, llama
 
 # Prompts are cut into decode calls only at absolute positions that are multiples of
 # PROMPT_ALIGN, and a prefix taken from the KV cache or shared between sequences is rounded
@@ -27,7 +27,7 @@ def align_down(n: int) -> int:
     return n - n % PROMPT_ALIGN
 
 
-class LlamaContext:
+class LlamaContext(Freed):
     """A llama.cpp context: the KV cache, one batch buffer, and decode calls."""
 
     def __init__(self, model: LlamaModel, *, n_ctx: int, n_batch: int = 512, n_threads: int | None = None,
@@ -78,12 +78,6 @@ class LlamaContext:
             L.llama_batch_free(self._batch)
             L.llama_free(self.ptr)
             self.ptr = None
-
-    def __del__(self) -> None:  # pragma: no cover
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def clear(self) -> None:
         if self.ptr:

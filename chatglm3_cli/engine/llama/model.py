@@ -7,10 +7,10 @@ from typing import Any, Sequence
 
 from ...errors import ModelLoadError
 from . import placement
-from .runtime import _log_lines, last_log_error, llama, supports_gpu_offload
+from .runtime import Freed, _log_lines, last_log_error, llama, supports_gpu_offload
 
 
-class LlamaModel:
+class LlamaModel(Freed):
     """A loaded model (weights + vocabulary)."""
 
     def __init__(self, path: str, n_gpu_layers: int | None, tensors: Sequence[Any] = (), *,
@@ -55,12 +55,6 @@ class LlamaModel:
             _HELD.pop(_vocab_key(self.vocab), None)  # another vocabulary may come to live there
             llama().llama_model_free(self.ptr)
             self.ptr = None
-
-    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # vocabulary ---------------------------------------------------------------------------
 

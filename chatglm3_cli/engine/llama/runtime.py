@@ -102,6 +102,20 @@ def llama_version() -> str:
         return "?"
 
 
+class Freed:
+    """Frees its llama.cpp object when collected, if nobody called close() (best effort: at
+    interpreter exit the library may already be gone)."""
+
+    def close(self) -> None:  # pragma: no cover - each subclass frees its own object
+        pass
+
+    def __del__(self) -> None:  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
 class _AbortFlag:
     """Lets Ctrl-C stop a long prompt evaluation inside llama_decode.
 

@@ -7,10 +7,10 @@ from typing import Any, Iterable
 from ...errors import GenerationError, GrammarError
 from .context import LlamaContext
 from .model import _held_tokens
-from .runtime import _capture_stderr, _log_lines, last_log_error, llama
+from .runtime import Freed, _capture_stderr, _log_lines, last_log_error, llama
 
 
-class Sampler:
+class Sampler(Freed):
     """A llama.cpp sampler chain built from SamplingParams (HF order: temperature, top-k, top-p).
 
     A grammar is kept out of the chain: checking all 65,024 tokens against it costs ~80 ms per
@@ -182,9 +182,3 @@ class Sampler:
         if getattr(self, "grammar", None):
             llama().llama_sampler_free(self.grammar)
             self.grammar = None
-
-    def __del__(self) -> None:  # pragma: no cover
-        try:
-            self.close()
-        except Exception:
-            pass
