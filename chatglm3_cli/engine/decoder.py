@@ -29,10 +29,10 @@ from .prefixes import PrefixStore, usable_prefix
 from .prompt import Message
 from .sampling import SamplingParams
 from .sequence import OnText, SequenceState
-from .steps import RowPadding, StepTimes
+from .step_costs import RowPadding, StepTimes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generate import Completion
+    from .completion import Completion
     from .model import Model
 
 
@@ -133,7 +133,7 @@ class ParallelDecoder:
         self.n_ctx = n_ctx or min(model.n_ctx, 4096)
         if n_parallel + 1 > LLAMA_MAX_SEQ:
             raise ValueError(f"n_parallel must be below {LLAMA_MAX_SEQ}")
-        # one more sequence, when llama.cpp allows it, for the rows that pad a step (steps.py)
+        # one more sequence, when llama.cpp allows it, for the rows that pad a step (step_costs.py)
         self.pad_seq = n_parallel if n_parallel + 1 < LLAMA_MAX_SEQ else -1
         first_prefix = n_parallel + (self.pad_seq >= 0)
         n_prefix_seqs = min(PREFIX_SEQS, LLAMA_MAX_SEQ - first_prefix)
@@ -375,7 +375,7 @@ class ParallelDecoder:
                 n_rows = len(entries)
                 has_prompt = n_rows > n_generating
                 if not has_prompt and self.padding is not None:
-                    # Rows nobody reads, where this machine decodes more rows for less (steps.py).
+                    # Rows nobody reads, where this machine decodes more rows for less (step_costs.py).
                     n_rows = self.padding.rows(n_generating)
                     if n_rows > n_generating:
                         self.stats.padded_steps += 1
@@ -456,7 +456,7 @@ class ParallelDecoder:
 
     def _finish(self, slot: _Slot, reason: str | None, now: float) -> "Completion":
         """The slot's Completion (``reason``: where no token ended it); frees its cells."""
-        from .generate import Timings
+        from .completion import Timings
 
         slot.answer.close(reason)
         slot.sampler.close()

@@ -21,14 +21,14 @@ from typing import Iterable, Sequence
 from .. import env
 from ..errors import ModelFormatError, ModelLoadError, UnsupportedModelError
 from . import families, memory
+from .completion import Completion
 from .families import official_family
-from .generate import Completion, Generation, KVCache
+from .generate import Generation, KVCache
 from .gguf_file import GGUFInfo, read_gguf
 from .llama import placement, runtime
 from .llama.context import LlamaContext
 from .llama.model import LlamaModel
 from .llama.sampler import Sampler
-from .lookup import SpecPolicy
 from .prompt import (
     ChatGLM3Specials,
     GLM4Specials,
@@ -38,7 +38,8 @@ from .prompt import (
 )
 from .sampling import SamplingParams
 from .sequence import AnswerFormat
-from .steps import PadMode, StepTimes
+from .speculation import SpecPolicy
+from .step_costs import PadMode, StepTimes
 from .templates import ChatTemplate, builtin_prompt_ids, builtin_prompt_text, turn_end_token
 from .tokenizer import SentencePieceTokenizer
 
@@ -69,7 +70,7 @@ def speculate_by_default() -> bool | None:
 
 def pad_rows_mode() -> PadMode:
     """CHATGLM3_PAD_ROWS: whether the parallel decoder pads a step's rows to a multiple of four
-    (auto: where this machine measured it cheaper, steps.py)."""
+    (auto: where this machine measured it cheaper, step_costs.py)."""
     want = env.mode("CHATGLM3_PAD_ROWS") or "auto"
     return "on" if want == "on" else ("off" if want == "off" else "auto")
 
@@ -156,7 +157,7 @@ class Model:
         on = speculate if speculate is not None else speculate_by_default()
         self.speculate = SPECULATE_DRAFT if on is not False else 0
         # Decode-step times by row count on this machine, for the speculation policy and the
-        # parallel decoder's row padding (steps.py).
+        # parallel decoder's row padding (step_costs.py).
         self.step_times = StepTimes()
         self.spec_policy: SpecPolicy | None = SpecPolicy(self.step_times) if on is None else None
         self.pad_rows = pad_rows_mode()

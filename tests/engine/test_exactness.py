@@ -126,11 +126,11 @@ class _Oracle:
 
 @pytest.fixture
 def oracle(monkeypatch):
-    from chatglm3_cli.engine import lookup, sequence
+    from chatglm3_cli.engine import sequence, speculation
 
     _Oracle.answers = {}
     monkeypatch.setattr(sequence, "PromptLookup", _Oracle)  # where every loop's drafts come from
-    monkeypatch.setattr(lookup, "PromptLookup", _Oracle)
+    monkeypatch.setattr(speculation, "PromptLookup", _Oracle)
     return _Oracle.answers
 
 

@@ -15,7 +15,7 @@ from chatglm3_cli.engine.messages import chat_messages
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
-from chatglm3_cli.engine.tools import call_message, read_call, tools_message
+from chatglm3_cli.engine.toolcalls import call_message, read_call, tools_message
 
 GREEDY = SamplingParams(temperature=0)
 WEATHER = {"name": "get_weather", "description": "天气 lookup <b>&",
