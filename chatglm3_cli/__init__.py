@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 __all__ = ["Model", "Message", "SamplingParams", "Completion", "read_gguf", "errors", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .engine.generate import Completion
+    from .engine.completion import Completion
     from .engine.gguf_file import read_gguf
     from .engine.model import Model
     from .engine.prompt import Message

@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 def kv_bytes_per_token(model: Path, cache_type: str = "f16") -> float:
     """2 (K and V) x layers x KV heads x head size x bytes per element, from the GGUF shapes."""
-    from chatglm3_cli.engine.backend import CACHE_TYPES
     from chatglm3_cli.engine.gguf_file import read_gguf
+    from chatglm3_cli.engine.llama.placement import CACHE_TYPES
 
     info = read_gguf(model)
     arch = info.architecture

@@ -38,11 +38,11 @@ def main() -> int:
 
     from chatglm3_cli.bench.compare import SPEC_WORKLOADS
     from chatglm3_cli.bench.measure import decode_tps
-    from chatglm3_cli.engine.lookup import SpecPolicy
     from chatglm3_cli.engine.model import SPECULATE_DRAFT, Model
     from chatglm3_cli.engine.prompt import Message
     from chatglm3_cli.engine.sampling import SamplingParams
-    from chatglm3_cli.engine.steps import StepTimes
+    from chatglm3_cli.engine.speculation import SpecPolicy
+    from chatglm3_cli.engine.step_costs import StepTimes
 
     path = args.model or smollm_path()
     if path is None:

@@ -86,7 +86,7 @@ def padding(args: argparse.Namespace) -> int:
     from chatglm3_cli.engine.decoder import DecodeRequest, ParallelDecoder
     from chatglm3_cli.engine.model import Model
     from chatglm3_cli.engine.sampling import SamplingParams
-    from chatglm3_cli.engine.steps import StepTimes
+    from chatglm3_cli.engine.step_costs import StepTimes
 
     params = SamplingParams(temperature=0, max_tokens=args.tokens)
     got: dict[str, list[float]] = {"off": [], "auto": [], "on": []}

@@ -324,9 +324,9 @@ def write_random_q4km(path: Path, vocab: Vocab, seed: int = 4321, ftype: str = "
     another llama.cpp file type (Q4_0, F16: the other types the engine's exactness rules cover)."""
     import ctypes
 
-    from chatglm3_cli.engine import backend
+    from chatglm3_cli.engine.llama import runtime
 
-    llama_cpp = backend.llama()  # with the engine's log handler, which keeps llama.cpp quiet
+    llama_cpp = runtime.llama()  # with the engine's log handler, which keeps llama.cpp quiet
     name = "tiny random chatglm3 " + ftype.lower()
     f32 = write_random_chatglm(path.with_name(path.name + ".f32"), vocab, seed,
                                Shape(n_embd=256, n_layer=2, n_ff=512, n_head=4, n_head_kv=2),

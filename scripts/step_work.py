@@ -48,9 +48,9 @@ class Observer:
     """A ggml eval callback on every context made while it is installed."""
 
     def __init__(self) -> None:
-        from chatglm3_cli.engine import backend
+        from chatglm3_cli.engine.llama import runtime
 
-        L = self.L = backend.llama()
+        L = self.L = runtime.llama()
         lib = ctypes.CDLL(os.path.join(os.path.dirname(L.__file__), "lib", "libggml-base.so"))
         lib.ggml_get_name.restype = ctypes.c_char_p
         lib.ggml_get_name.argtypes = [ctypes.c_void_p]

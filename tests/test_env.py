@@ -53,7 +53,7 @@ def test_flags():
 
 
 def test_one_accessor_per_kind_and_a_bad_value_is_said_once(monkeypatch, capsys):
-    from chatglm3_cli.engine.backend import use_mmap
+    from chatglm3_cli.engine.llama.placement import use_mmap
     from chatglm3_cli.engine.model import pad_rows_mode, speculate_by_default
 
     monkeypatch.setattr(env, "_warned", set())

@@ -22,7 +22,7 @@ from ..engine.grammar import check_schema, schema_grammar
 from ..engine.grammar_limits import labels_problem
 from ..engine.messages import ROLE_ALIASES, chat_messages, check_tools
 from ..engine.prompt import Message
-from ..engine.tools import function_specs
+from ..engine.toolcalls import function_specs
 from ..errors import InputError
 from ..textio import decode_text
 from . import tasks as T

@@ -43,7 +43,7 @@ from .results import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..engine.generate import Completion
+    from ..engine.completion import Completion
     from ..engine.model import Model
     from ..engine.sampling import SamplingParams
 

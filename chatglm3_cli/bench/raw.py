@@ -8,12 +8,12 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from ..engine import backend
+from ..engine.llama import runtime
 
 
 class RawContext:
     def __init__(self, model_ptr: Any, *, n_ctx: int, n_threads: int, n_seq: int = 1) -> None:
-        L = self.L = backend.llama()
+        L = self.L = runtime.llama()
         cp = L.llama_context_default_params()
         cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, 512, 512
         cp.n_seq_max = n_seq

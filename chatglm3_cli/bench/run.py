@@ -36,9 +36,9 @@ def run_bench(path: str | os.PathLike[str], *, prompt_tokens: int = 128, gen_tok
     parallel = parallel or [1, 2, 4]
     n_ctx = max(256, prompt_tokens + gen_tokens + 16)
     progress("loading the model")
-    from ..engine import backend
+    from ..engine.llama import runtime
 
-    backend.llama()  # the library's own memory is not the model's
+    runtime.llama()  # the library's own memory is not the model's
     base_rss = current_rss_bytes()
     t_load = time.perf_counter()
     model = Model(path, n_ctx=n_ctx, n_threads=threads, n_gpu_layers=gpu_layers, chat_template=chat_template)

@@ -14,7 +14,8 @@ from ..engine.sampling import SamplingParams
 from ..errors import PromptTooLongError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..engine.generate import Completion, Generation
+    from ..engine.completion import Completion
+    from ..engine.generate import Generation
     from ..engine.model import Model
 
 
@@ -70,7 +71,7 @@ class ChatSession:
 
     def system_messages(self) -> list[Message]:
         """The tools message (when there are tools), then the system prompt."""
-        from ..engine.tools import tools_message
+        from ..engine.toolcalls import tools_message
 
         out = [tools_message(self.tools)] if self.tools else []
         return out + ([Message("system", self.system)] if self.system else [])

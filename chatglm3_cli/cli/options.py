@@ -259,15 +259,15 @@ class ModelArgs(OptionGroup):
         """--chat-template read and checked (a file is read, a name looked up in llama.cpp's)."""
         if self.chat_template is None:
             return None
-        from ..engine import backend
+        from ..engine.llama.model import builtin_chat_templates
         from ..engine.templates import load_chat_template
 
-        return load_chat_template(self.chat_template, backend.builtin_chat_templates())
+        return load_chat_template(self.chat_template, builtin_chat_templates())
 
     def open(self, *, chat_context: bool = True) -> "Model":
         """``chat_context=False`` for batch and translate: they decode through the parallel
         decoder's own context, and the chat one would only take memory."""
-        from ..engine.backend import CACHE_TYPES
+        from ..engine.llama.placement import CACHE_TYPES
         from ..engine.model import Model  # loading llama.cpp is deferred to here
         from . import console as console_mod
         from .errors import UsageError
@@ -297,9 +297,9 @@ class ModelArgs(OptionGroup):
 
     def default_parallel(self) -> int:
         """Sequences decoded at once when --parallel is not given: more where a GPU does the work."""
-        from ..engine import backend
+        from ..engine.llama.runtime import supports_gpu_offload
 
-        return 8 if backend.supports_gpu_offload() and self.gpu_layers != 0 else 4
+        return 8 if supports_gpu_offload() and self.gpu_layers != 0 else 4
 
     def n_parallel(self) -> int:
         return self.parallel if self.parallel is not None else self.default_parallel()

@@ -14,7 +14,8 @@ from .options import ModelArgs, SamplingArgs, SamplingParams, SystemArgs, with_o
 from .tooling import ToolArgs
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..engine.generate import Completion, Generation
+    from ..engine.completion import Completion
+    from ..engine.generate import Generation
     from ..engine.model import Model
     from ..engine.prompt import Message
 

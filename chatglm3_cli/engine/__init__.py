@@ -1,5 +1,5 @@
 """The engine: GGUF files in, answers out. Nothing here imports Typer or rich, and importing
-this package loads nothing (llama.cpp is loaded on first use, by backend.py).
+this package loads nothing (llama.cpp is loaded on first use, by llama/runtime.py).
 
 A map of the room, by what each module holds:
 
@@ -15,7 +15,9 @@ Models and prompts
   templates.py     --chat-template: Jinja files and llama.cpp's built-in formats
   messages.py      OpenAI-style chat messages to Messages (serve, batch)
   grammar.py       GBNF grammars: JSON Schema and label lists
-  tools.py         ChatGLM3's and GLM-4's tool-call text: the tools prompt, reading a call
+  grammar_limits.py  bounds on schemas and label lists, checked before any conversion
+  bytecache.py     an LRU cache bounded by bytes (the server's grammars)
+  toolcalls.py     ChatGLM3's and GLM-4's tool-call text: the tools prompt, reading a call
                    (running tools is the tools/ package's job)
 
 Decoding
@@ -24,17 +26,22 @@ Decoding
                    drafts; every loop drives it
   answer.py        what a finished answer comes back as on every path: content, tool call,
                    finish reason
-  generate.py      the one-conversation loop (run, chat) with its KV cache; Completion, Timings
+  generate.py      the one-conversation loop (run, chat) with its KV cache
+  completion.py    Completion and Timings: what either loop returns for an answer
   decoder.py       the parallel loop (batch, translate, serve): many sequences in one context
   prefixes.py      the decoder's shared prompt prefixes (kept in the KV cache, LRU)
-  lookup.py        prompt-lookup drafts and the policy that decides when drafting pays
-  steps.py         decode-step times by row count, and the row padding they justify
+  promptcache.py   evaluated prompt prefixes kept on disk for later processes
+  speculation.py   prompt-lookup drafts, the policy that decides when drafting pays, and
+                   SpecStats (what drafting did)
+  step_costs.py    decode-step times by row count, and the row padding they justify
   sampling.py      SamplingParams
 
 llama.cpp and the machine
-  backend.py       the only module that calls llama.cpp's C API: loading, weight placement,
-                   contexts and decode calls, samplers, logging (grammar.py borrows
-                   llama-cpp-python's JSON Schema converter, which is Python)
+  llama/           the only package that calls llama.cpp's C API (its __init__ maps it):
+                   runtime (loading, logging, abort), placement (weights, flash attention,
+                   mmap), model, context (decode, Ctrl-C, saved states), sampler (grammar
+                   resampling); grammar.py borrows llama-cpp-python's JSON Schema converter,
+                   which is Python
   cpu.py           threads and OpenMP waiting
   memory.py        will a context fit in memory (checked before llama.cpp is asked)
   pagedrop.py      returns the pages of a mapped file that repacking left dead

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Collection
 
 from .sequence import SEGMENT_SEPARATOR
-from .tools import read_call
+from .toolcalls import read_call
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generate import Completion
+    from .completion import Completion
 
 
 @dataclass(frozen=True)

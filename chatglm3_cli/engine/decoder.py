@@ -29,10 +29,10 @@ from .prefixes import PrefixStore, usable_prefix
 from .prompt import Message
 from .sampling import SamplingParams
 from .sequence import OnText, SequenceState
-from .steps import RowPadding, StepTimes
+from .step_costs import RowPadding, StepTimes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generate import Completion
+    from .completion import Completion
     from .model import Model
 
 
@@ -101,7 +101,7 @@ class _Slot:
     seq: int
     req: DecodeRequest
     answer: SequenceState
-    sampler: Any  # the model's sampler chain (backend.Sampler)
+    sampler: Any  # the model's sampler chain (llama/sampler.py's Sampler)
     pending: list[int]  # prompt tokens not evaluated yet
     n_past: int  # cells this sequence holds
     shared: int  # prompt tokens that came from the shared prefix
@@ -123,7 +123,8 @@ class ParallelDecoder:
 
     def __init__(self, model: "Model", *, n_parallel: int = 4, n_ctx: int | None = None,
                  n_batch: int = 512, speculate: int | None = None) -> None:
-        from . import backend, memory
+        from . import memory
+        from .llama import placement
 
         if n_parallel < 1:
             raise ValueError("n_parallel must be >= 1")
@@ -132,7 +133,7 @@ class ParallelDecoder:
         self.n_ctx = n_ctx or min(model.n_ctx, 4096)
         if n_parallel + 1 > LLAMA_MAX_SEQ:
             raise ValueError(f"n_parallel must be below {LLAMA_MAX_SEQ}")
-        # one more sequence, when llama.cpp allows it, for the rows that pad a step (steps.py)
+        # one more sequence, when llama.cpp allows it, for the rows that pad a step (step_costs.py)
         self.pad_seq = n_parallel if n_parallel + 1 < LLAMA_MAX_SEQ else -1
         first_prefix = n_parallel + (self.pad_seq >= 0)
         n_prefix_seqs = min(PREFIX_SEQS, LLAMA_MAX_SEQ - first_prefix)
@@ -141,11 +142,12 @@ class ParallelDecoder:
                                   f"(and one for shared prompts)",
                              lower="--parallel or --ctx", on_cpu=model.n_gpu_layers == 0,
                              cache_type=getattr(model, "cache_type", "f16"),
-                             flash_attn=backend.uses_flash_attn(model.n_gpu_layers != 0, self.n_ctx * (n_parallel + 1),
-                                                                getattr(model, "cache_type", "f16")))
+                             flash_attn=placement.uses_flash_attn(model.n_gpu_layers != 0,
+                                                                  self.n_ctx * (n_parallel + 1),
+                                                                  getattr(model, "cache_type", "f16")))
         self.ctx = model.new_context(n_ctx=self.n_ctx * (n_parallel + 1) + PAD_CELLS, n_batch=n_batch,
                                      n_seq_max=first_prefix + n_prefix_seqs, kv_unified=True)
-        # What llama.cpp made (a small context caps it), a multiple of backend.PROMPT_ALIGN.
+        # What llama.cpp made (a small context caps it), a multiple of PROMPT_ALIGN (llama/context.py).
         self.n_batch = self.ctx.n_batch
         self.prefixes = PrefixStore(self.ctx, range(first_prefix, first_prefix + n_prefix_seqs))
         # Step times by row count (shared with the speculation policy) and whether padding pays.
@@ -266,7 +268,7 @@ class ParallelDecoder:
         import time
         from collections import deque
 
-        from .backend import align_down
+        from .llama.context import align_down
 
         queue = iter(requests)
         lookahead: deque[DecodeRequest] = deque()
@@ -373,7 +375,7 @@ class ParallelDecoder:
                 n_rows = len(entries)
                 has_prompt = n_rows > n_generating
                 if not has_prompt and self.padding is not None:
-                    # Rows nobody reads, where this machine decodes more rows for less (steps.py).
+                    # Rows nobody reads, where this machine decodes more rows for less (step_costs.py).
                     n_rows = self.padding.rows(n_generating)
                     if n_rows > n_generating:
                         self.stats.padded_steps += 1
@@ -454,7 +456,7 @@ class ParallelDecoder:
 
     def _finish(self, slot: _Slot, reason: str | None, now: float) -> "Completion":
         """The slot's Completion (``reason``: where no token ended it); frees its cells."""
-        from .generate import Timings
+        from .completion import Timings
 
         slot.answer.close(reason)
         slot.sampler.close()

@@ -82,7 +82,7 @@ class GLM4(OfficialFamily[GLM4Specials]):
         return self.specials.endoftext
 
     def prompt_ids(self, messages: Sequence[Message], tokenize: Callable[[str], list[int]]) -> list[int]:
-        from .tools import TOOLS_SYSTEM_PROMPT
+        from .toolcalls import TOOLS_SYSTEM_PROMPT
 
         # ChatGLM3's tool preamble is not part of GLM-4's format (its tools block replaces it).
         return glm4_prompt_ids(messages, tokenize, self.specials,

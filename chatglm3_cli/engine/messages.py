@@ -9,7 +9,7 @@ import json
 from typing import Any, Mapping
 
 from .prompt import Message
-from .tools import call_message, function_specs, tools_message
+from .toolcalls import call_message, function_specs, tools_message
 
 ROLE_ALIASES = {"developer": "system", "tool": "observation"}
 

@@ -20,11 +20,15 @@ from typing import Iterable, Sequence
 
 from .. import env
 from ..errors import ModelFormatError, ModelLoadError, UnsupportedModelError
-from . import backend, families, memory
+from . import families, memory
+from .completion import Completion
 from .families import official_family
-from .generate import Completion, Generation, KVCache
+from .generate import Generation, KVCache
 from .gguf_file import GGUFInfo, read_gguf
-from .lookup import SpecPolicy
+from .llama import placement, runtime
+from .llama.context import LlamaContext
+from .llama.model import LlamaModel
+from .llama.sampler import Sampler
 from .prompt import (
     ChatGLM3Specials,
     GLM4Specials,
@@ -34,7 +38,8 @@ from .prompt import (
 )
 from .sampling import SamplingParams
 from .sequence import AnswerFormat
-from .steps import PadMode, StepTimes
+from .speculation import SpecPolicy
+from .step_costs import PadMode, StepTimes
 from .templates import ChatTemplate, builtin_prompt_ids, builtin_prompt_text, turn_end_token
 from .tokenizer import SentencePieceTokenizer
 
@@ -65,7 +70,7 @@ def speculate_by_default() -> bool | None:
 
 def pad_rows_mode() -> PadMode:
     """CHATGLM3_PAD_ROWS: whether the parallel decoder pads a step's rows to a multiple of four
-    (auto: where this machine measured it cheaper, steps.py)."""
+    (auto: where this machine measured it cheaper, step_costs.py)."""
     want = env.mode("CHATGLM3_PAD_ROWS") or "auto"
     return "on" if want == "on" else ("off" if want == "off" else "auto")
 
@@ -92,7 +97,7 @@ class Model:
         take memory). It is then made on first use."""
         self.path = Path(path)
         self.notes: list[str] = []  # things the caller may want to tell the user
-        backend.cache_type_id(cache_type)  # a ValueError before any work
+        placement.cache_type_id(cache_type)  # a ValueError before any work
         self.cache_type = cache_type
         self.info = read_gguf(self.path)  # typed errors for missing, not-GGUF, truncated
         tokens = self.info.get("tokenizer.ggml.tokens")
@@ -105,9 +110,9 @@ class Model:
         self.tokenizer: SentencePieceTokenizer | None = None
         if self.family == CHATGLM3:
             self.tokenizer = SentencePieceTokenizer.from_gguf(self.info)
-        backend.set_verbose(verbose)
+        runtime.set_verbose(verbose)
         try:
-            self._llama = backend.LlamaModel(str(self.path), n_gpu_layers, self.info.tensors)
+            self._llama = LlamaModel(str(self.path), n_gpu_layers, self.info.tensors)
         except ModelLoadError as e:
             if "unknown model architecture" in str(e):
                 raise UnsupportedModelError(
@@ -152,13 +157,13 @@ class Model:
         on = speculate if speculate is not None else speculate_by_default()
         self.speculate = SPECULATE_DRAFT if on is not False else 0
         # Decode-step times by row count on this machine, for the speculation policy and the
-        # parallel decoder's row padding (steps.py).
+        # parallel decoder's row padding (step_costs.py).
         self.step_times = StepTimes()
         self.spec_policy: SpecPolicy | None = SpecPolicy(self.step_times) if on is None else None
         self.pad_rows = pad_rows_mode()
         self._n_batch = n_batch
-        self._n_threads = n_threads or backend.default_threads()
-        self._ctx: backend.LlamaContext | None = None
+        self._n_threads = n_threads or runtime.default_threads()
+        self._ctx: LlamaContext | None = None
         self._kv: KVCache | None = None
         if chat_context:
             try:
@@ -174,10 +179,10 @@ class Model:
             memory.check_context(self.info, n_cells=self._want_ctx, n_batch=self._n_batch,
                                  what=f"{self._want_ctx} tokens", lower="--ctx or --cache-type",
                                  cache_type=self.cache_type,
-                                 flash_attn=backend.uses_flash_attn(self.n_gpu_layers != 0, self._want_ctx,
+                                 flash_attn=placement.uses_flash_attn(self.n_gpu_layers != 0, self._want_ctx,
                                                                     self.cache_type),
                                  on_cpu=self.n_gpu_layers == 0)
-            self._ctx = backend.LlamaContext(self._llama, n_ctx=self._want_ctx, n_batch=self._n_batch,
+            self._ctx = LlamaContext(self._llama, n_ctx=self._want_ctx, n_batch=self._n_batch,
                                              n_threads=self._n_threads, cache_type=self.cache_type)
             self._kv = KVCache(self._ctx)
         return self._kv
@@ -298,16 +303,16 @@ class Model:
     def token_bytes(self, token: int) -> bytes:
         return self._llama.token_bytes(token)
 
-    def new_sampler(self, p: SamplingParams, grammar: str | None = None) -> backend.Sampler:
+    def new_sampler(self, p: SamplingParams, grammar: str | None = None) -> Sampler:
         """A sampler chain for one answer (the caller closes it)."""
-        return backend.Sampler(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+        return Sampler(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                                repeat_penalty=p.repeat_penalty, seed=p.seed,
                                n_vocab=self._llama.n_vocab, grammar=grammar, vocab=self._llama.vocab)
 
     def new_context(self, *, n_ctx: int, n_batch: int, n_seq_max: int = 1,
-                    kv_unified: bool = False) -> backend.LlamaContext:
+                    kv_unified: bool = False) -> LlamaContext:
         """Another llama.cpp context on this model's weights (the parallel decoder's)."""
-        return backend.LlamaContext(self._llama, n_ctx=n_ctx, n_batch=n_batch, n_threads=self._n_threads,
+        return LlamaContext(self._llama, n_ctx=n_ctx, n_batch=n_batch, n_threads=self._n_threads,
                                     n_seq_max=n_seq_max, kv_unified=kv_unified, cache_type=self.cache_type)
 
     def raw_prompt_ids(self, text: str) -> list[int]:
@@ -321,12 +326,12 @@ class Model:
         return ids
 
     @property
-    def llama(self) -> backend.LlamaModel:
+    def llama(self) -> LlamaModel:
         """The loaded llama.cpp model (for engine-level tools: benchmarks, exactness checks)."""
         return self._llama
 
     @property
-    def chat_context(self) -> backend.LlamaContext | None:
+    def chat_context(self) -> LlamaContext | None:
         """The chat context, once made (None before first use)."""
         return self._ctx
 
@@ -384,7 +389,7 @@ def chat_facts(path: str | os.PathLike[str], info: GGUFInfo | None = None) -> Ch
         ids = sorted(fam.stop_tokens)
         return ChatFacts(fam.name, len(template), fam.format_words,
                          [(i, str(tokens[i])) for i in ids if i < len(tokens)])
-    vocab = backend.LlamaModel(str(path), 0, vocab_only=True)
+    vocab = LlamaModel(str(path), 0, vocab_only=True)
     try:
         own = vocab.chat_template() or ""
         stops = [(i, vocab.token_text(i)) for i in sorted(vocab.eog_tokens())]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Protocol, Sequence
 
-from .backend import align_down
+from .llama.context import align_down
 
 
 class _Cells(Protocol):

@@ -32,7 +32,6 @@ answer, and the parallel decoder calls ``decoder_restore`` / ``decoder_kept``.
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -45,13 +44,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from .. import env
 from ..files import atomic_write_bytes
-from .backend import align_down
+from .llama.context import align_down
+from .llama.runtime import llama_version
 from .prefixes import common_prefix, usable_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backend import LlamaContext
     from .decoder import ParallelDecoder
     from .generate import KVCache
+    from .llama.context import LlamaContext
     from .model import Model
 
 FORMAT = 1
@@ -95,15 +95,6 @@ def model_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
     with open(p, "rb") as f:
         h.update(f.read(_MODEL_HASH_BYTES))
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_sha256": h.hexdigest()}
-
-
-def _llama_version() -> str:
-    try:
-        import llama_cpp
-
-        return str(getattr(llama_cpp, "__version__", "?"))
-    except Exception:  # pragma: no cover - only reached with llama.cpp loaded
-        return "?"
 
 
 def _digest(obj: Any, n: int = 16) -> str:
@@ -296,7 +287,7 @@ class PromptCache:
 
     def key(self, ctx: "LlamaContext") -> dict[str, Any]:
         """Everything that changes the cells or their layout besides the tokens."""
-        return {"format": FORMAT, "llama_cpp": _llama_version(), "model": self.model,
+        return {"format": FORMAT, "llama_cpp": llama_version(), "model": self.model,
                 "cache_type": getattr(ctx, "cache_type", "f16"), "flash_attn": bool(getattr(ctx, "flash_attn", False)),
                 "n_batch": int(ctx.n_batch), "gpu_layers": int(getattr(ctx.model, "n_gpu_layers", 0)),
                 "cpu_extra_bufts": env.flag("CHATGLM3_CPU_EXTRA_BUFTS")}
@@ -363,8 +354,6 @@ class PromptCache:
 
     def load_into(self, ctx: "LlamaContext", seq: int, entry: Entry, keep: int) -> bool:
         """Put an entry's cells in sequence ``seq`` and keep the first ``keep`` of them."""
-        from .backend import llama
-
         t0 = time.perf_counter()
         try:
             data = read_payload(entry)
@@ -372,16 +361,13 @@ class PromptCache:
             if entry.path.exists():  # else another process evicted it meanwhile: nothing to say
                 self._drop(entry.path, str(err))
             return False
-        L = llama()
-        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
-        n = L.llama_state_seq_set_data(ctx.ptr, buf, len(data), seq)
-        if n != len(data):
+        if not ctx.set_seq_state(seq, data):
             # Checked bytes of this very llama.cpp and key: the context had no room for them
             # (other sequences' cells), not a bad entry. It stays.
             ctx.remove(seq, 0, -1)
             return False
         held = len(entry.header["tokens"])
-        if int(L.llama_memory_seq_pos_max(ctx.memory, seq)) != held - 1:
+        if ctx.seq_pos_max(seq) != held - 1:
             # cells for another number of tokens than the header lists: never used
             ctx.remove(seq, 0, -1)
             self._drop(entry.path, "its cells do not match its tokens")
@@ -421,15 +407,10 @@ class PromptCache:
             held = len(e.header["tokens"])
             if shared >= align_down(held):  # an earlier turn of this conversation
                 superseded.append(e.path)
-        from .backend import llama
-
-        L = llama()
-        size = int(L.llama_state_seq_get_size(ctx.ptr, seq))
-        buf = (ctypes.c_uint8 * size)()
-        n = int(L.llama_state_seq_get_data(ctx.ptr, buf, size, seq))
-        if n <= 0:
+        payload = ctx.seq_state(seq)  # written and hashed in place
+        if payload is None:
             return None
-        payload = memoryview(buf)[:n]  # written and hashed in place
+        n = len(payload)
         header = {"format": FORMAT, "key": key, "tokens": list(tokens), "payload_bytes": n,
                   "payload_sha256": hashlib.sha256(payload).hexdigest(), "created": time.time(),
                   "conversation": self.conversation, "model_name": self.model_name}

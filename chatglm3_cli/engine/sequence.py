@@ -16,10 +16,10 @@ import codecs
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .lookup import PromptLookup
+from .speculation import PromptLookup
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generate import Completion, Timings
+    from .completion import Completion, Timings
     from .sampling import SamplingParams
 
 PROMPTING = "prompting"
@@ -357,7 +357,7 @@ class SequenceState:
         return out
 
     def completion(self, timings: "Timings", cached_tokens: int) -> "Completion":
-        from .generate import Completion
+        from .completion import Completion
 
         segments = self.segments()
         return Completion(text=self.text, metadata=segments[-1].metadata if segments else "",

@@ -59,11 +59,11 @@ def load_chat_template(value: str, builtin_names: Sequence[str]) -> ChatTemplate
 
 
 def builtin_prompt_text(name: str, messages: Sequence[Message], contents: Sequence[str]) -> str:
-    from . import backend
+    from .llama.model import apply_builtin_template
 
     pairs = [("tool" if m.role == "observation" else m.role, c)
              for m, c in zip(messages, contents, strict=True)]
-    return backend.apply_builtin_template(name, pairs, add_assistant=True)
+    return apply_builtin_template(name, pairs, add_assistant=True)
 
 
 def builtin_prompt_ids(messages: Sequence[Message], name: str, *,

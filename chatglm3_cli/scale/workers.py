@@ -142,8 +142,8 @@ def result_to_json(res: "DecodeResult") -> str:
 
 
 def result_from_json(text: str) -> "DecodeResult":
+    from ..engine.completion import Completion, Timings
     from ..engine.decoder import DecodeResult
-    from ..engine.generate import Completion, Timings
 
     d = json.loads(text)
     comp = None

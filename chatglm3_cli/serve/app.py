@@ -162,7 +162,7 @@ def _tool_answer(state: ServerState, req: P.ChatRequest, done: Event) -> tuple[s
     """The answer as the engine reads it for every path (engine/answer.py): its content, the
     tool call it ended with (an offered tool, literal arguments) or None, the finish reason."""
     from ..engine.answer import read_answer
-    from ..engine.tools import function_specs
+    from ..engine.toolcalls import function_specs
 
     assert done.completion is not None
     comp = done.completion

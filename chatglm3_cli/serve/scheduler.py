@@ -25,8 +25,8 @@ from ..engine.decoder import WAIT, DecodeRequest, DecodeResult
 from ..errors import ChatGLM3Error, GenerationError, QueueFullError, ShuttingDownError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.completion import Completion
     from ..engine.decoder import ParallelDecoder
-    from ..engine.generate import Completion
     from ..engine.sampling import SamplingParams
 
 

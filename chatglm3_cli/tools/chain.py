@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from ..engine.prompt import Message
-from ..engine.tools import read_call
+from ..engine.toolcalls import read_call
 from .functions import FunctionTool, check_unique
 from .interpreter import INTERPRETER_METADATA, INTERPRETER_SYSTEM_PROMPT, Interpreter, extract_code, truncate
 

@@ -5,7 +5,7 @@ the function's, the description its docstring (the part before an ``Args:`` sect
 parameters a JSON Schema built from the type hints and defaults. ChatGLM3's official demo
 declares parameters as ``Annotated[type, "description", required]``; that spelling works too.
 
-A call's arguments come from ``engine.tools`` (literals only, never evaluated), are checked
+A call's arguments come from ``engine.toolcalls`` (literals only, never evaluated), are checked
 against the schema, and only then passed to the function. Whatever the function returns (or the
 exception it raises) becomes the observation text.
 """
@@ -238,7 +238,7 @@ def load_python_tools(path: str | Path) -> list[FunctionTool]:
 
 def load_json_tools(path: str | Path) -> list[FunctionTool]:
     """OpenAI-style tool specs (a list, or {"tools": [...]}) with no implementation."""
-    from ..engine.tools import function_specs
+    from ..engine.toolcalls import function_specs
 
     path = Path(path)
     try:

@@ -52,13 +52,13 @@ def test_label_grammar_escapes_and_accepts_the_metadata_line():
 
 
 def test_grammars_parse_in_llama_cpp():
-    from chatglm3_cli.engine import backend
+    from chatglm3_cli.engine.llama import runtime
 
     llama_grammar = pytest.importorskip("llama_cpp.llama_grammar")
     for g in (G.labels_grammar(["a b", 'q"', "中文"]), G.schema_grammar(SCHEMA),
               G.schema_grammar({"type": "array", "items": {"type": "integer"}, "maxItems": 3})):
         assert llama_grammar.LlamaGrammar.from_string(g, verbose=False) is not None
-    assert backend  # imported: the same llama.cpp build
+    assert runtime  # imported: the same llama.cpp build
 
 
 def test_parse_label():

@@ -9,7 +9,7 @@ from chatglm3_cli.batch.jobs import parse_jobs
 from chatglm3_cli.engine.messages import chat_messages
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.engine.prompt import Message
-from chatglm3_cli.engine.tools import TOOLS_SYSTEM_PROMPT, parse_call
+from chatglm3_cli.engine.toolcalls import TOOLS_SYSTEM_PROMPT, parse_call
 
 from .test_runner import jsonl, run
 

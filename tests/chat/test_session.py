@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from chatglm3_cli.chat.session import ChatSession
-from chatglm3_cli.engine.backend import PROMPT_ALIGN, align_down
+from chatglm3_cli.engine.llama.context import PROMPT_ALIGN, align_down
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.engine.sampling import SamplingParams
 from chatglm3_cli.errors import PromptTooLongError
@@ -41,7 +41,7 @@ def test_each_turn_evaluates_only_new_tokens(session, scripted_model):
     t2, _ = _say(session, "second question")
     r2 = t2.result
     # new: <|user|> + encode("\n") + encode(question) + <|assistant|>; the reused part ends at
-    # an aligned position (backend.PROMPT_ALIGN), so up to PROMPT_ALIGN - 1 more are evaluated
+    # an aligned position (llama/context.py's PROMPT_ALIGN), so up to PROMPT_ALIGN - 1 more are evaluated
     new = 1 + len(scripted_model.tokenize("\n")) + len(scripted_model.tokenize("second question")) + 1
     cached = r1.prompt_tokens + r1.completion_tokens
     assert r2.cached_tokens == align_down(cached)

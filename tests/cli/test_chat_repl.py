@@ -13,7 +13,7 @@ from chatglm3_cli.chat.history import Conversation, ConversationStore
 from chatglm3_cli.chat.session import ChatSession
 from chatglm3_cli.cli.render import PlainRenderer
 from chatglm3_cli.cli.repl import ChatREPL
-from chatglm3_cli.engine.backend import align_down
+from chatglm3_cli.engine.llama.context import align_down
 from chatglm3_cli.engine.sampling import SamplingParams
 
 ANSWER = "Hello! I am ChatGLM3 🙂龘"

@@ -37,7 +37,7 @@ def _policy_in_child(env_extra):
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "CHATGLM3_OMP_WAIT_POLICY")}
     env.update(env_extra)
-    code = ("import os\nfrom chatglm3_cli.engine import backend, cpu\nbackend.llama()\n"
+    code = ("import os\nfrom chatglm3_cli.engine import cpu\nfrom chatglm3_cli.engine.llama import runtime\nruntime.llama()\n"
             "print(os.environ.get('OMP_WAIT_POLICY'), '|', cpu.omp_policy())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

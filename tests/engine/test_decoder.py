@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from chatglm3_cli.engine.backend import align_down
 from chatglm3_cli.engine.decoder import DecodeRequest, ParallelDecoder
+from chatglm3_cli.engine.llama.context import align_down
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
 from chatglm3_cli.errors import GrammarError, PromptTooLongError
@@ -92,10 +92,10 @@ def test_parallel_answers_on_a_q4_k_m_file(q4km_model):
 
 
 def _logits(ctx, row):
-    from chatglm3_cli.engine import backend
+    from chatglm3_cli.engine.llama import runtime
 
     n = ctx.model.n_vocab
-    return backend.llama().llama_get_logits_ith(ctx.ptr, row)[:n]
+    return runtime.llama().llama_get_logits_ith(ctx.ptr, row)[:n]
 
 
 def test_logits_barely_depend_on_how_a_prompt_is_cut(tiny_model):
@@ -103,13 +103,13 @@ def test_logits_barely_depend_on_how_a_prompt_is_cut(tiny_model):
     same evaluated in one call, cut after a shared prefix, mixed into one call with other
     sequences' tokens, or as a one-token step beside other sequences. With flash attention on,
     the same cuts moved these logits by up to 0.047."""
-    from chatglm3_cli.engine import backend
+    from chatglm3_cli.engine.llama import context
 
     m = tiny_model
     prompt = m.prompt_ids([Message("system", SYSTEM), Message("user", "The philosophy of people " * 6)])
     other = m.prompt_ids([Message("user", "something else entirely")])
     n = len(prompt)
-    ctx = backend.LlamaContext(m._llama, n_ctx=2048, n_seq_max=3, kv_unified=True)
+    ctx = context.LlamaContext(m._llama, n_ctx=2048, n_seq_max=3, kv_unified=True)
     try:
         def run(calls):
             ctx.clear()
@@ -245,11 +245,11 @@ def test_a_failed_request_leaves_its_sequence_clean(fixtures):
 
 
 def test_decode_errors_name_their_own_cause(tiny_model):
-    from chatglm3_cli.engine import backend
+    from chatglm3_cli.engine.llama import runtime
     from chatglm3_cli.errors import GenerationError
 
     with ParallelDecoder(tiny_model, n_parallel=1, n_ctx=64) as d:
-        backend._log_lines.append((backend._GGML_ERROR, "error: an old failure"))
+        runtime._log_lines.append((runtime._GGML_ERROR, "error: an old failure"))
         with pytest.raises(GenerationError) as e:
             d.ctx.decode_entries([(tiny_model._llama.n_vocab + 7, 0, 0, True)])  # no such token
         assert "old failure" not in e.value.message and "token" in e.value.message
@@ -258,7 +258,7 @@ def test_decode_errors_name_their_own_cause(tiny_model):
 def test_ctrl_c_interrupts_the_prompt_chunks_of_the_batch_decoder(tiny_model):
     """Ctrl-C while llama_decode evaluates prompt chunks: llama.cpp's abort callback is the only
     way in. Here the callback itself plays the SIGINT handler (sets the flag on its first call)."""
-    from chatglm3_cli.engine import backend
+    from chatglm3_cli.engine.llama import runtime
 
     with ParallelDecoder(tiny_model, n_parallel=2, n_ctx=512) as d:
         calls = []
@@ -268,13 +268,13 @@ def test_ctrl_c_interrupts_the_prompt_chunks_of_the_batch_decoder(tiny_model):
             d.ctx._abort.requested = True
             return True
 
-        d.ctx._abort.cb = backend.llama().ggml_abort_callback(pressed)
+        d.ctx._abort.cb = runtime.llama().ggml_abort_callback(pressed)
         reqs = [DecodeRequest(str(i), messages=[Message("user", "long text " * 60)],
                               params=SamplingParams(temperature=0, max_tokens=4)) for i in range(3)]
         with pytest.raises(KeyboardInterrupt):
             list(d.run(reqs))
         assert calls
         # the interrupted sequences were cleared: the decoder still answers
-        d.ctx._abort = backend._AbortFlag()
+        d.ctx._abort = runtime._AbortFlag()
         results = list(d.run(reqs[:2]))
         assert all(r.error is None for r in results)

@@ -2,8 +2,8 @@
 it is generated, cancelling a sequence, and a finished conversation kept for its next turn."""
 from __future__ import annotations
 
-from chatglm3_cli.engine.backend import align_down
 from chatglm3_cli.engine.decoder import WAIT, DecodeRequest, ParallelDecoder
+from chatglm3_cli.engine.llama.context import align_down
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chatglm3_cli.engine import backend
 from chatglm3_cli.engine.decoder import DecodeRequest, ParallelDecoder
+from chatglm3_cli.engine.llama import context, runtime, sampler
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
 
@@ -44,7 +44,7 @@ def models(fixtures):
 
 def _last_logits(model) -> np.ndarray:
     ctx = model.chat_context
-    ptr = backend.llama().llama_get_logits_ith(ctx.ptr, -1)
+    ptr = runtime.llama().llama_get_logits_ith(ctx.ptr, -1)
     return np.ctypeslib.as_array(ptr, shape=(model.llama.n_vocab,)).copy()
 
 
@@ -70,7 +70,7 @@ def test_a_prompt_after_a_cached_prefix_gives_bit_identical_logits(models, kind)
         m.reset()
         m.generate(prompt_ids=other, params=one).complete()
         r = m.generate(prompt_ids=target, params=one).complete()
-        assert r.cached_tokens % backend.PROMPT_ALIGN == 0 and r.cached_tokens <= cut
+        assert r.cached_tokens % context.PROMPT_ALIGN == 0 and r.cached_tokens <= cut
         kept.add(r.cached_tokens)
         after = _last_logits(m)
         assert np.array_equal(alone, after), (
@@ -126,11 +126,11 @@ class _Oracle:
 
 @pytest.fixture
 def oracle(monkeypatch):
-    from chatglm3_cli.engine import lookup, sequence
+    from chatglm3_cli.engine import sequence, speculation
 
     _Oracle.answers = {}
     monkeypatch.setattr(sequence, "PromptLookup", _Oracle)  # where every loop's drafts come from
-    monkeypatch.setattr(lookup, "PromptLookup", _Oracle)
+    monkeypatch.setattr(speculation, "PromptLookup", _Oracle)
     return _Oracle.answers
 
 
@@ -150,7 +150,7 @@ def test_speculation_leaves_greedy_answers_unchanged(models, oracle, kind):
             drafted += g.spec.drafted
             accepted += g.spec.accepted
             # the KV cache holds exactly the tokens the engine thinks (no leftover draft cells)
-            L = backend.llama()
+            L = runtime.llama()
             assert L.llama_memory_seq_pos_max(m.chat_context.memory, 0) == len(m._cache.tokens) - 1
         m.speculate = 0
         _agree(m, kind, prompt, out[0], out[3])
@@ -300,7 +300,7 @@ def test_grammar_fast_path_answers_as_masking_first(models, monkeypatch, kind):
     reqs = _grammar_requests(SamplingParams(temperature=0, max_tokens=32))
     out = {}
     for first in (True, False):
-        monkeypatch.setattr(backend.Sampler, "grammar_first", first)
+        monkeypatch.setattr(sampler.Sampler, "grammar_first", first)
         with ParallelDecoder(m, n_parallel=2, n_ctx=512) as d:
             out[first] = {r.key: r.completion.tokens for r in d.run(reqs) if r.completion}
     assert len(out[False]) == len(reqs)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatglm3_cli.engine.backend import PROMPT_ALIGN, align_down
+from chatglm3_cli.engine.llama.context import PROMPT_ALIGN, align_down
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams

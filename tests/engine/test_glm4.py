@@ -15,7 +15,7 @@ from chatglm3_cli.engine.messages import chat_messages
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
-from chatglm3_cli.engine.tools import call_message, read_call, tools_message
+from chatglm3_cli.engine.toolcalls import call_message, read_call, tools_message
 
 GREEDY = SamplingParams(temperature=0)
 WEATHER = {"name": "get_weather", "description": "天气 lookup <b>&",
@@ -125,7 +125,7 @@ def test_chat_session_reuses_the_generated_ids(glm4):
     turn = s.ask("again")
     list(turn)
     assert turn.generation.prompt[:len(prompt1) + len(first.tokens)] == prompt1 + first.tokens
-    from chatglm3_cli.engine.backend import align_down
+    from chatglm3_cli.engine.llama.context import align_down
 
     # The cache keeps the whole first exchange (cut at an aligned position, as every prompt is).
     assert s.last_completion.cached_tokens == align_down(len(prompt1) + len(first.tokens))

@@ -37,10 +37,10 @@ def test_what_the_bounds_allow_stays_within_the_parsers_nesting(schema):
 
 def test_json_strings_exclude_control_characters_in_llama_cpp_too(fixtures):
     """The grammar as llama.cpp runs it: inside a JSON string, no byte 0x00-0x1F is allowed."""
-    from chatglm3_cli.engine import backend
+    from chatglm3_cli.engine.llama import model, runtime, sampler
 
-    vocab = backend.LlamaModel(str(fixtures.path("tiny")), 0, vocab_only=True)
-    s = backend.Sampler(temperature=0, top_p=1, top_k=0, repeat_penalty=1.0, seed=None, n_vocab=vocab.n_vocab,
+    vocab = model.LlamaModel(str(fixtures.path("tiny")), 0, vocab_only=True)
+    s = sampler.Sampler(temperature=0, top_p=1, top_k=0, repeat_penalty=1.0, seed=None, n_vocab=vocab.n_vocab,
                         grammar=G.schema_grammar({"type": "object"}), vocab=vocab.vocab)
     import numpy as np
 
@@ -52,7 +52,7 @@ def test_json_strings_exclude_control_characters_in_llama_cpp_too(fixtures):
             single.setdefault(b, t)
     for ch in (b"\n", b"{", b'"'):  # the metadata line's end, then an object's first key opens
         assert s._allowed([single[ch]])[0], ch
-        backend.llama().llama_sampler_accept(s.grammar, single[ch])
+        runtime.llama().llama_sampler_accept(s.grammar, single[ch])
     controls = [t for b, t in single.items() if b[0] < 0x20]
     letters = [single[b"a"], single[b"b"]]
     assert len(controls) >= 16

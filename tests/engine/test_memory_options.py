@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from chatglm3_cli.engine import backend
+from chatglm3_cli.engine.llama import placement, runtime
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
 from chatglm3_cli.errors import ModelLoadError
@@ -34,23 +34,23 @@ def _file(q4_share: float):
 
 def test_the_file_is_mapped_unless_mmap_is_turned_off(monkeypatch):
     monkeypatch.delenv("CHATGLM3_MMAP", raising=False)
-    monkeypatch.setattr(backend, "_cpu_extra_buffer_types", lambda: {"CPU_REPACK": 1})
-    assert backend.repacked_share(_file(0.9)) == pytest.approx(0.9, abs=0.01)
-    assert backend.use_mmap() is True  # mapped; its dead pages are dropped
+    monkeypatch.setattr(placement, "_cpu_extra_buffer_types", lambda: {"CPU_REPACK": 1})
+    assert placement.repacked_share(_file(0.9)) == pytest.approx(0.9, abs=0.01)
+    assert placement.use_mmap() is True  # mapped; its dead pages are dropped
     monkeypatch.setenv("CHATGLM3_MMAP", "0")
-    assert backend.use_mmap() is False
+    assert placement.use_mmap() is False
 
 
 def test_the_load_mode_reaches_llama_cpp():
     """ctypes structures accept any attribute: the choice must land in a real field (it once
     went to `use_mmap`, which this llama.cpp no longer has, and nothing changed)."""
-    L = backend.llama()
+    L = runtime.llama()
     params = L.llama_model_default_params()
     fields = {f[0] for f in type(params)._fields_}
-    backend.set_load_mode(params, False)
+    placement.set_load_mode(params, False)
     if "load_mode" in fields:
         assert params.load_mode == L.LLAMA_LOAD_MODE_NONE
-        backend.set_load_mode(params, True)
+        placement.set_load_mode(params, True)
         assert params.load_mode == L.LLAMA_LOAD_MODE_AUTO
     else:
         assert params.use_mmap is False
@@ -98,7 +98,7 @@ def test_a_model_answers_the_same_mapped_read_and_with_pages_dropped(fixtures, m
     out = {}
     for name, mm, min_share in (("mapped", "1", 2.0), ("dropped", "1", 0.0), ("read", "0", 0.0)):
         monkeypatch.setenv("CHATGLM3_MMAP", mm)
-        monkeypatch.setattr(backend, "DROP_PAGES_MIN_REPACKED", min_share)
+        monkeypatch.setattr(placement, "DROP_PAGES_MIN_REPACKED", min_share)
         with Model(fixtures.path("tiny-q4_0"), n_ctx=256) as m:
             assert m._llama.mmap is (mm == "1")
             assert m._llama.dropped_pages is (name == "dropped" and sys.platform.startswith("linux"))
@@ -152,15 +152,15 @@ def test_cpu_flash_attention_only_where_its_memory_matters(monkeypatch):
     """Off on a CPU for parity across prompt cuts, except with a quantized KV cache and past
     FA_CPU_MAX_CELLS_OFF cells, where the attention scores alone would take gigabytes."""
     monkeypatch.delenv("CHATGLM3_FLASH_ATTN", raising=False)
-    limit = backend.FA_CPU_MAX_CELLS_OFF
-    assert backend.flash_attn_type(False, 4096 * 5) == backend._FA_OFF  # batch's default context
-    assert backend.flash_attn_type(False, limit) == backend._FA_OFF
-    assert backend.flash_attn_type(False, limit + 1) == backend._FA_ON
-    assert backend.flash_attn_type(False, 256, "q8_0") == backend._FA_ON
-    assert backend.flash_attn_type(True, 256) == backend._FA_AUTO
-    assert backend.uses_flash_attn(False, limit + 1) and not backend.uses_flash_attn(False, limit)
+    limit = placement.FA_CPU_MAX_CELLS_OFF
+    assert placement.flash_attn_type(False, 4096 * 5) == placement._FA_OFF  # batch's default context
+    assert placement.flash_attn_type(False, limit) == placement._FA_OFF
+    assert placement.flash_attn_type(False, limit + 1) == placement._FA_ON
+    assert placement.flash_attn_type(False, 256, "q8_0") == placement._FA_ON
+    assert placement.flash_attn_type(True, 256) == placement._FA_AUTO
+    assert placement.uses_flash_attn(False, limit + 1) and not placement.uses_flash_attn(False, limit)
     monkeypatch.setenv("CHATGLM3_FLASH_ATTN", "off")
-    assert backend.flash_attn_type(False, limit * 4) == backend._FA_OFF
+    assert placement.flash_attn_type(False, limit * 4) == placement._FA_OFF
 
 
 def test_a_long_context_is_estimated_and_made_with_flash_attention(fixtures, monkeypatch):
@@ -168,7 +168,7 @@ def test_a_long_context_is_estimated_and_made_with_flash_attention(fixtures, mon
     from chatglm3_cli.engine.model import Model
 
     monkeypatch.delenv("CHATGLM3_FLASH_ATTN", raising=False)
-    monkeypatch.setattr(backend, "FA_CPU_MAX_CELLS_OFF", 512)
+    monkeypatch.setattr(placement, "FA_CPU_MAX_CELLS_OFF", 512)
     with Model(fixtures.path("tiny"), n_ctx=1024) as m:
         m.chat([Message("user", "hi")], SamplingParams(temperature=0, max_tokens=2))
         assert m._ctx.flash_attn

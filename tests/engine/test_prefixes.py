@@ -3,7 +3,7 @@ within a budget of KV cells (bookkeeping tested with a recording context; the de
 it with the real llama.cpp in test_decoder_serving.py)."""
 from __future__ import annotations
 
-from chatglm3_cli.engine.backend import PROMPT_ALIGN
+from chatglm3_cli.engine.llama.context import PROMPT_ALIGN
 from chatglm3_cli.engine.prefixes import PrefixStore, common_prefix
 
 A = PROMPT_ALIGN

@@ -10,8 +10,9 @@ import struct
 import numpy as np
 import pytest
 
-from chatglm3_cli.engine import backend, promptcache
+from chatglm3_cli.engine import promptcache
 from chatglm3_cli.engine.decoder import DecodeRequest, ParallelDecoder
+from chatglm3_cli.engine.llama import context, runtime
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
 
@@ -36,7 +37,7 @@ def _open(fixtures, kind, root=None, warnings=None, **kw):
 
 
 def _last_logits(model) -> np.ndarray:
-    ptr = backend.llama().llama_get_logits_ith(model._ctx.ptr, -1)
+    ptr = runtime.llama().llama_get_logits_ith(model._ctx.ptr, -1)
     return np.ctypeslib.as_array(ptr, shape=(model._llama.n_vocab,)).copy()
 
 
@@ -61,7 +62,7 @@ def test_a_restored_prefix_gives_the_logits_of_a_run_without_the_cache(fixtures,
         r3, alone = _ask(plain, "Which language is the code in?")
         # the whole document came from the file, cut to an aligned length
         assert r2.cached_tokens == later.prompt_cache.restored > len(r2.tokens) + 200
-        assert r2.cached_tokens % backend.PROMPT_ALIGN == 0 and r3.cached_tokens == 0
+        assert r2.cached_tokens % context.PROMPT_ALIGN == 0 and r3.cached_tokens == 0
         assert np.array_equal(restored, alone), (
             f"{kind}: logits moved by {np.abs(restored - alone).max():.3g} after a restored prefix")
     finally:

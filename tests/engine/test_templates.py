@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatglm3_cli.engine import backend
+from chatglm3_cli.engine.llama.model import builtin_chat_templates
 from chatglm3_cli.engine.model import Model, chat_facts
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
@@ -19,7 +19,7 @@ NAMES = None
 def names():
     global NAMES
     if NAMES is None:
-        NAMES = backend.builtin_chat_templates()
+        NAMES = builtin_chat_templates()
     return NAMES
 
 

@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from chatglm3_cli import errors as E
+from chatglm3_cli.engine.completion import Completion, Timings
 from chatglm3_cli.engine.decoder import DecodeRequest, DecodeResult
-from chatglm3_cli.engine.generate import Completion, Timings
 from chatglm3_cli.engine.sampling import SamplingParams
 from chatglm3_cli.files import file_sha256
 from chatglm3_cli.scale.workers import (

@@ -11,7 +11,7 @@ import httpx
 import jsonschema
 import pytest
 
-from chatglm3_cli.engine.backend import align_down
+from chatglm3_cli.engine.llama.context import align_down
 
 from .serverproc import KEY, Server, child_env
 

@@ -16,7 +16,7 @@ from chatglm3_cli.chat.session import ChatSession
 from chatglm3_cli.engine.model import Model
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.engine.sampling import SamplingParams
-from chatglm3_cli.engine.tools import TOOLS_SYSTEM_PROMPT
+from chatglm3_cli.engine.toolcalls import TOOLS_SYSTEM_PROMPT
 from chatglm3_cli.tools.chain import REFUSED, Approvals, Toolbox, run_chain
 from chatglm3_cli.tools.functions import FunctionTool, function_spec
 from chatglm3_cli.tools.interpreter import INTERPRETER_SYSTEM_PROMPT, Interpreter

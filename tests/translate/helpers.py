@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from chatglm3_cli.engine.completion import Completion, Timings
 from chatglm3_cli.engine.decoder import DecodeResult, DecoderStats
-from chatglm3_cli.engine.generate import Completion, Timings
 from chatglm3_cli.engine.sampling import SamplingParams
 from chatglm3_cli.translate.languages import parse_language
 from chatglm3_cli.translate.pipeline import FileTask, Settings, translate

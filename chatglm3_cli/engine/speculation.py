@@ -6,12 +6,16 @@ followed them then are a cheap guess for what follows now. The engine evaluates 
 together with the current token in one decode call and keeps the longest prefix that the
 model's own sampling confirms (generate.py, decoder.py), so the output is what it would
 have been without guessing.
+
+Also here: ``SpecPolicy`` (whether drafting pays on this machine, from the measured step
+costs) and ``SpecStats`` (what drafting did in one answer).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
-from .steps import StepTimes
+from .step_costs import StepTimes
 
 NGRAM_MAX = 4
 NGRAM_MIN = 2
@@ -99,3 +103,21 @@ class SpecPolicy:
     def judged(self, drafted: int, accepted: int) -> None:
         if drafted:
             self.rate += self.ALPHA * (accepted / drafted - self.rate)
+
+
+@dataclass
+class SpecStats:
+    """What prompt-lookup speculation did: steps with a draft, drafted and accepted tokens."""
+
+    steps: int = 0
+    drafted: int = 0
+    accepted: int = 0
+
+    @property
+    def acceptance(self) -> float | None:
+        return self.accepted / self.drafted if self.drafted else None
+
+    def add(self, other: "SpecStats") -> None:
+        self.steps += other.steps
+        self.drafted += other.drafted
+        self.accepted += other.accepted

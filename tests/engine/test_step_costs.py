@@ -2,8 +2,8 @@
 decoder's padded steps run on real llama.cpp in test_exactness.py)."""
 from __future__ import annotations
 
-from chatglm3_cli.engine.lookup import SpecPolicy
-from chatglm3_cli.engine.steps import RowPadding, StepTimes
+from chatglm3_cli.engine.speculation import SpecPolicy
+from chatglm3_cli.engine.step_costs import RowPadding, StepTimes
 
 
 def _time(times: StepTimes, rows: int, seconds: float, n: int = StepTimes.EXPLORE) -> None:

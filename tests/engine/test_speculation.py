@@ -1,7 +1,7 @@
-"""Prompt-lookup drafts (chatglm3_cli/engine/lookup.py)."""
+"""Prompt-lookup drafts (chatglm3_cli/engine/speculation.py)."""
 from __future__ import annotations
 
-from chatglm3_cli.engine.lookup import PromptLookup
+from chatglm3_cli.engine.speculation import PromptLookup
 
 
 def test_draft_follows_the_latest_earlier_occurrence_of_the_longest_suffix():

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatglm3_cli.engine.prompt import Message
-from chatglm3_cli.engine.tools import (
+from chatglm3_cli.engine.toolcalls import (
     TOOLS_SYSTEM_PROMPT,
     call_message,
     format_call,

@@ -1,8 +1,8 @@
 """Which weights the AMX workaround moves to llama.cpp's CPU_REPACK buffer."""
 from __future__ import annotations
 
-from chatglm3_cli.engine.backend import repack_names
 from chatglm3_cli.engine.gguf_file import read_gguf
+from chatglm3_cli.engine.llama.placement import repack_names
 
 
 def test_q4_k_m_file_repacks_its_q4_0_and_q4_k_matrices_only(fixtures):
