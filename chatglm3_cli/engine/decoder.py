@@ -3,9 +3,20 @@
 ``ParallelDecoder.run(requests)`` keeps up to N requests in flight in one context with N
 sequences. Each step decodes one token for every live sequence in a single llama_decode; a
 finished sequence frees its KV cells and the next request takes its place. Prompts that begin
-with the same tokens (a job's instructions, a system prompt) share one evaluated copy: the
-common prefix is evaluated once into a dedicated sequence and its cells are shared with each
-request (llama_memory_seq_cp on a unified KV cache), so only the rest is evaluated per request.
+with the same tokens (a job's instructions, a system prompt) share one evaluation: the common
+prefix is evaluated once into a dedicated sequence and copied to each request, so only the rest
+is evaluated per request.
+
+Each sequence has a KV stream of its own (llama.cpp's non-unified KV cache), for speed and
+exactness at once: a row's attention covers only its own sequence's cells (in one unified pool
+every row scores every sequence's cells and masks them: 1.25-1.45x the cost of a 2- and
+4-row step on the 6B shapes, docs/benchmarks.md), and a sequence's cells sit at the indices
+they would have in a context of its own, so answers are the same at every --parallel without
+flash attention (llama.cpp's CPU kernel rounds differently for one query row, a few, and 64+).
+llama.cpp puts the sequences of one decode call into one micro-batch only when their ids are
+consecutive and each has the same number of tokens; the step builder keeps them so
+(``_align_rows``), filling gaps with rows in empty streams. A copy between streams copies the
+whole stream (at the next decode call) and then drops the cells past the prefix.
 
 Results come out in the order requests finish; every request yields exactly one result, with
 either a Completion or the typed error that stopped that request (never the whole run).
@@ -86,12 +97,58 @@ class DecoderStats:
 
 # A prefix shorter than this is not worth a separate evaluation and a cell copy.
 MIN_SHARED_PREFIX = 16
-# Sequences that hold shared prefixes (kept conversations, a job's instructions), besides the
-# N generating ones; llama.cpp allows LLAMA_MAX_SEQ (256) sequences in a context in all.
-PREFIX_SEQS = 8
+# Streams that hold shared prefixes (a job's instructions; on a server, kept conversations),
+# besides the N generating ones; each takes a full sequence's KV memory.
+PREFIX_SEQS = 2
 LLAMA_MAX_SEQ = 256
-# KV cells for the rows that pad a decode step to a multiple of four (at most three).
-PAD_CELLS = RowPadding.GROUP - 1
+# llama.cpp rounds each stream's cells up to a multiple of this.
+STREAM_ALIGN = 256
+
+
+def stream_layout(n_parallel: int, n_prefixes: int, pad_mode: str) -> tuple[int, int]:
+    """(pad streams, prefix streams) after the n_parallel generating ones. Padding a step's
+    rows to a multiple of four (step_costs.RowPadding) puts one row in each of as many empty
+    streams: free generating streams when there are any, else pad streams. Automatic padding
+    only ever pads a missing fourth row (3 to 4) without evidence, so it gets one pad stream
+    where n_parallel is 3 mod 4; ``on`` (tests, measurements) gets all it may need."""
+    if pad_mode == "off":
+        pad = 0
+    elif pad_mode == "on":
+        pad = -n_parallel % RowPadding.GROUP
+    else:
+        pad = 1 if n_parallel % RowPadding.GROUP == RowPadding.GROUP - 1 else 0
+    pad = min(pad, max(0, LLAMA_MAX_SEQ - n_parallel - 1))
+    return pad, max(1, min(n_prefixes, LLAMA_MAX_SEQ - n_parallel - pad))
+
+
+def align_rows(rows: Sequence[int], empty: Sequence[int], want: int) -> list[int]:
+    """Streams to give one filler row each so that a step's rows (``rows``: the streams with
+    one row each) form one micro-batch of consecutive streams, and, where ``want`` is more than
+    that, to pad it to ``want`` rows with streams adjacent to them. ``empty``: streams that hold
+    no cells (a filler row there is removed after the step). Returns [] where the gaps cannot
+    all be filled (llama.cpp then splits the step, as it would anyway)."""
+    if not rows:
+        return []
+    lo, hi = min(rows), max(rows)
+    have, free = set(rows), set(empty)
+    gaps = [s for s in range(lo, hi + 1) if s not in have]
+    if any(g not in free for g in gaps):
+        return []
+    fill = list(gaps)
+    n = len(rows) + len(fill)
+    while n < want:
+        if hi + 1 in free:
+            hi += 1
+            fill.append(hi)
+        elif lo - 1 in free:
+            lo -= 1
+            fill.append(lo)
+        else:
+            break
+        n += 1
+    if n < want and len(fill) > len(gaps):  # padding only pays in full: keep just the gaps
+        fill = fill[:len(gaps)]
+    return fill
 
 
 @dataclass
@@ -117,12 +174,12 @@ class _Slot:
 class ParallelDecoder:
     """Decode many requests with up to ``n_parallel`` sequences in flight in one context.
 
-    ``n_ctx`` is the context size of each sequence, as a user means it; the context holds
-    cells for n_parallel + 1 of them (the extra one for shared prefixes), plus PAD_CELLS.
-    """
+    ``n_ctx`` is the context size of each sequence, as a user means it; the context has a
+    stream of that many cells for each generating sequence, each of ``n_prefixes`` shared
+    prefixes, and the streams that pad steps (stream_layout)."""
 
     def __init__(self, model: "Model", *, n_parallel: int = 4, n_ctx: int | None = None,
-                 n_batch: int = 512, speculate: int | None = None) -> None:
+                 n_batch: int = 512, speculate: int | None = None, n_prefixes: int = PREFIX_SEQS) -> None:
         from . import memory
         from .llama import placement
 
@@ -133,27 +190,30 @@ class ParallelDecoder:
         self.n_ctx = n_ctx or min(model.n_ctx, 4096)
         if n_parallel + 1 > LLAMA_MAX_SEQ:
             raise ValueError(f"n_parallel must be below {LLAMA_MAX_SEQ}")
-        # one more sequence, when llama.cpp allows it, for the rows that pad a step (step_costs.py)
-        self.pad_seq = n_parallel if n_parallel + 1 < LLAMA_MAX_SEQ else -1
-        first_prefix = n_parallel + (self.pad_seq >= 0)
-        n_prefix_seqs = min(PREFIX_SEQS, LLAMA_MAX_SEQ - first_prefix)
-        memory.check_context(model.info, n_cells=self.n_ctx * (n_parallel + 1), n_batch=n_batch,
+        pad_mode = getattr(model, "pad_rows", "auto")
+        n_pad, n_prefix_seqs = stream_layout(n_parallel, n_prefixes, pad_mode)
+        # Streams n_parallel.. pad steps (step_costs.py) beside the generating ones; the
+        # prefix streams come after them.
+        self.pad_seqs = list(range(n_parallel, n_parallel + n_pad))
+        first_prefix = n_parallel + n_pad
+        self.n_prefix_seqs = n_prefix_seqs
+        n_streams = first_prefix + n_prefix_seqs
+        per_stream = -(-(self.n_ctx + 1) // STREAM_ALIGN) * STREAM_ALIGN
+        cache_type = getattr(model, "cache_type", "f16")
+        memory.check_context(model.info, n_cells=per_stream * n_streams, n_batch=n_batch,
                              what=f"{n_parallel} parallel sequences of {self.n_ctx} tokens "
-                                  f"(and one for shared prompts)",
+                                  f"(and {n_streams - n_parallel} for shared prompts and padding)",
                              lower="--parallel or --ctx", on_cpu=model.n_gpu_layers == 0,
-                             cache_type=getattr(model, "cache_type", "f16"),
-                             flash_attn=placement.uses_flash_attn(model.n_gpu_layers != 0,
-                                                                  self.n_ctx * (n_parallel + 1),
-                                                                  getattr(model, "cache_type", "f16")))
-        self.ctx = model.new_context(n_ctx=self.n_ctx * (n_parallel + 1) + PAD_CELLS, n_batch=n_batch,
-                                     n_seq_max=first_prefix + n_prefix_seqs, kv_unified=True)
+                             cache_type=cache_type,
+                             flash_attn=placement.uses_flash_attn(model.n_gpu_layers != 0, per_stream, cache_type))
+        self.ctx = model.new_context(n_ctx=per_stream * n_streams, n_batch=n_batch,
+                                     n_seq_max=n_streams, kv_unified=False)
         # What llama.cpp made (a small context caps it), a multiple of PROMPT_ALIGN (llama/context.py).
         self.n_batch = self.ctx.n_batch
         self.prefixes = PrefixStore(self.ctx, range(first_prefix, first_prefix + n_prefix_seqs))
         # Step times by row count (shared with the speculation policy) and whether padding pays.
         self.times: StepTimes = getattr(model, "step_times", None) or StepTimes()
-        self.padding = (RowPadding(self.times, getattr(model, "pad_rows", "auto"))
-                        if self.pad_seq >= 0 else None)
+        self.padding = RowPadding(self.times, pad_mode) if pad_mode != "off" else None
         self.fmt = model.answer_format
         self.stats = DecoderStats()
         self.live = 0  # sequences in flight in the current run (read by other threads)
@@ -184,9 +244,9 @@ class ParallelDecoder:
         return self.model.prompt_ids(list(req.messages or []))
 
     def _prefix_budget(self, live: int) -> int:
-        """KV cells shared prefixes may hold while ``live`` sequences are in flight: each of
-        those may grow to n_ctx cells, and the context has cells for n_parallel + 1 of them."""
-        return self.n_ctx * (self.n_parallel + 1 - live)
+        """KV cells shared prefixes may hold: each has a stream of its own, whatever ``live``
+        sequences are in flight."""
+        return self.n_ctx * self.n_prefix_seqs
 
     def _evaluate(self, seq: int, tokens: list[int], start: int, end: int) -> None:
         """Evaluate tokens[start:end] into a sequence now, in chunks cut at multiples of
@@ -199,14 +259,17 @@ class ParallelDecoder:
             pos = stop
         self.stats.evaluated_prompt_tokens += end - start
 
-    def _keep(self, seq: int, tokens: list[int], live: int) -> None:
-        """Keep the first len(tokens) cells of a sequence (which holds them) as a shared prefix."""
+    def _keep(self, seq: int, tokens: list[int], live: int, anchor: int | None = None) -> None:
+        """Keep the first len(tokens) cells of a sequence (which holds them) as a shared prefix
+        (``anchor``: PrefixStore.reserve)."""
         if len(tokens) < MIN_SHARED_PREFIX:
             return
-        kept = self.prefixes.reserve(tokens, self._prefix_budget(live))
+        kept = self.prefixes.reserve(tokens, self._prefix_budget(live), anchor)
         if kept is not None:
+            # Saved from ``seq``, which holds exactly these cells now: the copy into ``kept``
+            # is only made at the next decode call.
+            promptcache.decoder_kept(self, seq, tokens)  # on disk, for later processes
             self.ctx.copy_seq(seq, kept, 0, len(tokens))
-            promptcache.decoder_kept(self, kept, tokens)  # and on disk, for later processes
         self._count_prefixes()
 
     def _count_prefixes(self) -> None:
@@ -341,6 +404,11 @@ class ParallelDecoder:
                 room = self.n_batch - len(generating)
                 for slot in generating:
                     room -= len(slot.answer.make_draft(min(room, self.speculate)))
+                if len(generating) > 1:
+                    # one micro-batch needs as many tokens from each sequence (module docstring)
+                    shortest = min(len(slot.answer.draft) for slot in generating)
+                    for slot in generating:
+                        del slot.answer.draft[shortest:]
                 n_draft = sum(len(s.answer.draft) for s in generating)
                 if n_draft and self.policy is not None and not self.policy.want(
                         len(generating), len(generating), n_draft):
@@ -372,14 +440,21 @@ class ParallelDecoder:
                             slot.row = len(entries)
                         entries.append((t, slot.n_past + i, slot.seq, last))
                     self.stats.evaluated_prompt_tokens += len(take)
+                has_prompt = len(entries) > n_generating
+                fillers = self._fillers(entries, free, n_generating, has_prompt, n_draft)
+                if fillers:
+                    entries += [(entries[0][0], 0, seq, False) for seq in fillers]
+                # by stream, each one's tokens in order: llama.cpp's micro-batches take
+                # consecutive streams (the sort is stable)
+                entries.sort(key=lambda e: e[2])
+                first_row: dict[int, int] = {}
+                for i, e in enumerate(entries):
+                    if e[3] and e[2] not in first_row:
+                        first_row[e[2]] = i
+                for slot in slots.values():
+                    if slot.row >= 0:
+                        slot.row = first_row[slot.seq]
                 n_rows = len(entries)
-                has_prompt = n_rows > n_generating
-                if not has_prompt and self.padding is not None:
-                    # Rows nobody reads, where this machine decodes more rows for less (step_costs.py).
-                    n_rows = self.padding.rows(n_generating)
-                    if n_rows > n_generating:
-                        self.stats.padded_steps += 1
-                        entries += [(entries[0][0], i, self.pad_seq, False) for i in range(n_rows - n_generating)]
                 ts = time.perf_counter()
                 try:
                     # Prompt chunks take long: Ctrl-C may abort them (never a single-token step,
@@ -395,8 +470,8 @@ class ParallelDecoder:
                         yield DecodeResult(slot.req.key, error=e)
                     continue
                 finally:
-                    if n_rows > n_generating and not has_prompt:
-                        self.ctx.remove(self.pad_seq, 0, -1)
+                    for seq in fillers:
+                        self.ctx.remove(seq, 0, -1)
                 self.stats.decode_calls += 1
                 now = time.perf_counter()
                 if not has_prompt:  # a step's cost by its rows (prompt rows vary too much)
@@ -443,7 +518,8 @@ class ParallelDecoder:
                     del slots[slot.seq]
                     free.append(slot.seq)
                     if retain:  # the cells it holds, in order: its next turn starts with them
-                        self._keep(slot.seq, (slot.prompt + slot.answer.generated)[:slot.n_past], live=len(slots))
+                        self._keep(slot.seq, (slot.prompt + slot.answer.generated)[:slot.n_past], live=len(slots),
+                                   anchor=len(slot.prompt))
                     completion = self._finish(slot, None, time.perf_counter())
                     yield DecodeResult(slot.req.key, completion=completion)
                 self.live = len(slots)
@@ -453,6 +529,22 @@ class ParallelDecoder:
             for slot in slots.values():
                 slot.sampler.close()
                 self.ctx.remove(slot.seq, 0, -1)
+
+    def _fillers(self, entries: list[tuple[int, int, int, bool]], free: Sequence[int],
+                 n_generating: int, has_prompt: bool, n_draft: int) -> list[int]:
+        """Empty streams to give one row each in this step: the gaps between the step's
+        streams, so that its rows make one micro-batch, and in a step of single-token rows the
+        rows that pad it where that pays (step_costs.RowPadding)."""
+        if n_draft:  # rows of several tokens each: llama.cpp splits as it must
+            return []
+        streams = sorted({e[2] for e in entries})
+        want = len(streams)
+        if not has_prompt and self.padding is not None:
+            want = self.padding.rows(n_generating)
+        fill = align_rows(streams, [*free, *self.pad_seqs], want)
+        if want > len(streams) and len(streams) + len(fill) >= want:
+            self.stats.padded_steps += 1
+        return fill
 
     def _finish(self, slot: _Slot, reason: str | None, now: float) -> "Completion":
         """The slot's Completion (``reason``: where no token ended it); frees its cells."""

@@ -3,8 +3,8 @@
 The parallel decoder keeps several: a job's shared instructions, and on a server each finished
 conversation, so that a client resending a growing conversation pays only for its new turn even
 when other clients' conversations finish in between. Each prefix is a sequence of its own in a
-unified KV cache; a request that starts like one gets its cells by llama_memory_seq_cp (shared,
-not copied), and evicting a prefix only drops the cells no live sequence shares.
+KV stream; a request that starts like one gets a copy of its cells (llama_memory_seq_cp), and
+evicting a prefix empties its stream.
 
 The store does the bookkeeping only (which sequence holds which tokens, in what order they were
 used); the decoder evaluates or copies the cells into the sequence ``reserve`` hands out.
@@ -44,6 +44,9 @@ class PrefixStore:
         self._ctx = ctx
         self._free = list(reversed(seqs))
         self._held: OrderedDict[int, list[int]] = OrderedDict()  # seq -> tokens, oldest use first
+        # seq -> how many of its tokens a newer prefix must share to make it redundant (a kept
+        # conversation's prompt: its answer comes back re-encoded from text in the next turn)
+        self._anchor: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._held)
@@ -74,14 +77,16 @@ class PrefixStore:
         while self._held and self.cells > budget:
             self._evict(next(iter(self._held)))
 
-    def reserve(self, tokens: Sequence[int], budget: int) -> int | None:
+    def reserve(self, tokens: Sequence[int], budget: int, anchor: int | None = None) -> int | None:
         """A sequence to hold ``tokens`` as a new prefix (the caller fills its cells), or None
         when one already holds them all or they do not fit in ``budget`` cells.
 
         A prefix is only ever used up to an aligned length (``find``), so one that shares all
         of another's aligned length gives every prompt at least as much: the new one is not kept
         when an old one covers it that way, and old ones it covers (an earlier turn of the same
-        conversation) are dropped. Others are evicted, least recently used first, until it fits."""
+        conversation) are dropped. Others are evicted, least recently used first, until it fits.
+        ``anchor``: keep this prefix only while no newer one shares its first ``anchor`` tokens
+        (default: all of them)."""
         if not tokens or len(tokens) > budget:
             return None
         for seq, held in list(self._held.items()):
@@ -89,7 +94,7 @@ class PrefixStore:
             if shared >= align_down(len(tokens)):  # already held
                 self._held.move_to_end(seq)
                 return None
-            if shared >= align_down(len(held)):  # superseded by the new one
+            if shared >= align_down(self._anchor.get(seq, len(held))):  # superseded by the new one
                 self._evict(seq)
         while self._held and (not self._free or self.cells + len(tokens) > budget):
             self._evict(next(iter(self._held)))
@@ -97,6 +102,8 @@ class PrefixStore:
             return None
         seq = self._free.pop()
         self._held[seq] = list(tokens)
+        if anchor is not None:
+            self._anchor[seq] = anchor
         return seq
 
     def drop(self, seq: int) -> None:
@@ -110,5 +117,6 @@ class PrefixStore:
 
     def _evict(self, seq: int) -> None:
         del self._held[seq]
+        self._anchor.pop(seq, None)
         self._ctx.remove(seq, 0, -1)
         self._free.append(seq)

@@ -103,10 +103,13 @@ def url_of(sock: socket.socket) -> str:
 
 
 def build_state(model: "Model", settings: ServeSettings, model_id: str) -> ServerState:
-    from ..engine.decoder import ParallelDecoder
+    from ..engine.decoder import PREFIX_SEQS, ParallelDecoder
     from .scheduler import Scheduler
 
-    decoder = ParallelDecoder(model, n_parallel=settings.n_parallel, n_ctx=settings.n_ctx)
+    # Finished conversations are kept for their next turn, one stream each: as many as clients
+    # served at once (each takes a sequence's KV memory).
+    decoder = ParallelDecoder(model, n_parallel=settings.n_parallel, n_ctx=settings.n_ctx,
+                              n_prefixes=max(PREFIX_SEQS, settings.n_parallel))
     limits = Limits(max_tokens=min(settings.max_tokens or decoder.n_ctx, decoder.n_ctx),
                     default_params=settings.params)
     return ServerState(model=model, scheduler=Scheduler(decoder, max_queue=settings.max_queue),

@@ -97,21 +97,19 @@ def test_interleaved_conversations_each_keep_their_prefix(tiny_model):
         assert r2.completion.tokens == tiny_model.chat(msgs, GREEDY).tokens
 
 
-def test_kept_prefixes_give_their_cells_back_to_busy_sequences(tiny_model):
-    # Kept prefixes may use the cells of idle sequences; when every sequence is busy they shrink
-    # to one sequence's cells, least recently used first out, and answers do not change.
+def test_kept_prefixes_have_streams_of_their_own(tiny_model):
+    # Kept prefixes live in streams of their own (n_prefixes), least recently used first out;
+    # busy sequences never need their cells, and answers do not change while they are kept.
     kept = [_turns(tiny_model, f"System prompt number {i}.", "The philosophy of people " * 4)[0] for i in range(4)]
     busy = [_req(tiny_model, str(i), t) for i, t in enumerate(TEXTS)]
-    with ParallelDecoder(tiny_model, n_parallel=2, n_ctx=96) as d:
+    with ParallelDecoder(tiny_model, n_parallel=2, n_ctx=96, n_prefixes=3) as d:
         alone = {r.key: r.completion.tokens for r in d.run(busy)}
         for i, msgs in enumerate(kept):
             list(d.run([DecodeRequest(f"k{i}", messages=msgs, params=GREEDY)], retain=True))
-        # ~76 cells each, 3 x 96 cells while nothing runs: the oldest went
+        # 3 streams for 4 conversations: the oldest went
         assert len(d.prefixes) == 3 and d.prefixes.tokens()[0][:12] == tiny_model.prompt_ids(kept[1])[:12]
-        seen = []  # (sequences in flight, cells the kept prefixes hold) at each step
-        d.on_step = lambda stats: seen.append((stats.in_flight, d.prefixes.cells))
+        seen = []  # (sequences in flight, prefixes kept) at each step
+        d.on_step = lambda stats: seen.append((stats.in_flight, len(d.prefixes)))
         got = {r.key: r.completion.tokens for r in d.run(busy)}
     assert got == alone
-    # two sequences in flight: one sequence's worth of cells left, which one kept prefix uses
-    held_while_busy = [cells for n, cells in seen if n == 2]
-    assert held_while_busy and all(0 < cells <= 96 for cells in held_while_busy)
+    assert seen and all(n == 3 for _, n in seen) and any(busy == 2 for busy, _ in seen)

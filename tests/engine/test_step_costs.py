@@ -73,3 +73,26 @@ def test_where_drafting_never_pays_its_retries_back_off():
     # tried at the 32nd declined draft, then 64 and 128 later, ... not every 32nd time
     assert tries[:3] == [31, 31 + 64, 31 + 64 + 128]
     assert len(tries) <= 7
+
+
+def test_filler_rows_make_one_micro_batch_of_consecutive_streams():
+    from chatglm3_cli.engine.decoder import align_rows
+
+    assert align_rows([0, 1, 2], [3], 3) == []  # consecutive already
+    assert align_rows([0, 2, 3], [1], 3) == [1]  # a gap: a row in the empty stream
+    assert align_rows([0, 3], [1], 2) == []  # a gap in a busy stream: nothing to gain
+    assert align_rows([0, 1, 2], [3, 4], 4) == [3]  # padding to four, beside the rows
+    assert align_rows([1, 2, 3], [0], 4) == [0]
+    assert align_rows([0, 1], [3], 4) == []  # padding only in full, and only adjacent
+    assert align_rows([0, 2], [1, 3, 5], 4) == [1, 3]
+    assert align_rows([], [0, 1], 4) == []
+
+
+def test_stream_layout_pads_only_where_padding_can_happen():
+    from chatglm3_cli.engine.decoder import stream_layout
+
+    assert stream_layout(4, 2, "auto") == (0, 2)  # 3 rows of 4: a free stream pads
+    assert stream_layout(3, 2, "auto") == (1, 2)  # 3 rows of 3: one pad stream
+    assert stream_layout(1, 2, "on") == (3, 2)
+    assert stream_layout(3, 2, "off") == (0, 2)
+    assert stream_layout(2, 0, "auto") == (0, 1)  # always one for a job's shared prompt

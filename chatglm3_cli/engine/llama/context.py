@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import signal
+import sys
 import threading
 from typing import Any, Sequence
 
@@ -27,6 +28,43 @@ def align_down(n: int) -> int:
     return n - n % PROMPT_ALIGN
 
 
+# llama_state_seq_get_data's layout: a magic number and the sequence id, then the KV cache's
+# stream count and, per stream, its cell count followed (where not 0) by those cells.
+_U32 = 4
+_SEQ_HEAD = 2 * _U32
+
+
+def _one_stream(state: memoryview, n_streams: int) -> memoryview | None:
+    """A sequence's cells as serialized by a context of ``n_streams`` streams, in the form a
+    one-stream context writes (what the prompt cache keeps). A sequence's cells sit in one
+    stream, the others are empty (a 0 each). Rewritten in place; None if the layout is not that."""
+    h = _SEQ_HEAD
+    if len(state) < h + _U32 * (n_streams + 1) or int.from_bytes(state[h:h + _U32], sys.byteorder) != n_streams:
+        return None
+    k = 0  # the stream that holds the cells: the first with a cell count other than 0
+    while k < n_streams and not any(state[h + _U32 * (1 + k):h + _U32 * (2 + k)]):
+        k += 1
+    tail = n_streams - k - 1  # the empty streams after it: one 0 each, at the end
+    if k == n_streams or any(state[len(state) - _U32 * tail:]):
+        return None
+    # drop the k leading zeros (moving the head up to them) and the tail's
+    head = bytes(state[:h])
+    out = state[_U32 * k:len(state) - _U32 * tail]
+    out[:h] = head
+    out[h:h + _U32] = (1).to_bytes(_U32, sys.byteorder)
+    return out
+
+
+def _in_streams(state: bytearray, n_streams: int) -> bytearray | None:
+    """The inverse of _one_stream, for a context of ``n_streams`` streams: llama.cpp puts the
+    cells in the stream of the sequence they are given to, whichever stream held them."""
+    h = _SEQ_HEAD
+    if len(state) < h + 2 * _U32 or int.from_bytes(state[h:h + _U32], sys.byteorder) != 1:
+        return None
+    return (state[:h] + n_streams.to_bytes(_U32, sys.byteorder) + state[h + _U32:]
+            + bytes(_U32 * (n_streams - 1)))
+
+
 class LlamaContext(Freed):
     """A llama.cpp context: the KV cache, one batch buffer, and decode calls."""
 
@@ -40,15 +78,21 @@ class LlamaContext(Freed):
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.n_seq_max = n_seq_max
-        # One KV pool shared by all sequences, so that copying a prefix to another sequence
-        # shares its cells instead of duplicating them.
+        # kv_unified: one KV pool shared by all sequences (copying a prefix shares its cells).
+        # Otherwise, with several sequences, each has a stream of its own (n_ctx / n_seq_max
+        # cells): a row's attention then covers only its own sequence's cells, and a sequence's
+        # cells sit where they would in a context of its own (parallel decoding: decoder.py).
         params.kv_unified = kv_unified
+        self.streams = 1 if kv_unified or n_seq_max <= 1 else n_seq_max
+        # Stream copies llama.cpp has queued for the next decode call (dst -> src): until then
+        # the destination's cells are listed but its data is not there yet.
+        self._pending_copies: dict[int, int] = {}
         threads = n_threads or default_threads()
         params.n_threads = threads
         params.n_threads_batch = threads
         params.no_perf = True
         # a quantized KV cache turns it on: llama.cpp quantizes V only with flash attention
-        params.flash_attn_type = flash_attn_type(model.n_gpu_layers > 0, n_ctx, cache_type)
+        params.flash_attn_type = flash_attn_type(model.n_gpu_layers > 0, n_ctx // self.streams, cache_type)
         self.flash_attn = params.flash_attn_type != _FA_OFF
         self.cache_type = cache_type
         if cache_type != "f16":
@@ -121,14 +165,34 @@ class LlamaContext(Freed):
                 rc = L.llama_decode(self.ptr, b)
                 if rc != 0:
                     self._raise_decode(rc)
+                self._copies_done()
                 off = end
         finally:
             if interruptible:
                 self._remove_abort()
 
     def copy_seq(self, src: int, dst: int, start: int, end: int) -> None:
-        """Give sequence dst the cells [start, end) of src (shared, on a unified KV cache)."""
-        llama().llama_memory_seq_cp(self.memory, src, dst, start, end)
+        """Give sequence dst the cells [start, end) of src: shared on a unified KV cache; with a
+        stream per sequence, llama.cpp copies src's whole stream (into the same cell indices) at
+        the next decode call and dst then keeps [0, end) only (start must be 0)."""
+        L = llama()
+        if self.streams == 1 or src == dst:
+            L.llama_memory_seq_cp(self.memory, src, dst, start, end)
+            return
+        if start != 0:
+            raise ValueError("a stream copy starts at position 0")
+        L.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+        L.llama_memory_seq_rm(self.memory, dst, end, -1)
+        self._pending_copies[dst] = src
+
+    def _copies_done(self) -> None:
+        """After a decode call: llama.cpp has made the queued stream copies."""
+        if self._pending_copies:
+            self._pending_copies.clear()
+
+    def _copy_pending(self, seq: int) -> bool:
+        """Whether a queued stream copy reads or writes sequence ``seq``'s data."""
+        return seq in self._pending_copies or seq in self._pending_copies.values()
 
     def seq_pos_max(self, seq: int) -> int:
         """The last position sequence ``seq`` holds in the KV cache (-1 when it holds none)."""
@@ -138,16 +202,28 @@ class LlamaContext(Freed):
         """The cells of sequence ``seq`` as llama.cpp serializes them (None when it gives none);
         a view of the buffer they were written to, so that the caller writes and hashes in place."""
         L = llama()
+        if seq in self._pending_copies:  # its data arrives with the next decode call
+            return None
         size = int(L.llama_state_seq_get_size(self.ptr, seq))
         buf = (ctypes.c_uint8 * size)()
         n = int(L.llama_state_seq_get_data(self.ptr, buf, size, seq))
         if n <= 0:
             return None
-        return memoryview(buf)[:n]
+        if self.streams == 1:
+            return memoryview(buf)[:n]
+        return _one_stream(memoryview(buf).cast("B")[:n], self.streams)
 
     def set_seq_state(self, seq: int, data: bytearray) -> bool:
         """Put cells serialized by seq_state into sequence ``seq``; False when llama.cpp did not
-        take all of them (no room beside other sequences' cells)."""
+        take all of them (no room beside other sequences' cells), or while a queued stream copy
+        reads or writes that sequence (the copy, made later, would overwrite what is put now)."""
+        if self._copy_pending(seq):
+            return False
+        if self.streams > 1:
+            spread = _in_streams(data, self.streams)
+            if spread is None:
+                return False
+            data = spread
         buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
         return int(llama().llama_state_seq_set_data(self.ptr, buf, len(data), seq)) == len(data)
 
@@ -173,6 +249,7 @@ class LlamaContext(Freed):
             rc = self._L.llama_decode(self.ptr, b)
             if rc != 0:
                 self._raise_decode(rc)
+            self._copies_done()
         finally:
             if interruptible:
                 self._remove_abort()
@@ -190,6 +267,7 @@ class LlamaContext(Freed):
         rc = self._L.llama_decode(self.ptr, b)
         if rc != 0:
             self._raise_decode(rc)
+        self._copies_done()
 
     def _raise_decode(self, rc: int) -> None:
         if rc == 2 and self._abort.requested:
