@@ -40,7 +40,7 @@ from .prefixes import PrefixStore, usable_prefix
 from .prompt import Message
 from .sampling import SamplingParams
 from .sequence import OnText, SequenceState
-from .step_costs import RowPadding, StepTimes
+from .step_costs import PadMode, RowPadding, StepTimes
 
 if TYPE_CHECKING:  # pragma: no cover
     from .completion import Completion
@@ -190,7 +190,7 @@ class ParallelDecoder:
         self.n_ctx = n_ctx or min(model.n_ctx, 4096)
         if n_parallel + 1 > LLAMA_MAX_SEQ:
             raise ValueError(f"n_parallel must be below {LLAMA_MAX_SEQ}")
-        pad_mode = getattr(model, "pad_rows", "auto")
+        pad_mode: PadMode = getattr(model, "pad_rows", "auto")
         n_pad, n_prefix_seqs = stream_layout(n_parallel, n_prefixes, pad_mode)
         # Streams n_parallel.. pad steps (step_costs.py) beside the generating ones; the
         # prefix streams come after them.
@@ -448,9 +448,9 @@ class ParallelDecoder:
                 # consecutive streams (the sort is stable)
                 entries.sort(key=lambda e: e[2])
                 first_row: dict[int, int] = {}
-                for i, e in enumerate(entries):
-                    if e[3] and e[2] not in first_row:
-                        first_row[e[2]] = i
+                for i, (_tok, _pos, seq, wants_logits) in enumerate(entries):
+                    if wants_logits and seq not in first_row:
+                        first_row[seq] = i
                 for slot in slots.values():
                     if slot.row >= 0:
                         slot.row = first_row[slot.seq]
