@@ -20,8 +20,9 @@ ANSWER = "Hello! I am ChatGLM3 🙂龘"
 
 
 class Harness:
-    def __init__(self, model, tmp_path, renderer=None, store=True, system=None):
+    def __init__(self, model, tmp_path, renderer=None, store=True, system=None, open_model=None):
         model.reset()
+        self.open_model = open_model
         self.out, self.err = io.StringIO(), io.StringIO()
         self.session = ChatSession(model, system=system, params=SamplingParams(temperature=0))
         self.store = ConversationStore(tmp_path) if store else None
@@ -36,7 +37,8 @@ class Harness:
                 self.repl = ChatREPL(
                     self.session, out=self.out, err=self.err,
                     make_renderer=self.renderer or (lambda: PlainRenderer(self.out)),
-                    pt_input=inp, pt_output=DummyOutput(), store=self.store, conversation=self.conv)
+                    pt_input=inp, pt_output=DummyOutput(), store=self.store, conversation=self.conv,
+                    open_model=self.open_model)
                 return self.repl.run(first)
 
     @property
@@ -166,6 +168,8 @@ def test_save_load_clear_system(h, tmp_path):
     target = tmp_path / "t.json"
     h.run(f"/system Be brief.\rhello\r/save {target}\r/clear\r/show\r/load {target}\r/exit\r")
     saved = json.loads(target.read_text())
+    assert saved["model"] == str(h.session.model.path)  # no label given: the file, which -m takes
+    saved = saved["messages"]
     ids = saved[2].pop("token_ids")  # what the model generated: /load resumes from the prompt cache
     assert ids == h.session.messages[1].token_ids and all(isinstance(i, int) for i in ids)
     assert saved == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"},
@@ -202,3 +206,89 @@ def test_completion_of_commands_and_paths(tmp_path):
     assert "/read" in words and "/regen" in words
     paths = [x.text for x in c.get_completions(Document(f"/read {tmp_path}/no"), CompleteEvent())]
     assert paths == ["tes.txt"]
+
+
+# --- /load of a conversation made with another model -------------------------------------------
+
+PLAIN = "The sky is blue"  # what the answer-plain fixture answers (the scripted one: ANSWER)
+
+
+@pytest.fixture
+def opener(fixtures):
+    """/load's model opener as `chatglm3 chat` makes it (ModelArgs resolution), counting what it
+    opens; the models are this test's own (a switch closes the one it replaces), closed after."""
+    from chatglm3_cli.cli import console as console_mod
+    from chatglm3_cli.cli.chat import model_opener
+    from chatglm3_cli.cli.options import ModelArgs
+
+    real = model_opener(ModelArgs(ctx=512), console_mod.current())
+    opened = []
+
+    def open_model(ref):
+        m, label = real(ref)
+        opened.append(m)
+        return m, label
+
+    open_model.opened = opened
+    yield open_model
+    for m in opened:
+        m.close()
+
+
+def test_load_of_another_models_conversation_switches_to_it(fixtures, opener, tmp_path):
+    scripted, plain = str(fixtures.path("scripted")), str(fixtures.path("answer-plain"))
+    a = Harness(opener(scripted)[0], tmp_path / "a", open_model=opener)
+    a.run(f"hello\r/save {tmp_path / 'a.json'}\r/load {tmp_path / 'a.json'}\r/exit\r")
+    saved = json.loads((tmp_path / "a.json").read_text())
+    assert saved["model"] == scripted
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
+    assert len(opener.opened) == 1 and "model:" not in a.said  # its own model: no reload
+
+    b = Harness(opener(plain)[0], tmp_path / "b", open_model=opener)
+    b_model = b.session.model
+    b.run(f"/system Be brief.\r/set temperature 0\r/load {tmp_path / 'a.json'}\rnext\r/exit\r")
+    assert f"model: {scripted} (from {tmp_path / 'a.json'})" in b.said
+    assert b.out.getvalue() == ANSWER + "\n"  # the scripted model answered, not answer-plain
+    assert str(b.session.model.path) == scripted and b.repl.model_ref == scripted
+    assert b_model._llama is None  # the model it replaced was closed: its memory is free
+    assert [m.content for m in b.session.messages if m.role == "user"] == ["hello", "next"]
+    assert b.session.params.temperature == 0
+    autosaved = json.loads((tmp_path / "b" / "conversations" / "test-conv.json").read_text())
+    assert autosaved["model"] == scripted  # `chat --continue` comes back to it
+    # The model's own answer, saved with its token ids, is reused as they are (prompt cache).
+    assert b.session.messages[1].token_ids == a.session.messages[1].token_ids
+
+
+def test_load_naming_a_model_that_cannot_be_opened_changes_nothing(fixtures, opener, tmp_path):
+    h = Harness(opener(str(fixtures.path("answer-plain")))[0], tmp_path, open_model=opener)
+    h.run("hello\r/exit\r")
+    before = [(m.role, m.content) for m in h.session.messages]
+    model = h.session.model
+    for name, ref in [("missing.json", str(tmp_path / "nope.gguf")), ("bad.json", "not a model ref!")]:
+        (tmp_path / name).write_text(json.dumps({"model": ref, "messages": [{"role": "user", "content": "x"}]}))
+        h.err.truncate(0)
+        h.err.seek(0)
+        h.run(f"/load {tmp_path / name}\r/exit\r")
+        lines = h.said.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "kept" in lines[0], h.said
+        assert [(m.role, m.content) for m in h.session.messages] == before
+        assert h.session.model is model and model._llama is not None
+    assert len(opener.opened) == 1
+
+
+def test_bare_array_and_model_less_files_keep_the_running_model(fixtures, opener, tmp_path):
+    h = Harness(opener(str(fixtures.path("scripted")))[0], tmp_path, open_model=opener)
+    (tmp_path / "bare.json").write_text(json.dumps([{"role": "user", "content": "from elsewhere"}]))
+    (tmp_path / "obj.json").write_text(json.dumps({"messages": [{"role": "user", "content": "no model"}]}))
+    h.run(f"/load {tmp_path / 'bare.json'}\r/load {tmp_path / 'obj.json'}\ragain\r/exit\r")
+    assert "loaded 1 messages from" in h.said and "model:" not in h.said
+    assert h.out.getvalue() == ANSWER + "\n"
+    assert [m.content for m in h.session.messages if m.role == "user"] == ["no model", "again"]
+    assert len(opener.opened) == 1
+
+
+def test_a_model_ref_that_is_not_one_is_refused(scripted_model, tmp_path):
+    h = Harness(scripted_model, tmp_path)
+    (tmp_path / "ctl.json").write_text(json.dumps({"model": "x\x1b[2Jy", "messages": []}))
+    h.run(f"/load {tmp_path / 'ctl.json'}\r/exit\r")
+    assert "control characters" in h.said and "loaded" not in h.said
