@@ -20,9 +20,10 @@ ANSWER = "Hello! I am ChatGLM3 🙂龘"
 
 
 class Harness:
-    def __init__(self, model, tmp_path, renderer=None, store=True, system=None, open_model=None):
+    def __init__(self, model, tmp_path, renderer=None, store=True, system=None, open_model=None,
+                 toolbox=None):
         model.reset()
-        self.open_model = open_model
+        self.open_model, self.toolbox = open_model, toolbox
         self.out, self.err = io.StringIO(), io.StringIO()
         self.session = ChatSession(model, system=system, params=SamplingParams(temperature=0))
         self.store = ConversationStore(tmp_path) if store else None
@@ -38,7 +39,7 @@ class Harness:
                     self.session, out=self.out, err=self.err,
                     make_renderer=self.renderer or (lambda: PlainRenderer(self.out)),
                     pt_input=inp, pt_output=DummyOutput(), store=self.store, conversation=self.conv,
-                    open_model=self.open_model)
+                    open_model=self.open_model, toolbox=self.toolbox)
                 return self.repl.run(first)
 
     @property
@@ -259,12 +260,14 @@ def test_load_of_another_models_conversation_switches_to_it(fixtures, opener, tm
     assert b.session.messages[1].token_ids == a.session.messages[1].token_ids
 
 
-def test_load_naming_a_model_that_cannot_be_opened_changes_nothing(fixtures, opener, tmp_path):
+def test_load_naming_a_model_that_cannot_be_opened_changes_nothing(fixtures, opener, tmp_path, monkeypatch):
     h = Harness(opener(str(fixtures.path("answer-plain")))[0], tmp_path, open_model=opener)
     h.run("hello\r/exit\r")
     before = [(m.role, m.content) for m in h.session.messages]
     model = h.session.model
-    for name, ref in [("missing.json", str(tmp_path / "nope.gguf")), ("bad.json", "not a model ref!")]:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name, ref in [("missing.json", str(tmp_path / "nope.gguf")), ("bad.json", "not a model ref!"),
+                      ("offline.json", "chatglm3-6b")]:  # not downloaded, and offline
         (tmp_path / name).write_text(json.dumps({"model": ref, "messages": [{"role": "user", "content": "x"}]}))
         h.err.truncate(0)
         h.err.seek(0)
@@ -292,3 +295,22 @@ def test_a_model_ref_that_is_not_one_is_refused(scripted_model, tmp_path):
     (tmp_path / "ctl.json").write_text(json.dumps({"model": "x\x1b[2Jy", "messages": []}))
     h.run(f"/load {tmp_path / 'ctl.json'}\r/exit\r")
     assert "control characters" in h.said and "loaded" not in h.said
+
+
+def test_with_tools_a_model_without_a_tool_format_is_refused(fixtures, opener, tmp_path):
+    from chatglm3_cli.cli.tooling import build_toolbox, check_model
+
+    spec = tmp_path / "tools.json"
+    spec.write_text(json.dumps([{"type": "function", "function": {"name": "search", "parameters": {}}}]))
+    toolbox = build_toolbox(None, [str(spec)], False, workdir=None, cell_timeout=10)
+    model = opener(str(fixtures.path("scripted")))[0]
+    check_model(model, toolbox)
+    style = toolbox.style
+    h = Harness(model, tmp_path, open_model=opener, toolbox=toolbox)
+    (tmp_path / "t.json").write_text(json.dumps({"model": str(fixtures.path("template")), "messages": [
+        {"role": "user", "content": "x"}]}))
+    h.run(f"/load {tmp_path / 't.json'}\r/exit\r")
+    lines = h.said.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: not switching to") and "tool" in lines[0], h.said
+    assert h.session.model is model and toolbox.style == style and h.session.messages == []
+    assert opener.opened[-1]._llama is None  # the model it opened to check was closed again
