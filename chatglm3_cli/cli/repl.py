@@ -41,7 +41,7 @@ COMMANDS = {
     "/regen": "answer the last message again",
     "/read": "/read FILE: add a text file to your next message",
     "/save": '/save [FILE]: write {"model", "messages"} JSON (OpenAI-style messages)',
-    "/load": "/load FILE: replace the conversation with a saved one; a file naming another model switches to it",
+    "/load": "/load FILE: replace the conversation with a saved one, switching to its model",
     "/stats": "/stats [on|off]: show token counts and speed after each answer",
     "/tools": "list the tools the model may call (--tools, --tool-json, --code)",
 }
