@@ -169,18 +169,46 @@ def open_conversation(no_save: bool, cont: bool, resume: Optional[str], label: s
     return store, conversation, restored
 
 
-def model_opener(args: ModelArgs, con: console_mod.Console) -> Callable[[str], tuple[Model, str]]:
+def model_opener(args: ModelArgs, con: console_mod.Console) -> Callable[[str, str], Optional[tuple[Model, str]]]:
     """How /load opens the model a saved conversation names: as `-m REF` would (a local file, an
-    alias, a hub or ms:// ref, the offline rules), with this chat's other model options."""
+    alias, a name from `models add` with its chat template, a hub or ms:// ref, the offline
+    rules), with this chat's other model options. None when REF is the running model's file."""
 
-    def open_model(ref: str) -> tuple[Model, str]:
-        named = replace(args, model=ref)
-        named.path()  # a missing file, a bad ref or offline: refused before anything loads
+    def open_model(ref: str, running: str) -> Optional[tuple[Model, str]]:
+        named = replace(args, model=ref, chat_template=_chat_template(args, ref))
+        path = named.path()  # a missing file, a bad ref or offline: refused before anything loads
+        if _same_file(path, running):
+            return None
         if con.stderr_isatty:
             con.error(f"loading model {visible(ref)}…")
         return named.open(), named.label
 
     return open_model
+
+
+def _chat_template(args: ModelArgs, ref: str) -> Optional[str]:
+    """The chat template for another model: its own from the config ([models.NAME]), else the one
+    typed with --chat-template; never the running model's configured one (made for that model)."""
+    from .. import config
+    from ..hub.resolve import model_name
+
+    cfg = config.load()
+    own = cfg.settings(ref)
+    if own is not None and own.chat_template:
+        return own.chat_template
+    running = cfg.settings(model_name(args.model))
+    if running is not None and running.chat_template == args.chat_template:
+        return None
+    return args.chat_template
+
+
+def _same_file(a: str, b: str) -> bool:
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 def input_history(con: console_mod.Console) -> tuple[Any, bool]:

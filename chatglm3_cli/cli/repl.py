@@ -25,9 +25,10 @@ from .visible import visible
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.model import Model
 
-# Opens a model by reference as `chat -m REF` would: (the model, its label as saved). cli/chat.py
-# makes it; ChatGLM3Error when the model cannot be opened.
-ModelOpener = Callable[[str], "tuple[Model, str]"]
+# Opens a model by reference as `chat -m REF` would, given the running model's file: (the model,
+# its label as saved), or None when REF resolves to that file. cli/chat.py makes it;
+# ChatGLM3Error when the model cannot be opened.
+ModelOpener = Callable[[str, str], "tuple[Model, str] | None"]
 
 # The slash commands and their help, in the order /help lists them; each /NAME is handled by
 # ChatREPL.cmd_NAME (one list: the dispatch and the help cannot drift apart).
@@ -438,10 +439,13 @@ class ChatREPL:
             self.say(f"note: {source} was saved with {visible(ref)}; {visible(self.model_ref)} goes on answering")
             return True
         try:
-            model, label = self.open_model(ref)
+            opened = self.open_model(ref, str(self.session.model.path))
         except ChatGLM3Error as e:
             self.say(f"{format_error(e)}; kept {visible(self.model_ref)} and the conversation")
             return False
+        if opened is None:  # another name for the running model's file: nothing to load
+            return True
+        model, label = opened
         if self.toolbox is not None:
             from .tooling import check_model
 

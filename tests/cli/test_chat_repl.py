@@ -225,10 +225,11 @@ def opener(fixtures):
     real = model_opener(ModelArgs(ctx=512), console_mod.current())
     opened = []
 
-    def open_model(ref):
-        m, label = real(ref)
-        opened.append(m)
-        return m, label
+    def open_model(ref, running):
+        got = real(ref, running)
+        if got is not None:
+            opened.append(got[0])
+        return got
 
     open_model.opened = opened
     yield open_model
@@ -238,14 +239,14 @@ def opener(fixtures):
 
 def test_load_of_another_models_conversation_switches_to_it(fixtures, opener, tmp_path):
     scripted, plain = str(fixtures.path("scripted")), str(fixtures.path("answer-plain"))
-    a = Harness(opener(scripted)[0], tmp_path / "a", open_model=opener)
+    a = Harness(opener(scripted, "")[0], tmp_path / "a", open_model=opener)
     a.run(f"hello\r/save {tmp_path / 'a.json'}\r/load {tmp_path / 'a.json'}\r/exit\r")
     saved = json.loads((tmp_path / "a.json").read_text())
     assert saved["model"] == scripted
     assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
     assert len(opener.opened) == 1 and "model:" not in a.said  # its own model: no reload
 
-    b = Harness(opener(plain)[0], tmp_path / "b", open_model=opener)
+    b = Harness(opener(plain, "")[0], tmp_path / "b", open_model=opener)
     b_model = b.session.model
     b.run(f"/system Be brief.\r/set temperature 0\r/load {tmp_path / 'a.json'}\rnext\r/exit\r")
     assert f"model: {scripted} (from {tmp_path / 'a.json'})" in b.said
@@ -261,7 +262,7 @@ def test_load_of_another_models_conversation_switches_to_it(fixtures, opener, tm
 
 
 def test_load_naming_a_model_that_cannot_be_opened_changes_nothing(fixtures, opener, tmp_path, monkeypatch):
-    h = Harness(opener(str(fixtures.path("answer-plain")))[0], tmp_path, open_model=opener)
+    h = Harness(opener(str(fixtures.path("answer-plain")), "")[0], tmp_path, open_model=opener)
     h.run("hello\r/exit\r")
     before = [(m.role, m.content) for m in h.session.messages]
     model = h.session.model
@@ -280,7 +281,7 @@ def test_load_naming_a_model_that_cannot_be_opened_changes_nothing(fixtures, ope
 
 
 def test_bare_array_and_model_less_files_keep_the_running_model(fixtures, opener, tmp_path):
-    h = Harness(opener(str(fixtures.path("scripted")))[0], tmp_path, open_model=opener)
+    h = Harness(opener(str(fixtures.path("scripted")), "")[0], tmp_path, open_model=opener)
     (tmp_path / "bare.json").write_text(json.dumps([{"role": "user", "content": "from elsewhere"}]))
     (tmp_path / "obj.json").write_text(json.dumps({"messages": [{"role": "user", "content": "no model"}]}))
     h.run(f"/load {tmp_path / 'bare.json'}\r/load {tmp_path / 'obj.json'}\ragain\r/exit\r")
@@ -303,7 +304,7 @@ def test_with_tools_a_model_without_a_tool_format_is_refused(fixtures, opener, t
     spec = tmp_path / "tools.json"
     spec.write_text(json.dumps([{"type": "function", "function": {"name": "search", "parameters": {}}}]))
     toolbox = build_toolbox(None, [str(spec)], False, workdir=None, cell_timeout=10)
-    model = opener(str(fixtures.path("scripted")))[0]
+    model = opener(str(fixtures.path("scripted")), "")[0]
     check_model(model, toolbox)
     style = toolbox.style
     h = Harness(model, tmp_path, open_model=opener, toolbox=toolbox)
@@ -314,3 +315,23 @@ def test_with_tools_a_model_without_a_tool_format_is_refused(fixtures, opener, t
     assert len(lines) == 1 and lines[0].startswith("error: not switching to") and "tool" in lines[0], h.said
     assert h.session.model is model and toolbox.style == style and h.session.messages == []
     assert opener.opened[-1]._llama is None  # the model it opened to check was closed again
+
+
+def test_load_of_a_named_model_uses_its_settings_and_another_name_for_the_running_file_loads_nothing(
+        fixtures, opener, no_template_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from chatglm3_cli.cli.app import app
+
+    scripted = str(fixtures.path("scripted"))
+    for args in (["mine", scripted], ["base", str(no_template_path), "--chat-template", "chatml"]):
+        r = CliRunner().invoke(app, ["models", "add", *args])
+        assert r.exit_code == 0, r.output
+    h = Harness(opener(scripted, "")[0], tmp_path, open_model=opener)
+    for name, ref in [("mine.json", "mine"), ("base.json", "base")]:
+        (tmp_path / name).write_text(json.dumps({"model": ref, "messages": []}))
+    h.run(f"/load {tmp_path / 'mine.json'}\rhello\r/load {tmp_path / 'base.json'}\rhello\r/exit\r")
+    assert len(opener.opened) == 2  # "mine" is the running file: no reload
+    assert f"model: base (from {tmp_path / 'base.json'})" in h.said
+    # The file has no chat template: it answers only with the one its name was added with.
+    assert h.out.getvalue() == ANSWER + "\n" + "Template path works\n"
