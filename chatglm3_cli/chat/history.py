@@ -222,7 +222,7 @@ def check_model_ref(value: Any, where: str) -> str:
         raise InputError(f'{where}: "model" is not a string')
     if len(value) > MAX_MODEL_REF:
         raise InputError(f'{where}: "model" is longer than {MAX_MODEL_REF} characters')
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in value):  # Cs: no path takes it
         raise InputError(f'{where}: "model" holds control characters')
     return value.strip()
 

@@ -66,6 +66,7 @@ def test_transcript_with_its_model(tmp_path):
     ('{"model": 7, "messages": []}', '"model" is not a string'),
     ('{"model": "a\\u001b[2Jb", "messages": []}', "control characters"),
     ('{"model": "m\\u2028x", "messages": []}', "control characters"),
+    ('{"model": "m\\ud800.gguf", "messages": []}', "control characters"),  # a lone surrogate
     ('{"model": "%s", "messages": []}' % ("x" * 1025), "longer than 1024"),
 ])
 def test_bad_transcripts(tmp_path, content, needle):
