@@ -335,3 +335,14 @@ def test_load_of_a_named_model_uses_its_settings_and_another_name_for_the_runnin
     assert f"model: base (from {tmp_path / 'base.json'})" in h.said
     # The file has no chat template: it answers only with the one its name was added with.
     assert h.out.getvalue() == ANSWER + "\n" + "Template path works\n"
+
+
+def test_without_a_model_opener_the_running_model_goes_on(scripted_model, tmp_path):
+    """A ChatREPL made without one (a library user's): the messages load, the model stays, and
+    the user is told which model answers."""
+    h = Harness(scripted_model, tmp_path)
+    (tmp_path / "o.json").write_text(json.dumps({"model": "/elsewhere/other.gguf", "messages": [
+        {"role": "user", "content": "earlier"}]}))
+    h.run(f"/load {tmp_path / 'o.json'}\r/exit\r")
+    assert "was saved with /elsewhere/other.gguf" in h.said and "loaded 1 messages" in h.said
+    assert h.session.model is scripted_model and [m.content for m in h.session.messages] == ["earlier"]
