@@ -443,6 +443,9 @@ class ChatREPL:
         except ChatGLM3Error as e:
             self.say(f"{format_error(e)}; kept {visible(self.model_ref)} and the conversation")
             return False
+        except KeyboardInterrupt:  # Ctrl-C during a download: the chat goes on as it was
+            self.say(f"(stopped; kept {visible(self.model_ref)} and the conversation)")
+            return False
         if opened is None:  # another name for the running model's file: nothing to load
             return True
         model, label = opened

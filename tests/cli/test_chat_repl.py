@@ -346,3 +346,15 @@ def test_without_a_model_opener_the_running_model_goes_on(scripted_model, tmp_pa
     h.run(f"/load {tmp_path / 'o.json'}\r/exit\r")
     assert "was saved with /elsewhere/other.gguf" in h.said and "loaded 1 messages" in h.said
     assert h.session.model is scripted_model and [m.content for m in h.session.messages] == ["earlier"]
+
+
+def test_ctrl_c_while_the_model_is_fetched_keeps_the_chat_as_it_was(scripted_model, tmp_path):
+    def interrupted(ref, running):  # what Ctrl-C during a download raises out of the opener
+        raise KeyboardInterrupt
+
+    h = Harness(scripted_model, tmp_path, open_model=interrupted)
+    (tmp_path / "o.json").write_text(json.dumps({"model": "owner/repo:Q4_K_M", "messages": [
+        {"role": "user", "content": "earlier"}]}))
+    assert h.run(f"/load {tmp_path / 'o.json'}\rhello\r/exit\r") == 0
+    assert "(stopped; kept" in h.said and h.out.getvalue() == ANSWER + "\n"
+    assert [m.content for m in h.session.messages if m.role == "user"] == ["hello"]
