@@ -5,6 +5,7 @@ import json
 import os
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,13 +195,41 @@ def message_from_record(d: dict[str, Any]) -> Message:
     return m
 
 
-def messages_to_json(messages: list[Message]) -> str:
-    return json.dumps([message_record(m) for m in messages], ensure_ascii=False, indent=2)
+def messages_to_json(messages: list[Message], model: str = "") -> str:
+    """A transcript as /save writes it: {"model": REF, "messages": [...]} (OpenAI's messages
+    shape; the model as `chat -m` takes it, so that /load can switch back to it), or a bare
+    messages array when no model is known."""
+    records = [message_record(m) for m in messages]
+    data: Any = {"model": model, "messages": records} if model else records
+    return json.dumps(data, ensure_ascii=False, indent=2)
 
 
-def load_transcript(path: str | os.PathLike[str]) -> list[Message]:
-    """A transcript in the OpenAI messages shape: a list (or {"messages": [...]}) of
-    {"role", "content"} objects."""
+@dataclass
+class Transcript:
+    """A transcript file's messages, and the model it names ("" when it names none)."""
+
+    messages: list[Message]
+    model: str = ""
+
+
+MAX_MODEL_REF = 1024  # a model reference (alias, hub ref, path) longer than this is not one
+
+
+def check_model_ref(value: Any, where: str) -> str:
+    """A model reference read from a file (untrusted): a short string without control
+    characters. It is only ever resolved as -m would resolve it, never written to."""
+    if not isinstance(value, str):
+        raise InputError(f'{where}: "model" is not a string')
+    if len(value) > MAX_MODEL_REF:
+        raise InputError(f'{where}: "model" is longer than {MAX_MODEL_REF} characters')
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in value):  # Cs: no path takes it
+        raise InputError(f'{where}: "model" holds control characters')
+    return value.strip()
+
+
+def read_transcript(path: str | os.PathLike[str]) -> Transcript:
+    """A transcript in the OpenAI messages shape: a list, or {"messages": [...]} with an
+    optional "model" (what /save writes), of {"role", "content"} objects."""
     text = read_text_file(path)
     try:
         data = json.loads(text)
@@ -208,7 +237,10 @@ def load_transcript(path: str | os.PathLike[str]) -> list[Message]:
         raise InputError(f"{path} is not a usable transcript (JSON nested too deeply)") from None
     except ValueError as e:
         raise InputError(f"{path} is not valid JSON (line {getattr(e, 'lineno', '?')})") from e
+    model = ""
     if isinstance(data, dict) and isinstance(data.get("messages"), list):
+        if data.get("model") is not None:
+            model = check_model_ref(data["model"], str(path))
         data = data["messages"]
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a list of messages")
@@ -222,7 +254,12 @@ def load_transcript(path: str | os.PathLike[str]) -> list[Message]:
         if role not in ROLES:
             raise InputError(f"{path}: message {i + 1} has an unknown role {d.get('role')!r}")
         out.append(message_from_record({**d, "role": role}))
-    return out
+    return Transcript(out, model)
+
+
+def load_transcript(path: str | os.PathLike[str]) -> list[Message]:
+    """A transcript's messages (see read_transcript)."""
+    return read_transcript(path).messages
 
 
 def to_markdown(conv: Conversation) -> str:

@@ -103,6 +103,18 @@ class ChatSession:
         self.window_start = 0
         self.last_prompt_tokens, self.last_completion = 0, None
 
+    def switch_model(self, model: "Model") -> "Model":
+        """Answer with another model from now on (/load of a conversation made with it); the
+        system prompt, sampling settings and tools stay. Returns the model it replaced (the
+        caller closes it). Load the messages again after it: saved token ids are checked
+        against the model that reads them."""
+        old, self.model = self.model, model
+        for m in self.messages:
+            m.token_ids = None  # the old model's spelling: the text is encoded again
+        self.window_start = 0
+        self.last_prompt_tokens, self.last_completion = 0, None
+        return old
+
     @property
     def context_used(self) -> int:
         c = self.last_completion

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
@@ -16,6 +16,7 @@ from .visible import visible
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..chat.history import Conversation, ConversationStore
+    from ..engine.model import Model
     from ..engine.prompt import Message
 
 
@@ -67,11 +68,15 @@ def chat(
             con.error("loading model…")
         toolbox = tool_args.toolbox()
         approvals = tooling.chat_approvals(tool_args.yes) if toolbox is not None else None
-        with tooling.closing(toolbox), model.open() as m:  # the interpreter's kernel ends with the chat
+        # The interpreter's kernel ends with the chat, and so does the model answering then
+        # (/load may have switched to another: closing is idempotent, the first one's too).
+        with tooling.closing(toolbox), contextlib.ExitStack() as models:
+            m = models.enter_context(model.open())
             if toolbox is not None:
                 tooling.check_model(m, toolbox)
                 sys_text = toolbox.system_prompt(sys_text)
             session = ChatSession(m, system=sys_text, params=sampling, tools=tooling.specs(toolbox))
+            models.callback(lambda: session.model.close())
             from ..engine import promptcache
 
             pc = promptcache.of(m)
@@ -90,7 +95,8 @@ def chat(
                 pt_input=term.pt_input, pt_output=term.pt_output, history=history, store=store,
                 conversation=conversation, stats=stats, model_label=model.label or str(m.path),
                 tty_fd=term.tty_fd if term.interactive else None, toolbox=toolbox, approvals=approvals,
-                max_tool_calls=tool_args.max_tool_calls, interactive=term.interactive)
+                max_tool_calls=tool_args.max_tool_calls, interactive=term.interactive,
+                open_model=model_opener(model, con))
             if term.interactive and con.stderr_isatty:
                 con.error(f"chatting with {visible(m.name)} · /help for commands · Ctrl-D or /exit to leave")
             if toolbox is not None and con.stderr_isatty:
@@ -161,6 +167,48 @@ def open_conversation(no_save: bool, cont: bool, resume: Optional[str], label: s
         now = time.time()
         conversation = Conversation(id=store.new_id(), created=now, updated=now, model=label)
     return store, conversation, restored
+
+
+def model_opener(args: ModelArgs, con: console_mod.Console) -> Callable[[str, str], Optional[tuple[Model, str]]]:
+    """How /load opens the model a saved conversation names: as `-m REF` would (a local file, an
+    alias, a name from `models add` with its chat template, a hub or ms:// ref, the offline
+    rules), with this chat's other model options. None when REF is the running model's file."""
+
+    def open_model(ref: str, running: str) -> Optional[tuple[Model, str]]:
+        named = replace(args, model=ref, chat_template=_chat_template(args, ref))
+        path = named.path()  # a missing file, a bad ref or offline: refused before anything loads
+        if _same_file(path, running):
+            return None
+        if con.stderr_isatty:
+            con.error(f"loading model {visible(ref)}…")
+        return named.open(), named.label
+
+    return open_model
+
+
+def _chat_template(args: ModelArgs, ref: str) -> Optional[str]:
+    """The chat template for another model: its own from the config ([models.NAME]), else the one
+    typed with --chat-template; never the running model's configured one (made for that model)."""
+    from .. import config
+    from ..hub.resolve import model_name
+
+    cfg = config.load()
+    own = cfg.settings(ref)
+    if own is not None and own.chat_template:
+        return own.chat_template
+    running = cfg.settings(model_name(args.model))
+    if running is not None and running.chat_template == args.chat_template:
+        return None
+    return args.chat_template
+
+
+def _same_file(a: str, b: str) -> bool:
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 def input_history(con: console_mod.Console) -> tuple[Any, bool]:

@@ -10,9 +10,9 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TextIO
 
-from ..chat.history import Conversation, ConversationStore, load_transcript, message_record, messages_to_json
+from ..chat.history import Conversation, ConversationStore, message_record, messages_to_json, read_transcript
 from ..chat.session import ChatSession
 from ..errors import ChatGLM3Error, OutputWriteError
 from ..files import atomic_write_text
@@ -21,6 +21,14 @@ from .console import isatty
 from .errors import format_error
 from .render import Renderer
 from .visible import visible
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.model import Model
+
+# Opens a model by reference as `chat -m REF` would, given the running model's file: (the model,
+# its label as saved), or None when REF resolves to that file. cli/chat.py makes it;
+# ChatGLM3Error when the model cannot be opened.
+ModelOpener = Callable[[str, str], "tuple[Model, str] | None"]
 
 # The slash commands and their help, in the order /help lists them; each /NAME is handled by
 # ChatREPL.cmd_NAME (one list: the dispatch and the help cannot drift apart).
@@ -33,8 +41,8 @@ COMMANDS = {
     "/show": "model, parameters, and how full the context is",
     "/regen": "answer the last message again",
     "/read": "/read FILE: add a text file to your next message",
-    "/save": "/save [FILE]: write the conversation as OpenAI-style messages JSON",
-    "/load": "/load FILE: replace the conversation with a saved messages JSON",
+    "/save": '/save [FILE]: write {"model", "messages"} JSON (OpenAI-style messages)',
+    "/load": "/load FILE: replace the conversation with a saved one, switching to its model",
     "/stats": "/stats [on|off]: show token counts and speed after each answer",
     "/tools": "list the tools the model may call (--tools, --tool-json, --code)",
 }
@@ -56,7 +64,8 @@ class ChatREPL:
                  history: Any = None, store: ConversationStore | None = None,
                  conversation: Conversation | None = None, stats: bool = False,
                  model_label: str = "", tty_fd: int | None = None, toolbox: Any = None,
-                 approvals: Any = None, max_tool_calls: int = 5, interactive: bool = True) -> None:
+                 approvals: Any = None, max_tool_calls: int = 5, interactive: bool = True,
+                 open_model: ModelOpener | None = None) -> None:
         self.session = session
         self.out = out
         self.err = err
@@ -68,6 +77,7 @@ class ChatREPL:
         self.conversation = conversation
         self.stats = stats
         self.model_label = model_label
+        self.open_model = open_model  # /load of another model's conversation switches with it
         self.tty_fd = tty_fd  # the terminal typed on: no echo while an answer streams
         self.pending_files: list[tuple[str, str]] = []
         self._prompt: Any = None
@@ -385,8 +395,9 @@ class ChatREPL:
     def cmd_save(self, arg: str) -> None:
         target = Path(os.path.expanduser(arg)) if arg else Path(
             f"chat-{self.conversation.id if self.conversation else 'transcript'}.json")
+        text = messages_to_json(self.session.all_messages(), model=self.model_ref) + "\n"
         try:  # a symlink is written through; a directory, device or FIFO is refused
-            atomic_write_text(target, messages_to_json(self.session.all_messages()) + "\n")
+            atomic_write_text(target, text)
         except OutputWriteError as e:
             self.say(f"error: {e.message}")
             return
@@ -395,14 +406,72 @@ class ChatREPL:
             return
         self.say(f"saved {len(self.session.all_messages())} messages to {target}")
 
+    @property
+    def model_ref(self) -> str:
+        """The running model as `chat -m` takes it (what /save records and /load compares)."""
+        return self.model_label or str(self.session.model.path)
+
     def cmd_load(self, arg: str) -> None:
         if not arg:
             self.say("usage: /load FILE")
             return
-        messages = load_transcript(os.path.expanduser(arg))
-        self.session.load(messages)
-        self.say(f"loaded {len(messages)} messages from {arg}")
+        transcript = read_transcript(os.path.expanduser(arg))
+        if transcript.model and not self._runs(transcript.model) and not self._switch_model(transcript.model, arg):
+            return  # the model could not be opened: the conversation is left as it was
+        self.session.load(transcript.messages)
+        self.say(f"loaded {len(transcript.messages)} messages from {arg}")
         self.autosave()
+
+    def _runs(self, ref: str) -> bool:
+        """Whether ``ref`` names the model this chat runs (its label, or its file)."""
+        if ref == self.model_ref:
+            return True
+        path = os.path.expanduser(ref)
+        try:
+            return ref.lower().endswith(".gguf") and os.path.samefile(path, self.session.model.path)
+        except (OSError, ValueError):
+            return False
+
+    def _switch_model(self, ref: str, source: str) -> bool:
+        """Open ``ref`` and answer with it from now on; False (one line said, nothing changed)
+        when it cannot be opened or cannot run this chat's tools."""
+        if self.open_model is None:  # no way to open models here: the running one answers
+            self.say(f"note: {source} was saved with {visible(ref)}; {visible(self.model_ref)} goes on answering")
+            return True
+        try:
+            opened = self.open_model(ref, str(self.session.model.path))
+        except ChatGLM3Error as e:
+            self.say(f"{format_error(e)}; kept {visible(self.model_ref)} and the conversation")
+            return False
+        except KeyboardInterrupt:  # Ctrl-C during a download: the chat goes on as it was
+            self.say(f"(stopped; kept {visible(self.model_ref)} and the conversation)")
+            return False
+        if opened is None:  # another name for the running model's file: nothing to load
+            return True
+        model, label = opened
+        if self.toolbox is not None:
+            from .tooling import check_model
+
+            style = self.toolbox.style
+            try:
+                check_model(model, self.toolbox)
+            except ChatGLM3Error as e:
+                self.toolbox.style = style
+                model.close()
+                self.say(f"error: not switching to {visible(label)}: {e.message} (the chat has tools); "
+                         f"kept {visible(self.model_ref)} and the conversation")
+                return False
+        self.session.switch_model(model).close()  # the old model's llama.cpp memory goes now
+        from ..engine import promptcache
+
+        pc = promptcache.of(model)
+        if pc is not None and self.store is not None and self.conversation is not None:
+            pc.conversation = self.conversation.id  # its cached prompts go when it is deleted
+        self.model_label = label
+        if self.conversation is not None:
+            self.conversation.model = label  # `chat --continue` comes back to this model
+        self.say(f"model: {visible(label)} (from {source})")
+        return True
 
     def cmd_stats(self, arg: str) -> None:
         if arg.lower() in ("on", "off"):

@@ -5,7 +5,14 @@ import json
 
 import pytest
 
-from chatglm3_cli.chat.history import Conversation, ConversationStore, load_transcript, messages_to_json, to_markdown
+from chatglm3_cli.chat.history import (
+    Conversation,
+    ConversationStore,
+    load_transcript,
+    messages_to_json,
+    read_transcript,
+    to_markdown,
+)
 from chatglm3_cli.engine.prompt import Message
 from chatglm3_cli.errors import InputError
 
@@ -41,11 +48,26 @@ def test_transcript_round_trip(tmp_path):
     assert load_transcript(wrapped)[0].role == "observation"
 
 
+def test_transcript_with_its_model(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text(messages_to_json([Message("user", "u")], model="/models/a.gguf"))
+    assert json.loads(p.read_text()) == {"model": "/models/a.gguf", "messages": [{"role": "user", "content": "u"}]}
+    t = read_transcript(p)
+    assert t.model == "/models/a.gguf" and [m.content for m in t.messages] == ["u"]
+    p.write_text(json.dumps({"model": None, "messages": []}))  # another tool's file: no model named
+    assert read_transcript(p).model == ""
+
+
 @pytest.mark.parametrize("content,needle", [
     ("{oops", "not valid JSON"),
     ('{"a": 1}', "expected a list"),
     ('[{"role": "wizard", "content": "x"}]', "unknown role"),
     ('["just a string"]', "not a {role, content}"),
+    ('{"model": 7, "messages": []}', '"model" is not a string'),
+    ('{"model": "a\\u001b[2Jb", "messages": []}', "control characters"),
+    ('{"model": "m\\u2028x", "messages": []}', "control characters"),
+    ('{"model": "m\\ud800.gguf", "messages": []}', "control characters"),  # a lone surrogate
+    ('{"model": "%s", "messages": []}' % ("x" * 1025), "longer than 1024"),
 ])
 def test_bad_transcripts(tmp_path, content, needle):
     p = tmp_path / "bad.json"

@@ -369,3 +369,29 @@ def test_unwritable_data_dir_warns_once_and_chat_goes_on(fixtures, tmp_path):
         assert "Traceback" not in screen and "Press ENTER" not in screen
     finally:
         t("kill-server")
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_load_switches_to_the_files_model_in_a_real_chat(fixtures, tmp_path):
+    """`chat -m answer-plain`, then /load of a conversation saved with the scripted model: the
+    scripted model answers next, and the saved conversation now names it (--continue)."""
+    t = Tmux("load", tmp_path)
+    scripted = str(fixtures.path("scripted"))
+    saved = tmp_path / "a.json"
+    saved.write_text(json.dumps({"model": scripted, "messages": [{"role": "user", "content": "earlier"}]}))
+    _start(t, tmp_path, "load", ["-m", str(fixtures.path("answer-plain"))], width=300)
+    try:
+        t.wait_for(">>>")
+        t("send-keys", "-t", "load", f"/load {saved}", "Enter")
+        t.wait_for(f"model: {scripted} (from {saved})")
+        t("send-keys", "-t", "load", "now", "Enter")
+        t.wait_for(ANSWER)
+        t("send-keys", "-t", "load", "/exit", "Enter")
+        screen = t.wait_for("EXIT=")
+        assert "EXIT=0" in screen and "Traceback" not in screen
+        convs = list((tmp_path / "data" / "conversations").glob("*.json"))
+        conv = json.loads(convs[0].read_text())
+        assert conv["model"] == scripted
+        assert [m["content"] for m in conv["messages"] if m["role"] == "user"] == ["earlier", "now"]
+    finally:
+        t("kill-server")
