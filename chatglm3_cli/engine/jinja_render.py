@@ -255,8 +255,9 @@ def template_messages(messages: Sequence[Turn], contents: Sequence[str]) -> list
     """Messages in the shape transformers passes to chat templates: a tool call made from
     structured data (a message with ``arguments``; its ``metadata`` names the tool) is an
     assistant message with ``tool_calls`` (OpenAI's shape, arguments as a dict as templates
-    expect), and a tool's result (role ``observation``) a ``tool`` message with the
-    ``tool_call_id`` and ``name`` of the call it answers."""
+    expect; its ``content``, ChatGLM3's spelling of the call, is not this format's), and a
+    tool's result (role ``observation``) a ``tool`` message with the ``tool_call_id`` and
+    ``name`` of the call it answers."""
     out: list[dict[str, Any]] = []
     pending: list[tuple[str, str]] = []  # (id, name) of calls not answered yet
     n_calls = 0
@@ -267,7 +268,7 @@ def template_messages(messages: Sequence[Turn], contents: Sequence[str]) -> list
             n_calls += 1
             cid = f"call_{n_calls}"
             pending.append((cid, name))
-            out.append({"role": "assistant", "content": content or None, "tool_calls": [
+            out.append({"role": "assistant", "content": None, "tool_calls": [
                 {"id": cid, "type": "function", "function": {"name": name, "arguments": dict(arguments)}}]})
         elif m.role == "observation":
             msg: dict[str, Any] = {"role": "tool", "content": content}

@@ -176,8 +176,10 @@ def template_prompt_ids(messages: Sequence[Message], template: str, *, bos_token
                         tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
     """Render the template with a sentinel in place of each content, so that the template's
     own text is parsed for special tokens and the users' text is not. An empty content keeps
-    no sentinel: templates test it (``{% if message.content %}``, a tool call's)."""
-    marks = [f"\x00\x01{i}\x01\x00" if messages[i].content else "" for i in range(len(messages))]
+    no sentinel: templates test it (``{% if message.content %}``); nor does a tool call made
+    from structured data (the template writes it from its arguments)."""
+    marks = [f"\x00\x01{i}\x01\x00" if m.content and m.arguments is None else ""
+             for i, m in enumerate(messages)]
     text = render_template(template, messages, bos_token=bos_token, eos_token=eos_token,
                            sentinel=lambda i: marks[i], tools=tools)
     if not all(text.count(m) == 1 for m in marks if m):

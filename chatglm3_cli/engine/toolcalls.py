@@ -181,9 +181,11 @@ def read_template_calls(text: str, offered: Collection[str]) -> tuple[str, list[
         body = text.strip()
         if body.startswith("```"):
             body = body.strip("`").strip()
-            body = body[4:] if body.startswith("json") else body
+            body = (body[4:] if body.startswith("json") else body).strip()
         call = _written_call(_json_value(body)) if body.startswith("{") else None
         return ("", [call]) if call is not None and call[0] in offered else None
+    if CALL_CLOSE in text[:start]:  # a call closed before any opened: malformed
+        return None
     calls: list[tuple[str, dict[str, Any]]] = []
     rest = text[start:]
     while rest:
@@ -205,7 +207,7 @@ def call_marker_start(text: str) -> int:
     """Where a tool call may begin in a template model's text streamed so far: the position of
     ``<tool_call>`` or of a trailing prefix of it, 0 when the text (stripped) opens a JSON
     object, else len(text). Text before it may be sent; the rest waits until the answer ends."""
-    if text.lstrip().startswith(("{", "`")):
+    if not text.strip() or text.lstrip().startswith(("{", "`")):
         return 0
     at = text.find(CALL_OPEN)
     if at >= 0:
