@@ -63,6 +63,27 @@ def test_a_call_to_a_tool_that_was_not_offered_is_content(tool_model):
     assert s.failed == 0 and out2["output"] == out["output"] and out2["finish_reason"] == "stop"
 
 
+def test_template_model_with_tools_support_outputs_the_call_and_one_without_is_a_record_error(fixtures):
+    """A GGUF whose chat template reads ``tools``: the <tool_call> its answer writes is the
+    record's call (the same call serve and run read); a template without tools support: the
+    record is an error, the others still answered."""
+    want = fixtures.sidecar("template-tools")["call"]
+    rec = {"id": "c", "task": "chat", "messages": [{"role": "user", "content": "Weather?"}], "tools": [SEARCH]}
+    with Model(fixtures.path("template-tools"), n_ctx=1024) as m:
+        s, (out,) = run(m, [rec])
+        s2, (line,) = run(m, [openai_line("o", {"messages": rec["messages"], "tools": [SEARCH]})])
+    assert s.failed == s2.failed == 0 and out["error"] is None and out["finish_reason"] == "tool_calls"
+    assert out["output"] == {"name": want["name"], "arguments": want["arguments"]}
+    (call,) = line["response"]["body"]["choices"][0]["message"]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == want["arguments"]
+    with Model(fixtures.path("template"), n_ctx=256) as plain:
+        s, outs = run(plain, [rec, {"id": "p", "task": "chat", "messages": [{"role": "user", "content": "hi"}],
+                                    "max_tokens": 4}])
+    by_id = {o["id"]: o for o in outs}
+    assert s.failed == 1 and "no tool-calling format" in by_id["c"]["error"]["message"]
+    assert by_id["p"]["error"] is None
+
+
 def test_tool_choice_none_drops_the_tools_and_required_is_refused():
     lines = [
         openai_line("none", {"messages": [{"role": "user", "content": "x"}], "tools": [SEARCH], "tool_choice": "none"}),
