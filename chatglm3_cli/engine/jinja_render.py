@@ -266,9 +266,10 @@ def template_messages(messages: Sequence[Turn], contents: Sequence[str]) -> list
         name = str(getattr(m, "metadata", "") or "")
         if m.role == "assistant" and arguments is not None and name:
             n_calls += 1
-            cid = f"call_{n_calls}"
+            cid = f"call{n_calls:05d}"  # nine letters and digits: Mistral's templates refuse other ids
             pending.append((cid, name))
-            out.append({"role": "assistant", "content": None, "tool_calls": [
+            # "" rather than None: templates test it, and some run `in` or `+` on it (Qwen3's)
+            out.append({"role": "assistant", "content": "", "tool_calls": [
                 {"id": cid, "type": "function", "function": {"name": name, "arguments": dict(arguments)}}]})
         elif m.role == "observation":
             msg: dict[str, Any] = {"role": "tool", "content": content}
@@ -333,7 +334,7 @@ def render_template(template: str, messages: Sequence[Turn], *, bos_token: str, 
     extra: dict[str, Any] = {}
     if tools:
         extra["tools"] = [{"type": "function", "function": dict(t)} for t in tools]
-    max_out = TEMPLATE_MIN_OUTPUT + 4 * (sum(len(m["content"] or "") for m in msgs)
+    max_out = TEMPLATE_MIN_OUTPUT + 4 * (sum(len(m["content"]) for m in msgs)
                                          + sum(_deep_size(t, TEMPLATE_MAX_ITEMS) for t in tools or ())
                                          + sum(_deep_size(m.get("tool_calls"), TEMPLATE_MAX_ITEMS) for m in msgs))
     budget = _Budget(TEMPLATE_SECONDS, max(TEMPLATE_MAX_ITEMS, max_out))
@@ -362,4 +363,6 @@ def render_template(template: str, messages: Sequence[Turn], *, bos_token: str, 
     except (RecursionError, MemoryError, OverflowError, ArithmeticError) as e:
         raise UnsupportedModelError(
             f"the model's chat template cannot be rendered: {type(e).__name__}") from None
+    except (TypeError, ValueError, LookupError, AttributeError) as e:  # the template's own Python-level error
+        raise UnsupportedModelError(f"the model's chat template cannot be rendered: {type(e).__name__}: {e}") from None
     return "".join(out)

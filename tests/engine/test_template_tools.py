@@ -66,7 +66,7 @@ def test_tool_messages_carry_the_id_and_name_of_the_call_they_answer():
     msgs = [Message("user", "q"), Message("assistant", "", metadata="search", arguments={"city": "Rome"}),
             Message("observation", "r")]
     assert render_template(t, msgs, bos_token="", eos_token="") == (
-        "user:::;assistant:::call_1=searchRome;tool:call_1:search:;")
+        "user:::;assistant:::call00001=searchRome;tool:call00001:search:;")
 
 
 # reading calls --------------------------------------------------------------------------------
