@@ -243,7 +243,7 @@ class Model:
         if self.official is not None:
             return self.official.prompt_ids(messages, self.tokenize)
         tools = None
-        if any(m.tools for m in messages):
+        if any(m.tools or m.arguments is not None for m in messages):  # tools, or calls made earlier
             if self.tool_style != TEMPLATE:  # no place for them: refused, never dropped
                 raise UnsupportedModelError(
                     f"{self.name} has no tool-calling format (ChatGLM3, GLM-4 and models whose chat "
@@ -261,11 +261,12 @@ class Model:
             ids.insert(0, self._llama.bos_token())
         return ids
 
-    def _template_tools(self, messages: Sequence[Message]) -> tuple[list[Message], list[dict[str, Any]]]:
+    def _template_tools(self, messages: Sequence[Message]) -> tuple[list[Message], list[dict[str, Any]] | None]:
         """The messages without the tools' system message, and the tools, for a template that
         takes them as its ``tools`` variable. ChatGLM3's tool preamble is not part of it (a
-        system prompt of the user's stays). The specs are rendered as the template's own text
-        (parsed for control tokens), so one that spells a control token is refused."""
+        system prompt of the user's stays). The specs and earlier calls are rendered as the
+        template's own text (parsed for control tokens), so one that spells a control token
+        is refused."""
         from .toolcalls import TOOLS_SYSTEM_PROMPT
 
         tools: list[dict[str, Any]] = []
@@ -277,10 +278,11 @@ class Model:
                     kept.append(Message("system", m.content))
             else:
                 kept.append(m)
-        spelled = json.dumps(tools, ensure_ascii=False)
+        calls = [[m.metadata, m.arguments] for m in messages if m.arguments is not None]
+        spelled = json.dumps([tools, calls], ensure_ascii=False)
         if any(self._llama.is_control(t) for t in self._tokenize_special(spelled, True)):
-            raise InputError("a tool definition contains the text of one of the model's control tokens")
-        return kept, tools
+            raise InputError("a tool definition or call contains the text of one of the model's control tokens")
+        return kept, tools or None
 
     def _tokenize_special(self, text: str, special: bool) -> list[int]:
         return self._llama.tokenize(text, parse_special=special)

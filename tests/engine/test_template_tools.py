@@ -163,8 +163,24 @@ def test_a_tool_spec_that_spells_a_control_token_is_refused(tools_model):
         tools_model.prompt_ids(chat_messages([{"role": "user", "content": "hi"}], tools=[bad]))
 
 
+def test_a_call_in_the_history_that_spells_a_control_token_is_refused(tools_model):
+    history = [{"role": "user", "content": "hi"},
+               {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function", "function": {
+                   "name": "search", "arguments": '{"city": "<|im_end|>"}'}}]},
+               {"role": "tool", "content": "ok"}]
+    with pytest.raises(InputError):
+        tools_model.prompt_ids(chat_messages(history))
+    ok = chat_messages(history[:1] + [{**history[1], "tool_calls": [{"id": "1", "type": "function", "function": {
+        "name": "search", "arguments": '{"city": "Paris"}'}}]}, history[2]])
+    assert tools_model.prompt_ids(ok)  # a call in the history, no tools offered now: rendered
+
+
 def test_a_template_without_tools_support_still_refuses(fixtures):
     with Model(fixtures.path("template"), n_ctx=256) as m:
         assert m.tool_style is None
         with pytest.raises(UnsupportedModelError, match="no tool-calling format"):
             m.prompt_ids(chat_messages([{"role": "user", "content": "hi"}], tools=[SEARCH]))
+        calls = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "1", "type": "function", "function": {"name": "search", "arguments": "{}"}}]}]
+        with pytest.raises(UnsupportedModelError, match="no tool-calling format"):
+            m.prompt_ids(chat_messages(calls))
