@@ -84,6 +84,33 @@ def test_template_model_with_tools_support_outputs_the_call_and_one_without_is_a
     assert by_id["p"]["error"] is None
 
 
+def test_an_answer_with_several_calls_keeps_them_all():
+    """A template model may write several <tool_call> blocks: a task record's output lists them
+    in "calls" (the first also as its name/arguments), an OpenAI line has every tool call."""
+    from chatglm3_cli.batch.runner import result_line
+    from chatglm3_cli.engine.answer import read_answer
+    from chatglm3_cli.engine.completion import Completion, Timings
+
+    text = "".join(f'<tool_call>\n{{"name": "search", "arguments": {{"city": "{c}"}}}}\n</tool_call>\n'
+                   for c in ("Paris", "Rome"))
+    comp = Completion(text=text, metadata="", finish_reason="stop", prompt_tokens=3, cached_tokens=0,
+                      completion_tokens=9, timings=Timings())
+    answer = read_answer(comp, {"search"}, "template")
+    rec = {"id": "c", "task": "chat", "messages": [{"role": "user", "content": "?"}], "tools": [SEARCH]}
+    line = openai_line("o", {"messages": rec["messages"], "tools": [SEARCH]})
+    task_job, openai_job = parse_jobs((json.dumps(rec) + "\n" + json.dumps(line) + "\n").encode(), "j").jobs
+    out = task_job.parse(answer.content, answer.call, answer.calls)
+    assert out == {"name": "search", "arguments": {"city": "Paris"},
+                   "calls": [{"name": "search", "arguments": {"city": "Paris"}},
+                             {"name": "search", "arguments": {"city": "Rome"}}]}
+    done = Completion(text="", metadata="", finish_reason="tool_calls", prompt_tokens=3, cached_tokens=0,
+                      completion_tokens=9, timings=Timings())
+    got = result_line(openai_job, model_name="m", comp=done, error=None,
+                      output=openai_job.parse(answer.content, answer.call, answer.calls))
+    calls = got["response"]["body"]["choices"][0]["message"]["tool_calls"]
+    assert [json.loads(c["function"]["arguments"])["city"] for c in calls] == ["Paris", "Rome"]
+
+
 def test_tool_choice_none_drops_the_tools_and_required_is_refused():
     lines = [
         openai_line("none", {"messages": [{"role": "user", "content": "x"}], "tools": [SEARCH], "tool_choice": "none"}),
