@@ -38,6 +38,9 @@ Kinds:
                  {"city": "Paris"} + <|observation|> + a leak + <|user|> + <|endoftext|>
   template       llama architecture with an embedded ChatML template whose end-of-generation
                  token is <|im_end|>: the path every non-ChatGLM3 model takes
+  template-tools the same with a Qwen2.5-style template that reads ``tools``; greedy answer: a
+                 Hermes/Qwen call <tool_call>\n{"name": "search", "arguments": {"city": "Paris"}}
+                 \n</tool_call> (three user-defined tokens), <|im_end|>, a leak
   6b             the real ChatGLM3-6B shapes with random Q4_0 weights (~3.5 GB): for speed
   tiny-real, scripted-real
                  as tiny/scripted, on the real ChatGLM3 vocabulary, built only when
@@ -82,6 +85,44 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+# Qwen2.5's chat template (Qwen/Qwen2.5-7B-Instruct tokenizer_config.json), its tools branch
+# kept whole: tools as JSON lines in <tools>, calls as <tool_call> blocks, results as
+# <tool_response> in a user turn.
+TOOLS_TEMPLATE = (
+    "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- messages[0]['content'] }}\n    {%- else %}\n        {{- 'You are a helpful assistant.' }}\n"
+    "    {%- endif %}\n    {{- \"\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user "
+    "query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}\n"
+    "    {%- for tool in tools %}\n        {{- \"\\n\" }}\n        {{- tool | tojson }}\n    {%- endfor %}\n"
+    "    {{- \"\\n</tools>\\n\\nFor each function call, return a json object with function name and "
+    "arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": <function-name>, "
+    "\\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}\n{%- else %}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- else %}\n"
+    "        {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}\n    {%- endif %}\n"
+    "{%- endif %}\n{%- for message in messages %}\n"
+    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or "
+    "(message.role == \"assistant\" and not message.tool_calls) %}\n"
+    "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
+    "    {%- elif message.role == \"assistant\" %}\n        {{- '<|im_start|>' + message.role }}\n"
+    "        {%- if message.content %}\n            {{- '\\n' + message.content }}\n        {%- endif %}\n"
+    "        {%- for tool_call in message.tool_calls %}\n            {%- if tool_call.function is defined %}\n"
+    "                {%- set tool_call = tool_call.function %}\n            {%- endif %}\n"
+    "            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n            {{- tool_call.name }}\n"
+    "            {{- '\", \"arguments\": ' }}\n            {{- tool_call.arguments | tojson }}\n"
+    "            {{- '}\\n</tool_call>' }}\n        {%- endfor %}\n        {{- '<|im_end|>\\n' }}\n"
+    "    {%- elif message.role == \"tool\" %}\n"
+    "        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != \"tool\") %}\n"
+    "            {{- '<|im_start|>user' }}\n        {%- endif %}\n        {{- '\\n<tool_response>\\n' }}\n"
+    "        {{- message.content }}\n        {{- '\\n</tool_response>' }}\n"
+    "        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n"
+    "            {{- '<|im_end|>\\n' }}\n        {%- endif %}\n    {%- endif %}\n{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n"
+)
+# The template-tools fixture's answer, one user-defined token each (the scripted model maps
+# each token to one successor, so the answer cannot repeat "\n" or a quote).
+TEMPLATE_CALL_PIECES = ["<tool_call>\n", '{"name": "search", "arguments": {"city": "Paris"}}', "\n</tool_call>"]
 
 SCRIPTED_ANSWER = "Hello! I am ChatGLM3 🙂龘"
 SCRIPTED_LEAK = "Leaked next turn"
@@ -208,17 +249,17 @@ def chatglm3_vocab(sp_model_path: Path) -> Vocab:
     return Vocab(tokens, scores, types)
 
 
-def chatml_vocab(sp_model_path: Path) -> Vocab:
+def chatml_vocab(sp_model_path: Path, user_defined: tuple[str, ...] = ()) -> Vocab:
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     proto = pb.ModelProto()
     proto.ParseFromString(sp_model_path.read_bytes())
     v = Vocab([p.piece for p in proto.pieces], [p.score for p in proto.pieces],
               [p.type for p in proto.pieces])
-    for piece in ("<|im_start|>", "<|im_end|>"):
+    for piece, kind in [("<|im_start|>", CONTROL), ("<|im_end|>", CONTROL)] + [(p, USER_DEFINED) for p in user_defined]:
         v.tokens.append(piece)
         v.scores.append(0.0)
-        v.types.append(CONTROL)
+        v.types.append(kind)
     return v
 
 
@@ -486,11 +527,14 @@ def answer_shape(sp_model_path: Path, shape: str) -> tuple[list[int], int, dict]
     return answer, marker, sidecar
 
 
-def write_template_model(path: Path, sp_model_path: Path) -> Path:
-    """A llama-architecture model with a ChatML template; greedy: answer, <|im_end|>, leak."""
-    vocab = chatml_vocab(sp_model_path)
+def write_template_model(path: Path, sp_model_path: Path, tools: bool = False) -> Path:
+    """A llama-architecture model with a ChatML template; greedy: answer, <|im_end|>, leak.
+    ``tools``: Qwen2.5's template, and the answer is a <tool_call> block."""
+    vocab = chatml_vocab(sp_model_path, tuple(TEMPLATE_CALL_PIECES) if tools else ())
     im_end = vocab.id("<|im_end|>")
-    answer_ids = sp_encode(sp_model_path, "Template path works")
+    answer = "".join(TEMPLATE_CALL_PIECES) if tools else "Template path works"
+    answer_ids = ([vocab.id(p) for p in TEMPLATE_CALL_PIECES] if tools
+                  else sp_encode(sp_model_path, "Template path works"))
     leak_ids = sp_encode(sp_model_path, SCRIPTED_LEAK)
     newline = vocab.id("<0x0A>")  # the prompt ends with "<|im_start|>assistant\n"
     chain = [newline] + answer_ids + [im_end] + leak_ids + [EOS]
@@ -512,7 +556,7 @@ def write_template_model(path: Path, sp_model_path: Path) -> Path:
         ]
 
     def header(w):
-        w.add_name("scripted chatml template model")
+        w.add_name("scripted tools template model" if tools else "scripted chatml template model")
         w.add_context_length(1024)
         w.add_embedding_length(n_embd)
         w.add_block_count(1)
@@ -530,11 +574,12 @@ def write_template_model(path: Path, sp_model_path: Path) -> Path:
         w.add_eos_token_id(im_end)
         w.add_unk_token_id(0)
         w.add_add_bos_token(False)
-        w.add_chat_template(CHATML_TEMPLATE)
+        w.add_chat_template(TOOLS_TEMPLATE if tools else CHATML_TEMPLATE)
 
     _write(path, "llama", header, tensors)
     path.with_suffix(".json").write_text(json.dumps(
-        {"answer": "Template path works", "leak": SCRIPTED_LEAK, "eog": im_end}, indent=1))
+        {"answer": answer, "leak": SCRIPTED_LEAK, "eog": im_end,
+         **({"call": {"name": TOOL_METADATA, "arguments": TOOL_ARGS}} if tools else {})}, indent=1))
     return path
 
 
@@ -817,8 +862,8 @@ def build(kind: str, cache: Path, force: bool = False) -> Path:
     if base == "scripted-loop":
         chain, sidecar = loop_chain(sp_path)
         return write_scripted_chatglm(path, chatglm3_vocab(sp_path), chain, sidecar)
-    if base == "template" and not real:
-        return write_template_model(path, sp_path)
+    if base in ("template", "template-tools") and not real:
+        return write_template_model(path, sp_path, tools=base == "template-tools")
     if base == "6b" and not real:
         return write_6b(path, chatglm3_vocab(sp_path))
     raise ValueError(f"unknown kind {kind!r}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..engine.answer import Call
 from ..engine.grammar import check_schema, schema_grammar
@@ -73,15 +73,18 @@ class Job:
         """The names of the tools the record offers (its answers may call only those)."""
         return {f["name"] for f in function_specs(self.record.get("tools") or [])}
 
-    def parse(self, text: str, call: Call | None = None) -> Any:
+    def parse(self, text: str, call: Call | None = None, calls: Sequence[Call] = ()) -> Any:
         """The record's output from the answer (OutputFormatError if it does not parse).
 
         ``call``: the answer ended with a call to an offered tool: the output is then the call,
-        {"name", "arguments"}, with "content" when text came before it."""
+        {"name", "arguments"}, with "content" when text came before it, and "calls" (each
+        {"name", "arguments"}, ``call`` first) when the answer made several (``calls``)."""
         if call is not None:
             out: dict[str, Any] = {"name": call.name, "arguments": call.arguments}
             if text:
                 out["content"] = text
+            if len(calls) > 1:
+                out["calls"] = [{"name": c.name, "arguments": c.arguments} for c in calls]
             return out
         if self.openai:
             schema = self.record.get("schema")

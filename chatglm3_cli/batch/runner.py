@@ -101,8 +101,8 @@ def _openai_line(custom_id: Any, *, model_name: str, comp: "Completion | None",
             # The call as OpenAI gives it: arguments are a JSON string.
             message = {"role": "assistant", "content": output.get("content"), "tool_calls": [{
                 "id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                "function": {"name": output["name"],
-                             "arguments": json.dumps(output["arguments"], ensure_ascii=False)}}]}
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
+                for c in output.get("calls") or [output]]}
         response["body"] = {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
             "created": int(time.time()), "model": model_name,
@@ -391,7 +391,7 @@ def _collect(decoder: Any, requests: Iterator[Any], by_key: dict[str, Job], summ
         answer = read_answer(comp, job.offered_tools(), decoder.model.tool_style)
         comp = replace(comp, text=answer.content, finish_reason=answer.finish_reason)
         try:
-            output = job.parse(answer.content, answer.call)
+            output = job.parse(answer.content, answer.call, answer.calls)
         except OutputFormatError as e:
             if comp.finish_reason == "length":  # say why it does not parse
                 e = OutputFormatError(

@@ -108,7 +108,8 @@ def build_toolbox(tools: Optional[list[str]], tool_json: Optional[list[str]], co
 def check_model(model: "Model", toolbox: "Toolbox") -> None:
     """Tools need a model that was trained for them."""
     if model.tool_style is None:
-        raise UsageError(f"{visible(model.name)} is neither ChatGLM3 nor GLM-4: it has no tool-calling format")
+        raise UsageError(f"{visible(model.name)} has no tool-calling format: it is neither ChatGLM3 nor "
+                         "GLM-4, and its chat template does not support tools")
     toolbox.style = model.tool_style
     if toolbox.interpreter is not None and model.family != "chatglm3":
         raise UsageError("--code is ChatGLM3's code-interpreter mode; this model is not ChatGLM3")
@@ -289,6 +290,7 @@ def answer_with_tools(con: Any, m: "Model", toolbox: "Toolbox", approvals: Any, 
     images are shown on stderr; returns the last Completion and the chain for --json."""
     from ..chat.session import ChatSession
     from ..engine.prompt import Message
+    from ..engine.toolcalls import call_marker_start
 
     check_model(m, toolbox)
     session = ChatSession(m, system=toolbox.system_prompt(system), params=params, tools=toolbox.specs() or None)
@@ -298,14 +300,29 @@ def answer_with_tools(con: Any, m: "Model", toolbox: "Toolbox", approvals: Any, 
         con.error(" ".join(str(i) for i in ids))
     state = {"wrote": False, "nl": True}
 
+    def write(piece: str) -> None:
+        if piece:
+            con.write(piece)
+            state["wrote"], state["nl"] = True, piece.endswith("\n")
+
     def stream(turn: Any) -> None:
         gen = turn.generation
+        # A template model writes its call in its text: what may be a call waits for the end.
+        text, sent = "", 0
         try:
             for piece in turn:
                 if as_json or gen.metadata:  # a call is not the answer: it is shown on stderr
                     continue
-                con.write(piece)
-                state["wrote"], state["nl"] = True, piece.endswith("\n")
+                if toolbox.style != "template":
+                    write(piece)
+                    continue
+                text += piece
+                cut = call_marker_start(text)
+                if cut > sent:
+                    write(text[sent:cut])
+                    sent = cut
+            if text[sent:] and (turn.result is None or toolbox.call_in(turn.result)[0] is None):
+                write(text[sent:])
         finally:
             turn.close()
             if state["wrote"] and not state["nl"]:

@@ -221,8 +221,64 @@ def _environment(budget: _Budget) -> Any:
         filter_.__name__ = getattr(f, "__name__", "filter")
         return filter_
 
+    # tojson as transformers defines it for chat templates (plain json.dumps, non-ASCII kept):
+    # Jinja's own escapes <, >, & and ' for HTML, which no model was trained on.
+    env.filters["tojson"] = _tojson
     env.filters = {name: bounded(f) for name, f in env.filters.items()}
     return env
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
+            separators: Any = None, sort_keys: bool = False) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+def supports_tools(template: str) -> bool:
+    """Whether a Jinja chat template reads the ``tools`` variable (as Qwen2.5's, Llama 3.1's,
+    Hermes' and Mistral's do): read from the template's syntax tree, never run. A template that
+    does not parse has no tools support (rendering it reports why)."""
+    try:
+        from jinja2 import Environment, TemplateSyntaxError, meta
+    except ImportError:  # pragma: no cover - jinja2 comes with llama-cpp-python
+        return False
+    try:
+        tree = Environment().parse(template)
+    except (TemplateSyntaxError, RecursionError, MemoryError):
+        return False
+    return "tools" in meta.find_undeclared_variables(tree)
+
+
+def template_messages(messages: Sequence[Turn], contents: Sequence[str]) -> list[dict[str, Any]]:
+    """Messages in the shape transformers passes to chat templates: a tool call made from
+    structured data (a message with ``arguments``; its ``metadata`` names the tool) is an
+    assistant message with ``tool_calls`` (OpenAI's shape, arguments as a dict as templates
+    expect; its ``content``, ChatGLM3's spelling of the call, is not this format's), and a
+    tool's result (role ``observation``) a ``tool`` message with the ``tool_call_id`` and
+    ``name`` of the call it answers."""
+    out: list[dict[str, Any]] = []
+    pending: list[tuple[str, str]] = []  # (id, name) of calls not answered yet
+    n_calls = 0
+    for m, content in zip(messages, contents, strict=True):
+        arguments = getattr(m, "arguments", None)
+        name = str(getattr(m, "metadata", "") or "")
+        if m.role == "assistant" and arguments is not None and name:
+            n_calls += 1
+            cid = f"call{n_calls:05d}"  # nine letters and digits: Mistral's templates refuse other ids
+            pending.append((cid, name))
+            # "" rather than None: templates test it, and some run `in` or `+` on it (Qwen3's)
+            out.append({"role": "assistant", "content": "", "tool_calls": [
+                {"id": cid, "type": "function", "function": {"name": name, "arguments": dict(arguments)}}]})
+        elif m.role == "observation":
+            msg: dict[str, Any] = {"role": "tool", "content": content}
+            if pending:
+                msg["tool_call_id"], msg["name"] = pending.pop(0)
+            out.append(msg)
+        else:
+            out.append({"role": m.role, "content": content})
+    return out
 
 
 class _Deadline:
@@ -255,10 +311,12 @@ class _Deadline:
 
 
 def render_template(template: str, messages: Sequence[Turn], *, bos_token: str, eos_token: str,
-                    sentinel: Callable[[int], str] | None = None) -> str:
+                    sentinel: Callable[[int], str] | None = None,
+                    tools: Sequence[Mapping[str, Any]] | None = None) -> str:
     """Render a file's Jinja chat template (as llama-cpp-python and transformers do), within
     limits of time, loop iterations, value sizes and output size (UnsupportedModelError past
-    them: the template is the model's fault)."""
+    them: the template is the model's fault). ``tools``: the function specs offered, passed
+    as transformers does (``{"type": "function", "function": spec}`` each)."""
     try:
         import jinja2
     except ImportError as e:  # pragma: no cover - jinja2 comes with llama-cpp-python
@@ -272,11 +330,13 @@ def render_template(template: str, messages: Sequence[Turn], *, bos_token: str, 
 
         return datetime.datetime.now().strftime(fmt)
 
-    msgs = []
-    for i, m in enumerate(messages):
-        role = "tool" if m.role == "observation" else m.role
-        msgs.append({"role": role, "content": sentinel(i) if sentinel else m.content})
-    max_out = TEMPLATE_MIN_OUTPUT + 4 * sum(len(m["content"]) for m in msgs)
+    msgs = template_messages(messages, [sentinel(i) if sentinel else m.content for i, m in enumerate(messages)])
+    extra: dict[str, Any] = {}
+    if tools:
+        extra["tools"] = [{"type": "function", "function": dict(t)} for t in tools]
+    max_out = TEMPLATE_MIN_OUTPUT + 4 * (sum(len(m["content"]) for m in msgs)
+                                         + sum(_deep_size(t, TEMPLATE_MAX_ITEMS) for t in tools or ())
+                                         + sum(_deep_size(m.get("tool_calls"), TEMPLATE_MAX_ITEMS) for m in msgs))
     budget = _Budget(TEMPLATE_SECONDS, max(TEMPLATE_MAX_ITEMS, max_out))
     env = _environment(budget)
     env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
@@ -287,7 +347,7 @@ def render_template(template: str, messages: Sequence[Turn], *, bos_token: str, 
             compiled = env.from_string(template)
             # generate(), not render(): the output is checked as it grows.
             for piece in compiled.generate(messages=msgs, add_generation_prompt=True,
-                                           bos_token=bos_token, eos_token=eos_token):
+                                           bos_token=bos_token, eos_token=eos_token, **extra):
                 size += len(piece)
                 if size > max_out:
                     raise _TemplateLimit(f"more than {max_out:,} characters of output")
@@ -303,4 +363,6 @@ def render_template(template: str, messages: Sequence[Turn], *, bos_token: str, 
     except (RecursionError, MemoryError, OverflowError, ArithmeticError) as e:
         raise UnsupportedModelError(
             f"the model's chat template cannot be rendered: {type(e).__name__}") from None
+    except (TypeError, ValueError, LookupError, AttributeError) as e:  # the template's own Python-level error
+        raise UnsupportedModelError(f"the model's chat template cannot be rendered: {type(e).__name__}: {e}") from None
     return "".join(out)

@@ -13,13 +13,14 @@
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from .. import env
-from ..errors import ModelFormatError, ModelLoadError, UnsupportedModelError
+from ..errors import InputError, ModelFormatError, ModelLoadError, UnsupportedModelError
 from . import families, memory
 from .completion import Completion
 from .families import official_family
@@ -221,8 +222,17 @@ class Model:
 
     @property
     def tool_style(self) -> str | None:
-        """How this model writes a tool call: "chatglm3" (tool_call(...)), "glm4" (JSON), or None."""
-        return self.official.name if self.official is not None else None
+        """How this model writes a tool call: "chatglm3" (tool_call(...)), "glm4" (JSON),
+        "template" (its Jinja chat template reads ``tools``: calls are read from the text,
+        toolcalls.read_template_calls), or None (no tools)."""
+        if self.official is not None:
+            return self.official.name
+        if not hasattr(self, "_reads_tools"):  # parsed once: serve asks per request
+            from .jinja_render import supports_tools
+
+            text = self.template.text if self.template is not None else None
+            self._reads_tools = bool(text) and supports_tools(text or "")
+        return TEMPLATE if self._reads_tools else None
 
     def token_text(self, token: int) -> str:
         return self._llama.token_text(token)
@@ -232,9 +242,13 @@ class Model:
             raise ValueError("no messages")
         if self.official is not None:
             return self.official.prompt_ids(messages, self.tokenize)
-        if any(m.tools for m in messages):  # a template has no place for them: refused, never dropped
-            raise UnsupportedModelError(f"{self.name} has no tool-calling format (only ChatGLM3 and GLM-4 "
-                                        "files have one): tools cannot be offered to it")
+        tools = None
+        if any(m.tools or m.arguments is not None for m in messages):  # tools, or calls made earlier
+            if self.tool_style != TEMPLATE:  # no place for them: refused, never dropped
+                raise UnsupportedModelError(
+                    f"{self.name} has no tool-calling format (ChatGLM3, GLM-4 and models whose chat "
+                    "template supports tools have one): tools cannot be offered to it")
+            messages, tools = self._template_tools(messages)
         assert self.template is not None
         if self.template.builtin is not None:
             ids = builtin_prompt_ids(messages, self.template.builtin, tokenize=self._tokenize_special)
@@ -242,10 +256,33 @@ class Model:
             assert self.chat_template is not None
             bos, eos = self._bos_eos_text()
             ids = template_prompt_ids(messages, self.chat_template, bos_token=bos, eos_token=eos,
-                                      tokenize=self._tokenize_special)
+                                      tokenize=self._tokenize_special, tools=tools)
         if self._llama.add_bos() and self._llama.bos_token() >= 0 and (not ids or ids[0] != self._llama.bos_token()):
             ids.insert(0, self._llama.bos_token())
         return ids
+
+    def _template_tools(self, messages: Sequence[Message]) -> tuple[list[Message], list[dict[str, Any]] | None]:
+        """The messages without the tools' system message, and the tools, for a template that
+        takes them as its ``tools`` variable. ChatGLM3's tool preamble is not part of it (a
+        system prompt of the user's stays). The specs and earlier calls are rendered as the
+        template's own text (parsed for control tokens), so one that spells a control token
+        is refused."""
+        from .toolcalls import TOOLS_SYSTEM_PROMPT
+
+        tools: list[dict[str, Any]] = []
+        kept: list[Message] = []
+        for m in messages:
+            if m.role == "system" and m.tools:
+                tools += m.tools
+                if m.content and m.content != TOOLS_SYSTEM_PROMPT:
+                    kept.append(Message("system", m.content))
+            else:
+                kept.append(m)
+        calls = [[m.metadata, m.arguments] for m in messages if m.arguments is not None]
+        spelled = json.dumps([tools, calls], ensure_ascii=False)
+        if any(self._llama.is_control(t) for t in self._tokenize_special(spelled, True)):
+            raise InputError("a tool definition or call contains the text of one of the model's control tokens")
+        return kept, tools or None
 
     def _tokenize_special(self, text: str, special: bool) -> list[int]:
         return self._llama.tokenize(text, parse_special=special)

@@ -172,19 +172,25 @@ def chatglm3_prompt_ids(messages: Sequence[Message], encode: Callable[[str], lis
 
 
 def template_prompt_ids(messages: Sequence[Message], template: str, *, bos_token: str, eos_token: str,
-                        tokenize: Callable[[str, bool], list[int]]) -> list[int]:
+                        tokenize: Callable[[str, bool], list[int]],
+                        tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
     """Render the template with a sentinel in place of each content, so that the template's
-    own text is parsed for special tokens and the users' text is not."""
-    marks = [f"\x00\x01{i}\x01\x00" for i in range(len(messages))]
+    own text is parsed for special tokens and the users' text is not. An empty content keeps
+    no sentinel: templates test it (``{% if message.content %}``); nor does a tool call made
+    from structured data (the template writes it from its arguments)."""
+    marks = [f"\x00\x01{i}\x01\x00" if m.content and m.arguments is None else ""
+             for i, m in enumerate(messages)]
     text = render_template(template, messages, bos_token=bos_token, eos_token=eos_token,
-                           sentinel=lambda i: marks[i])
-    if not all(text.count(m) == 1 for m in marks):
+                           sentinel=lambda i: marks[i], tools=tools)
+    if not all(text.count(m) == 1 for m in marks if m):
         # The template transformed the content (trim, split...): fall back to the plain render.
         return tokenize(render_template(template, messages, bos_token=bos_token,
-                                        eos_token=eos_token), True)
+                                        eos_token=eos_token, tools=tools), True)
     ids: list[int] = []
     rest = text
     for i, m in enumerate(marks):
+        if not m:
+            continue
         before, rest = rest.split(m, 1)
         if before:
             ids += tokenize(before, True)

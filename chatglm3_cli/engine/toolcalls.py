@@ -10,13 +10,18 @@ literal arguments, so model output is never executed.
 GLM-4-9B-chat learns its tools from the ``# 可用工具`` block of its template (see prompt.py)
 and calls one as ``name`` (metadata line) + the arguments as a JSON object; ``read_call``
 reads either format.
+
+A model prompted through a chat template that reads ``tools`` (style "template") writes its
+calls in its answer's text: ``read_template_calls`` reads the Hermes / Qwen2.5 form (one or
+more ``<tool_call>`` JSON ``</tool_call>`` blocks, text allowed before the first) and a bare
+JSON object as the whole answer (Llama 3.1).
 """
 from __future__ import annotations
 
 import ast
 import json
 import keyword
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from .prompt import Message
 
@@ -137,3 +142,77 @@ def read_call(text: str, style: str) -> dict[str, Any] | None:
         return args if args is not None else parse_call(text)
     args = parse_call(text)
     return args if args is not None else parse_json_call(text)
+
+
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+MAX_TEMPLATE_CALLS = 32  # calls read from one answer; more: the text is not a call
+# The keys a written call may have: the name, its arguments (Llama 3.1 says "parameters"), and
+# the "type"/"id" some models copy from OpenAI's shape. Any other key: an answer, not a call.
+_CALL_KEYS = {"name", "arguments", "parameters", "type", "id"}
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return None
+
+
+def _written_call(value: Any) -> tuple[str, dict[str, Any]] | None:
+    """(name, arguments) of a call written as a JSON object, or None."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"] \
+            or not set(value) <= _CALL_KEYS or ("arguments" in value and "parameters" in value):
+        return None
+    args = value.get("arguments", value.get("parameters", {}))
+    if isinstance(args, str):  # some models write the arguments as a JSON string, as OpenAI sends them
+        args = _json_value(args) if args.strip() else {}
+    return (value["name"], args) if isinstance(args, dict) else None
+
+
+def read_template_calls(text: str, offered: Collection[str]) -> tuple[str, list[tuple[str, dict[str, Any]]]] | None:
+    """The text before the calls and the calls, (name, arguments) each, of an answer written
+    by a model whose chat template took the tools; None when the answer is not a call to an
+    offered tool (no call, unreadable JSON, a name not offered, text after the calls): the
+    whole text is then the answer's content."""
+    if not offered:
+        return None
+    start = text.find(CALL_OPEN)
+    if start < 0:  # Llama 3.1: the whole answer is one JSON object
+        body = text.strip()
+        if body.startswith("```"):
+            body = body.strip("`").strip()
+            body = (body[4:] if body.startswith("json") else body).strip()
+        call = _written_call(_json_value(body)) if body.startswith("{") else None
+        return ("", [call]) if call is not None and call[0] in offered else None
+    if CALL_CLOSE in text[:start]:  # a call closed before any opened: malformed
+        return None
+    calls: list[tuple[str, dict[str, Any]]] = []
+    rest = text[start:]
+    while rest:
+        if not rest.startswith(CALL_OPEN) or len(calls) >= MAX_TEMPLATE_CALLS:
+            return None
+        end = rest.find(CALL_CLOSE, len(CALL_OPEN))
+        if end < 0:  # the last call may stop at the end of the turn without its closing tag
+            body, rest = rest[len(CALL_OPEN):], ""
+        else:
+            body, rest = rest[len(CALL_OPEN):end], rest[end + len(CALL_CLOSE):].lstrip()
+        call = _written_call(_json_value(body.strip()))
+        if call is None or call[0] not in offered:
+            return None
+        calls.append(call)
+    return text[:start].strip(), calls
+
+
+def call_marker_start(text: str) -> int:
+    """Where a tool call may begin in a template model's text streamed so far: the position of
+    ``<tool_call>`` or of a trailing prefix of it, 0 when the text (stripped) opens a JSON
+    object, else len(text). Text before it may be sent; the rest waits until the answer ends."""
+    if not text.strip() or text.lstrip().startswith(("{", "`")):
+        return 0
+    at = text.find(CALL_OPEN)
+    if at >= 0:
+        return at
+    for n in range(min(len(CALL_OPEN) - 1, len(text)), 0, -1):
+        if text.endswith(CALL_OPEN[:n]):
+            return len(text) - n
+    return len(text)

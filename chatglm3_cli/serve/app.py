@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from ..engine.sampling import SamplingParams
+from ..engine.toolcalls import call_marker_start
 from ..errors import ChatGLM3Error, GrammarError, PromptTooLongError, QueueFullError, ShuttingDownError
 from . import protocol as P
 from .guard import GuardPolicy, RequestGuard
@@ -158,9 +159,10 @@ def _submit(state: ServerState, job: Job) -> None:
 
 # answers --------------------------------------------------------------------------------------
 
-def _tool_answer(state: ServerState, req: P.ChatRequest, done: Event) -> tuple[str, dict[str, Any] | None, str]:
+def _tool_answer(state: ServerState, req: P.ChatRequest, done: Event) -> tuple[str, list[dict[str, Any]], str]:
     """The answer as the engine reads it for every path (engine/answer.py): its content, the
-    tool call it ended with (an offered tool, literal arguments) or None, the finish reason."""
+    tool calls it ended with (offered tools, literal arguments; none: a plain answer), the
+    finish reason."""
     from ..engine.answer import read_answer
     from ..engine.toolcalls import function_specs
 
@@ -168,8 +170,7 @@ def _tool_answer(state: ServerState, req: P.ChatRequest, done: Event) -> tuple[s
     comp = done.completion
     offered = {f["name"] for f in function_specs(req.tools or [])}
     answer = read_answer(comp, offered, state.model.tool_style)
-    call = P.tool_call(answer.call.name, answer.call.arguments) if answer.call is not None else None
-    return answer.content, call, answer.finish_reason
+    return answer.content, [P.tool_call(c.name, c.arguments) for c in answer.calls], answer.finish_reason
 
 
 def _with_ids(out: dict[str, Any], req: P.GenerationRequest, ev: Event) -> dict[str, Any]:
@@ -253,26 +254,36 @@ async def _chat_stream(state: ServerState, req: P.ChatRequest, job: Job, first: 
 
     yield chunk({"role": "assistant", "content": ""})
     held: list[str] | None = None  # a tool call's text, held until it is whole
+    # A model whose template took the tools writes its calls in its text: what follows a
+    # possible call marker waits until the answer ends (engine/toolcalls.call_marker_start).
+    in_text = bool(req.tools) and state.model.tool_style == "template"
+    text, sent = "", 0
     ev = first
     while ev.kind == "text":
-        if held is None and req.tools and ev.metadata:
+        if in_text:
+            text += ev.text
+            cut = call_marker_start(text)
+            if cut > sent:
+                yield chunk({"content": text[sent:cut]})
+                sent = cut
+        elif held is None and req.tools and ev.metadata:
             held = []
         if held is not None:
             held.append(ev.text)
-        else:
+        elif not in_text:
             yield chunk({"content": ev.text})
         ev = await job.events.get()
     if ev.completion is None:  # failed after the first token, or cancelled
         if ev.error is not None:
             yield _engine_error(ev.error).body()
         return
-    _, call, finish = _tool_answer(state, req, ev)
-    if call is not None:
-        yield chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+    _, calls, finish = _tool_answer(state, req, ev)
+    for i, call in enumerate(calls):
+        yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                                      "function": {"name": call["function"]["name"], "arguments": ""}}]})
-        yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]})
-    elif held:
-        yield chunk({"content": "".join(held)})
+        yield chunk({"tool_calls": [{"index": i, "function": {"arguments": call["function"]["arguments"]}}]})
+    if not calls and (held or text[sent:]):  # not a call after all: the text is content
+        yield chunk({"content": "".join(held) if held else text[sent:]})
     yield chunk({}, finish, done=ev)
     if req.include_usage:
         yield chunk(None, use=_usage(ev))
@@ -389,10 +400,10 @@ async def chat_answer(state: ServerState, request: Request, body: dict[str, Any]
         watch.stop()  # SSEResponse watches from here on
         return Answer(job, chunks=_chat_stream(state, req, job, first))
     _, _, done = await _answer(job, first, watch)
-    content, call, finish = _tool_answer(state, req, done)
+    content, calls, finish = _tool_answer(state, req, done)
     message: dict[str, Any] = {"role": "assistant", "content": content}
-    if call is not None:
-        message = {"role": "assistant", "content": content or None, "tool_calls": [call]}
+    if calls:
+        message = {"role": "assistant", "content": content or None, "tool_calls": calls}
     return Answer(job, whole=_with_ids(P.chat_completion(P.new_id("chatcmpl"), state.model_id, message, finish,
                                                          _usage(done)), req, done))
 

@@ -135,6 +135,29 @@ class Toolbox:
         return ToolCall(name, arguments=args, text=text,
                         problem=f"invalid arguments: {problem}" if problem else None)
 
+    def call_in(self, r: Any) -> tuple[ToolCall | None, Any]:
+        """The call a Completion ended with (None: a plain answer), and the Completion as the
+        caller reports it. A model whose chat template took the tools (style "template")
+        writes its call in its text and ends its turn as usual: engine/answer.py reads it, and
+        the Completion reported has the content before the call and finish "tool_calls"."""
+        if self.style == "template":
+            from dataclasses import replace
+
+            from ..engine.answer import read_answer
+
+            answer = read_answer(r, set(self.functions), "template")
+            if answer.call is None:
+                return None, r
+            name, args = answer.call.name, answer.call.arguments
+            problem = self.functions[name].check(args)
+            call = ToolCall(name, arguments=args, text=r.text,
+                            problem=f"invalid arguments: {problem}" if problem else None)
+            return call, replace(r, text=answer.content, finish_reason="tool_calls")
+        if r.finish_reason != "tool_calls":
+            return None, r
+        # The call is the answer's last message (text may come before it, engine/answer.py).
+        return self.read(r.metadata, r.segments[-1].text if r.segments else r.text), r
+
     @property
     def executes(self) -> bool:
         """Whether any call could execute something here (code, or a tool with a function):
@@ -197,10 +220,11 @@ def run_chain(session: "ChatSession", turn: "Turn", toolbox: Toolbox, approvals:
         stream(turn)
         r = turn.result
         out.last = r
-        if r is None or r.finish_reason != "tool_calls":
+        if r is None:
             return out
-        # The call is the answer's last message (text may come before it, engine/answer.py).
-        call = toolbox.read(r.metadata, r.segments[-1].text if r.segments else r.text)
+        call, out.last = toolbox.call_in(r)
+        if call is None:
+            return out
         if len(out.outcomes) >= max_calls:
             out.limit_reached = True
             out.pending = call

@@ -63,6 +63,54 @@ def test_a_call_to_a_tool_that_was_not_offered_is_content(tool_model):
     assert s.failed == 0 and out2["output"] == out["output"] and out2["finish_reason"] == "stop"
 
 
+def test_template_model_with_tools_support_outputs_the_call_and_one_without_is_a_record_error(fixtures):
+    """A GGUF whose chat template reads ``tools``: the <tool_call> its answer writes is the
+    record's call (the same call serve and run read); a template without tools support: the
+    record is an error, the others still answered."""
+    want = fixtures.sidecar("template-tools")["call"]
+    rec = {"id": "c", "task": "chat", "messages": [{"role": "user", "content": "Weather?"}], "tools": [SEARCH]}
+    with Model(fixtures.path("template-tools"), n_ctx=1024) as m:
+        s, (out,) = run(m, [rec])
+        s2, (line,) = run(m, [openai_line("o", {"messages": rec["messages"], "tools": [SEARCH]})])
+    assert s.failed == s2.failed == 0 and out["error"] is None and out["finish_reason"] == "tool_calls"
+    assert out["output"] == {"name": want["name"], "arguments": want["arguments"]}
+    (call,) = line["response"]["body"]["choices"][0]["message"]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == want["arguments"]
+    with Model(fixtures.path("template"), n_ctx=256) as plain:
+        s, outs = run(plain, [rec, {"id": "p", "task": "chat", "messages": [{"role": "user", "content": "hi"}],
+                                    "max_tokens": 4}])
+    by_id = {o["id"]: o for o in outs}
+    assert s.failed == 1 and "no tool-calling format" in by_id["c"]["error"]["message"]
+    assert by_id["p"]["error"] is None
+
+
+def test_an_answer_with_several_calls_keeps_them_all():
+    """A template model may write several <tool_call> blocks: a task record's output lists them
+    in "calls" (the first also as its name/arguments), an OpenAI line has every tool call."""
+    from chatglm3_cli.batch.runner import result_line
+    from chatglm3_cli.engine.answer import read_answer
+    from chatglm3_cli.engine.completion import Completion, Timings
+
+    text = "".join(f'<tool_call>\n{{"name": "search", "arguments": {{"city": "{c}"}}}}\n</tool_call>\n'
+                   for c in ("Paris", "Rome"))
+    comp = Completion(text=text, metadata="", finish_reason="stop", prompt_tokens=3, cached_tokens=0,
+                      completion_tokens=9, timings=Timings())
+    answer = read_answer(comp, {"search"}, "template")
+    rec = {"id": "c", "task": "chat", "messages": [{"role": "user", "content": "?"}], "tools": [SEARCH]}
+    line = openai_line("o", {"messages": rec["messages"], "tools": [SEARCH]})
+    task_job, openai_job = parse_jobs((json.dumps(rec) + "\n" + json.dumps(line) + "\n").encode(), "j").jobs
+    out = task_job.parse(answer.content, answer.call, answer.calls)
+    assert out == {"name": "search", "arguments": {"city": "Paris"},
+                   "calls": [{"name": "search", "arguments": {"city": "Paris"}},
+                             {"name": "search", "arguments": {"city": "Rome"}}]}
+    done = Completion(text="", metadata="", finish_reason="tool_calls", prompt_tokens=3, cached_tokens=0,
+                      completion_tokens=9, timings=Timings())
+    got = result_line(openai_job, model_name="m", comp=done, error=None,
+                      output=openai_job.parse(answer.content, answer.call, answer.calls))
+    calls = got["response"]["body"]["choices"][0]["message"]["tool_calls"]
+    assert [json.loads(c["function"]["arguments"])["city"] for c in calls] == ["Paris", "Rome"]
+
+
 def test_tool_choice_none_drops_the_tools_and_required_is_refused():
     lines = [
         openai_line("none", {"messages": [{"role": "user", "content": "x"}], "tools": [SEARCH], "tool_choice": "none"}),

@@ -78,6 +78,26 @@ def test_tool_json_calls_are_shown_not_run(fixtures, tmp_path):
     assert out["tool_calls"] == [] and out["pending_call"] == {"name": "search", "arguments": {"city": "Paris"}}
 
 
+def test_run_with_a_template_that_supports_tools(fixtures, tmp_path):
+    """A GGUF whose chat template reads ``tools``: the <tool_call> its answer writes runs the
+    tool, its result goes back through the template, and --json reports the call; without
+    --json the call's text is not printed as the answer."""
+    tools, marker = _tools_file(tmp_path)
+    want = fixtures.sidecar("template-tools")["call"]
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("template-tools")), "--tools", str(tools),
+                                 "--yes", "--max-tool-calls", "1", "--json", "Weather in Paris?"])
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert marker.read_text() == "Paris\n"
+    assert out["tool_calls"] == [{**want, "status": "ok", "result": "sunny in Paris"}]
+    assert out["pending_call"] == want and out["finish_reason"] == "tool_calls" and out["response"] == ""
+    assert [m["role"] for m in out["messages"]] == ["system", "user", "assistant", "observation", "assistant"]
+    r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("template-tools")), "--tools", str(tools),
+                                 "--yes", "--max-tool-calls", "0", "Weather in Paris?"])
+    assert r.exit_code == 0, r.stderr
+    assert "<tool_call>" not in r.stdout and "--max-tool-calls 0" in r.stderr
+
+
 def test_code_and_tools_together_is_a_usage_error(fixtures, tmp_path):
     tools, _ = _tools_file(tmp_path)
     r = CliRunner().invoke(app, ["run", "-m", str(fixtures.path("scripted-code")), "--code", "--tools",

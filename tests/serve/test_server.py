@@ -34,6 +34,12 @@ def run_cli(model, tmp, *args):
                           capture_output=True, text=True, env=child_env(tmp), timeout=300, stdin=subprocess.DEVNULL)
 
 
+def ollama_show(server):
+    """Ollama's /api/show for the server's one model (named as /api/tags names it)."""
+    (tag,) = server.http().get("/api/tags").json()["models"]
+    return server.http().post("/api/show", json={"model": tag["model"]})
+
+
 def stream_text(stream):
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -193,6 +199,55 @@ def test_tool_calls_streamed_or_not(fixtures, tmp_path):
         assert server.stop() == 0
 
 
+def test_template_tool_calls_streamed_or_not_match_run(fixtures, tmp_path):
+    """A GGUF whose chat template reads ``tools`` (Qwen2.5's): the call its answer writes as
+    <tool_call> text comes back as OpenAI tool_calls, streamed (no call text as content) or
+    not, the same call `run --json` and batch read; Ollama lists the "tools" capability."""
+    want = fixtures.sidecar("template-tools")["call"]
+    spec = tmp_path / "tools.json"
+    spec.write_text(json.dumps([SEARCH]))
+    r = run_cli(fixtures.path("template-tools"), tmp_path, "--tool-json", str(spec), "--json", "-t", "0", "Weather?")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["pending_call"] == {"name": want["name"], "arguments": want["arguments"]}
+    server = Server(fixtures.path("template-tools"), tmp_path, "--parallel", "2", "--ctx", "1024")
+    try:
+        client = server.client()
+        msgs = [{"role": "user", "content": "Weather in Paris?"}]
+        resp = client.chat.completions.create(model="m", messages=msgs, tools=[SEARCH], temperature=0)
+        choice = resp.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        (call,) = choice.message.tool_calls
+        assert call.function.name == want["name"] and json.loads(call.function.arguments) == want["arguments"]
+
+        chunks = list(client.chat.completions.create(model="m", messages=msgs, tools=[SEARCH], temperature=0,
+                                                     stream=True))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        assert not "".join(d.content or "" for d in deltas)
+        calls = [tc for d in deltas for tc in (d.tool_calls or [])]
+        assert calls[0].id.startswith("call_") and calls[0].function.name == want["name"]
+        assert json.loads("".join(tc.function.arguments or "" for tc in calls)) == want["arguments"]
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+        # The call and its result go back in through the template; without tools the same
+        # text is the content, streamed whole.
+        follow = msgs + [{"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+                         {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'}]
+        again = client.chat.completions.create(model="m", messages=follow, tools=[SEARCH], temperature=0)
+        assert again.choices[0].finish_reason == "tool_calls"
+        text, _ = stream_text(client.chat.completions.create(model="m", messages=msgs, temperature=0, stream=True))
+        assert text == fixtures.sidecar("template-tools")["answer"]
+        # A call to a tool that was not offered: held back while streaming, then sent as content.
+        weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+        text, chunks = stream_text(client.chat.completions.create(model="m", messages=msgs, tools=[weather],
+                                                                  temperature=0, stream=True))
+        assert text == fixtures.sidecar("template-tools")["answer"]
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        show = ollama_show(server)
+        assert show.status_code == 200 and "tools" in show.json()["capabilities"]
+    finally:
+        assert server.stop() == 0
+
+
 def test_tools_for_a_model_without_a_tool_format_are_a_400(fixtures, tmp_path):
     """The ChatML fixture has no tool-calling format: refused, never answered without the tools."""
     server = Server(fixtures.path("template"), tmp_path, "--parallel", "1", "--ctx", "256")
@@ -201,6 +256,8 @@ def test_tools_for_a_model_without_a_tool_format_are_a_400(fixtures, tmp_path):
             "model": "m", "messages": [{"role": "user", "content": "Weather?"}], "tools": [SEARCH]})
         assert r.status_code == 400, r.text
         assert "has no tool-calling format" in r.json()["error"]["message"]
+        show = ollama_show(server)
+        assert show.status_code == 200 and "tools" not in show.json()["capabilities"]
         ok = server.http().post("/v1/chat/completions", json={
             "model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
         assert ok.status_code == 200, ok.text
