@@ -30,9 +30,29 @@ class Turn:
 
     def __iter__(self) -> Iterator[str]:
         try:
-            yield from self.generation
+            if self.session.tools and self.session.model.tool_style == "template":
+                yield from self._held_back()
+            else:
+                yield from self.generation
         finally:
             self._finish()
+
+    def _held_back(self) -> Iterator[str]:
+        """A model whose chat template took the tools writes a call as text (``<tool_call>``, or
+        a JSON object): text from where a call may begin waits until the answer ends, and is
+        shown only when it was not a call to an offered tool (the call is shown as a call)."""
+        from ..engine.toolcalls import call_marker_start, function_specs, read_template_calls
+
+        text, sent = "", 0
+        for piece in self.generation:
+            text += piece
+            upto = call_marker_start(text)
+            if upto > sent:
+                yield text[sent:upto]
+                sent = upto
+        offered = {f["name"] for f in function_specs(self.session.tools or [])}
+        if sent < len(text) and read_template_calls(text, offered) is None:
+            yield text[sent:]
 
     def close(self) -> None:
         self.generation.close()

@@ -310,3 +310,14 @@ def test_a_cell_cannot_hide_code_from_the_approval_prompt(tmp_path, color):
         assert not (tmp_path / "PWNED").exists()
     finally:
         t("kill-server")
+
+
+def test_chat_with_a_template_that_supports_tools_never_shows_the_call_as_text(fixtures, tmp_path):
+    """chat streams a template model's answer; the <tool_call> block it writes is held back
+    (and run as a call), never printed as part of the answer."""
+    tools, marker = _tools_file(tmp_path)
+    r = CliRunner().invoke(app, ["chat", "--no-save", "-m", str(fixtures.path("template-tools")), "--tools",
+                                 str(tools), "--yes", "--max-tool-calls", "1"], input="Weather in Paris?\n")
+    assert r.exit_code == 0, r.stderr
+    assert marker.read_text() == "Paris\n"
+    assert "<tool_call>" not in r.stdout and '"arguments"' not in r.stdout
