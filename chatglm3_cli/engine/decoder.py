@@ -15,8 +15,10 @@ they would have in a context of its own, so answers are the same at every --para
 flash attention (llama.cpp's CPU kernel rounds differently for one query row, a few, and 64+).
 llama.cpp puts the sequences of one decode call into one micro-batch only when their ids are
 consecutive and each has the same number of tokens; the step builder keeps them so
-(``_align_rows``), filling gaps with rows in empty streams. A copy between streams copies the
-whole stream (at the next decode call) and then drops the cells past the prefix.
+(``align_rows``), filling gaps with rows in empty streams, and a step that evaluates prompt
+chunks carries no decoding rows (beside them it would be split in two, one more pass over the
+weights). A copy between streams copies the whole stream (at the next decode call) and then
+drops the cells past the prefix.
 
 Results come out in the order requests finish; every request yields exactly one result, with
 either a Completion or the typed error that stopped that request (never the whole run).
@@ -398,9 +400,13 @@ class ParallelDecoder:
                     if idle is not None and not lookahead:
                         idle()
                     continue
-                # One step: a token for every generating sequence, then prompt chunks.
+                # One step: a token for every generating sequence, then prompt chunks. A step
+                # with prompt chunks carries them alone: beside decoding rows llama.cpp would
+                # split it in two micro-batches (module docstring), one more weight pass,
+                # where leaving the rows for the next step costs them one row each there.
                 entries: list[tuple[int, int, int, bool]] = []
-                generating = [s for s in slots.values() if s.answer.next_token is not None]
+                prompting = any(s.pending and s.answer.next_token is None for s in slots.values())
+                generating = [] if prompting else [s for s in slots.values() if s.answer.next_token is not None]
                 room = self.n_batch - len(generating)
                 for slot in generating:
                     room -= len(slot.answer.make_draft(min(room, self.speculate)))
@@ -419,7 +425,7 @@ class ParallelDecoder:
                 for slot in slots.values():
                     slot.row = -1
                     tok = slot.answer.next_token
-                    if tok is not None:
+                    if tok is not None and not prompting:
                         slot.row = len(entries)
                         entries.append((tok, slot.n_past, slot.seq, True))
                         entries += [(d, slot.n_past + 1 + i, slot.seq, True) for i, d in enumerate(slot.answer.draft)]
@@ -478,7 +484,8 @@ class ParallelDecoder:
                     self.times.timed(n_rows, now - ts)
                 for slot in slots.values():
                     if slot.answer.next_token is not None:
-                        slot.n_past += 1
+                        if not prompting:
+                            slot.n_past += 1
                     elif slot.pending:
                         done = [e for e in entries if e[2] == slot.seq]  # its chunk in this step
                         slot.n_past += len(done)
@@ -532,15 +539,13 @@ class ParallelDecoder:
 
     def _fillers(self, entries: list[tuple[int, int, int, bool]], free: Sequence[int],
                  n_generating: int, has_prompt: bool, n_draft: int) -> list[int]:
-        """Empty streams to give one row each in this step: the gaps between the step's
-        streams, so that its rows make one micro-batch, and in a step of single-token rows the
-        rows that pad it where that pays (step_costs.RowPadding)."""
-        if n_draft:  # rows of several tokens each: llama.cpp splits as it must
+        """Empty streams to give one row each in a step of single-token rows: the gaps
+        between the step's streams, so that its rows make one micro-batch, and the rows that
+        pad it where that pays (step_costs.RowPadding)."""
+        if n_draft or has_prompt:  # rows of several tokens each: llama.cpp splits as it must
             return []
         streams = sorted({e[2] for e in entries})
-        want = len(streams)
-        if not has_prompt and self.padding is not None:
-            want = self.padding.rows(n_generating)
+        want = self.padding.rows(n_generating) if self.padding is not None else len(streams)
         fill = align_rows(streams, [*free, *self.pad_seqs], want)
         if want > len(streams) and len(streams) + len(fill) >= want:
             self.stats.padded_steps += 1
