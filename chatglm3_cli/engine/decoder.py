@@ -15,10 +15,11 @@ they would have in a context of its own, so answers are the same at every --para
 flash attention (llama.cpp's CPU kernel rounds differently for one query row, a few, and 64+).
 llama.cpp puts the sequences of one decode call into one micro-batch only when their ids are
 consecutive and each has the same number of tokens; the step builder keeps them so
-(``align_rows``), filling gaps with rows in empty streams, and a step that evaluates prompt
-chunks carries no decoding rows (beside them it would be split in two, one more pass over the
-weights). A copy between streams copies the whole stream (at the next decode call) and then
-drops the cells past the prefix.
+(``align_rows``), filling gaps with rows in empty streams; a step that evaluates prompt
+chunks beside decoding rows is split in two (one more pass over the weights), so beside a
+single decoding row the prompt chunks go alone and the row waits a step. A copy between
+streams copies the whole stream (at the next decode call) and then drops the cells past the
+prefix.
 
 Results come out in the order requests finish; every request yields exactly one result, with
 either a Completion or the typed error that stopped that request (never the whole run).
@@ -400,13 +401,18 @@ class ParallelDecoder:
                     if idle is not None and not lookahead:
                         idle()
                     continue
-                # One step: a token for every generating sequence, then prompt chunks. A step
-                # with prompt chunks carries them alone: beside decoding rows llama.cpp would
-                # split it in two micro-batches (module docstring), one more weight pass,
-                # where leaving the rows for the next step costs them one row each there.
+                # One step: a token for every generating sequence, then prompt chunks. Beside
+                # decoding rows llama.cpp splits a step with prompt chunks in two micro-batches
+                # (module docstring): one more pass over the weights. With one decoding row the
+                # step carries the prompt chunks alone and that row waits for the next step
+                # (bench -p 2 measured 1.01 of raw so, 0.91-0.95 split); with more, waiting
+                # rows cost more than the pass (-p 4: 0.88 against 0.95-0.97 split).
                 entries: list[tuple[int, int, int, bool]] = []
-                prompting = any(s.pending and s.answer.next_token is None for s in slots.values())
-                generating = [] if prompting else [s for s in slots.values() if s.answer.next_token is not None]
+                generating = [s for s in slots.values() if s.answer.next_token is not None]
+                prompting = len(generating) <= 1 and any(s.pending and s.answer.next_token is None
+                                                         for s in slots.values())
+                if prompting:
+                    generating = []
                 room = self.n_batch - len(generating)
                 for slot in generating:
                     room -= len(slot.answer.make_draft(min(room, self.speculate)))
